@@ -1,0 +1,397 @@
+"""Reverse-mode derivation over the graph: the textbook algorithm, written out.
+
+1. Every op node gets a name and a forward step ``v = op(inputs)``.
+2. The output is seeded: ȳ = 1 for a scalar, else an upstream gradient of its shape.
+3. Nodes are visited in reverse topological order. A node whose value feeds several consumers
+   first gets a *sum* step (the multivariable chain rule). Then, for each input that needs a
+   gradient, the op's backward rule from the op table gives that input's contribution; an
+   elementwise op sums its contribution back over broadcast axes.
+4. Each step keeps the general rule, the rule applied to these names and the simplified
+   result, in terms of named intermediates: the work is linear in the graph size.
+5. The final gradients are the leaves' adjoints with every name expanded back into the inputs
+   (unless that would make them too large to read).
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy import Expr
+
+from . import symbolic as sb
+from .errors import UsageError
+from .graph import Graph, Node
+from .model import BackwardStep, Derivation, ForwardStep, Gradient, Rule, Seed, Variable
+from .ops import Ctx
+from .parser import Limits, parse
+from .printing import Symbols, bar_latex, bar_text, latex_name
+
+# A final gradient larger than this many tree nodes stays in terms of named intermediates.
+MAX_EXPANDED_SIZE = 4000
+
+ASSUMPTIONS = ("real", "positive", "nonnegative", "nonzero")
+
+
+def derive(
+    source: str,
+    shapes: dict[str, tuple] | None = None,
+    wrt: list[str] | str | None = None,
+    assume: dict[str, str] | None = None,
+    limits: Limits | None = None,
+    verify: bool = False,
+    points: int = 3,
+    seed: int = 0,
+    at: dict | None = None,
+) -> Derivation:
+    """Derive the backpropagation of `source` (a formula or a program).
+
+    shapes: {"X": ("n", "d"), "b": (5,)}; wrt: the variables that need gradients (default all);
+    assume: {"x": "positive"}; verify: check every step against torch autograd;
+    at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays).
+    """
+    graph = parse(source, shapes or {}, limits)
+    if isinstance(wrt, str):
+        wrt = [w.strip() for w in wrt.split(",") if w.strip()]
+    derivation = build_derivation(graph, wrt, assume or {})
+    if at is not None:
+        from .numeric import evaluate_at
+
+        evaluate_at(derivation, at, seed=seed)
+    if verify:
+        derivation.verify(points=points, seed=seed)
+    return derivation
+
+
+def build_derivation(graph: Graph, wrt: list[str] | None, assume: dict[str, str]) -> Derivation:
+    names = [v.name for v in graph.variables]
+    if wrt:
+        unknown = [w for w in wrt if w not in names]
+        if unknown:
+            raise UsageError(
+                f"--wrt names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not a variable "
+                f"of the formula (its variables: {', '.join(names)})"
+            )
+    for name, kind in assume.items():
+        if name not in names:
+            raise UsageError(f"--assume names {name}, which is not a variable (its variables: {', '.join(names)})")
+        if kind not in ASSUMPTIONS:
+            raise UsageError(f"--assume {name}={kind}: unknown domain (known: {', '.join(ASSUMPTIONS)})")
+    wanted = set(wrt) if wrt else set(names)
+    return _Sweep(graph, wanted, assume).run()
+
+
+class _Sweep:
+    def __init__(self, graph: Graph, wanted: set[str], assume: dict[str, str]):
+        self.graph = graph
+        self.wanted = wanted
+        self.assume = assume
+        self.symbols = Symbols()
+        self.taken = {n.name for n in graph.nodes} | set(graph.dims)
+        self.sym: dict[int, Expr] = {}  # node id -> its symbol (or number, for constants)
+        self.steps: list[BackwardStep] = []
+        self.rule_count = 0
+        self._expanded: dict[Expr, Expr] = {}  # memo of expand(), shared by all gradients
+        self._definitions: dict[Expr, Expr] = {}  # name -> definition, forward and backward
+
+    # --- names ---------------------------------------------------------------------------------
+
+    def fresh(self, base: str) -> str:
+        name = base
+        while name in self.taken:
+            name += "_"
+        self.taken.add(name)
+        return name
+
+    def symbol_of(self, node: Node) -> Expr:
+        if node.is_const:
+            return node.value
+        return self.sym[node.id]
+
+    # --- the sweep -----------------------------------------------------------------------------
+
+    def run(self) -> Derivation:
+        g = self.graph
+        requires = self.requires_grad()
+        for node in g.nodes:
+            self.sym[node.id] = sb.var(node.name)
+            self.symbols.add(node.name, node.shape)
+        forward = [self.forward_step(n) for n in g.op_nodes]
+        for step, node in zip(forward, g.op_nodes):
+            self._definitions[self.sym[node.id]] = step.expr
+        out = g.output
+        seed = self.make_seed(out)
+
+        # How many contributions each node will receive: one per edge into a consumer.
+        edges_into: dict[int, int] = {}
+        for n in g.op_nodes:
+            for a in n.inputs:
+                if not a.is_const and requires[a.id]:
+                    edges_into[a.id] = edges_into.get(a.id, 0) + 1
+        contributions: dict[int, list[str]] = {}
+        adjoint: dict[int, Expr] = {out.id: sympy.Integer(1) if seed.is_one else sb.var(seed.name)}
+        adjoint_name: dict[int, str] = {out.id: seed.name}
+
+        def finish(node: Node) -> None:
+            """Define the node's adjoint from its contributions (a sum when there are several)."""
+            if node.id in adjoint:
+                return
+            parts = contributions.get(node.id, [])
+            name = self.adjoint_symbol(node)
+            adjoint_name[node.id] = name
+            if len(parts) == 1:
+                adjoint[node.id] = sb.var(parts[0])  # the one rule step defined it directly
+                return
+            terms = [sb.var(p) for p in parts]
+            self.steps.append(
+                BackwardStep(
+                    index=len(self.steps) + 1,
+                    target=name,
+                    of=node.name,
+                    kind="sum",
+                    node=None,
+                    op=None,
+                    rule=None,
+                    applied=sympy.Add(*terms, evaluate=False),
+                    result=sympy.Add(*terms),
+                )
+            )
+            adjoint[node.id] = sb.var(name)
+
+        for node in reversed(g.op_nodes):
+            if not requires[node.id]:
+                continue
+            finish(node)
+            g_sym = adjoint[node.id]
+            for i in reversed(range(len(node.inputs))):
+                inp = node.inputs[i]
+                if inp.is_const or not requires[inp.id]:
+                    continue
+                k = len(contributions.get(inp.id, [])) + 1
+                several = edges_into[inp.id] > 1
+                target = self.adjoint_symbol(inp, partial=k if several else None)
+                contributions.setdefault(inp.id, []).append(target)
+                self.steps.append(self.rule_step(node, i, g_sym, target, k if several else None))
+        for v in g.variables:
+            if requires[v.id]:
+                finish(v)
+
+        gradients = self.final_gradients(adjoint, seed)
+        variables = [
+            Variable(v.name, v.shape, requires[v.id], self.assume.get(v.name) or infer_domain(g, v))
+            for v in g.variables
+        ]
+        edges = [(a.name, n.name) for n in g.op_nodes for a in n.inputs if not a.is_const]
+        return Derivation(
+            source=g.source,
+            output=out.name,
+            output_shape=out.shape,
+            output_expr=self.expand(self.sym[out.id]),
+            variables=variables,
+            dims=g.dims,
+            forward=forward,
+            seed=seed,
+            backward=self.steps,
+            gradients=gradients,
+            symbols=self.symbols,
+            edges=edges,
+            notes=list(g.notes),
+            graph=g,
+        )
+
+    def requires_grad(self) -> dict[int, bool]:
+        """PyTorch's requires_grad: a wanted leaf, or an op with such an input."""
+        req: dict[int, bool] = {}
+        for n in self.graph.nodes:
+            if n.kind == "var":
+                req[n.id] = n.name in self.wanted
+            else:
+                req[n.id] = any(not a.is_const and req[a.id] for a in n.inputs)
+        return req
+
+    def forward_step(self, node: Node) -> ForwardStep:
+        args = [self.symbol_of(a) for a in node.inputs]
+        expr = node.op.sympy(args, [a.shape for a in node.inputs], node.params)
+        ranks = tuple(len(a.shape) for a in node.inputs)
+        consts = tuple(a.is_const for a in node.inputs)
+        return ForwardStep(
+            name=node.name,
+            op=node.op.name,
+            expr=expr,
+            shape=node.shape,
+            grad_fn=node.op.grad_fn_name(ranks, consts, node.params),
+            line=node.place.line if node.place else None,
+            col=node.place.col if node.place else None,
+        )
+
+    def make_seed(self, out: Node) -> Seed:
+        name = self.fresh(f"grad_{out.name}")
+        self.symbols.add(name, out.shape, bar_text(out.name), bar_latex(out.name))
+        return Seed(name=name, shape=out.shape, is_one=out.shape == ())
+
+    def adjoint_symbol(self, node: Node, partial: int | None = None) -> str:
+        base = f"grad_{node.name}" + (f"_{partial}" if partial else "")
+        name = self.fresh(base)
+        text, latex = bar_text(node.name), bar_latex(node.name)
+        if partial:
+            text += f"⁽{partial}⁾".translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+            latex += f"^{{({partial})}}"
+        self.symbols.add(name, node.shape, text, latex)
+        return name
+
+    def rule_step(self, node: Node, i: int, g_sym: Expr, target: str, partial: int | None) -> BackwardStep:
+        op = node.op
+        inp = node.inputs[i]
+        shapes = tuple(a.shape for a in node.inputs)
+        ctx = Ctx(g_sym, tuple(self.symbol_of(a) for a in node.inputs), self.sym[node.id], shapes, node.shape,
+                  node.params)
+        with sympy.evaluate(False):
+            applied = op.backward[i](ctx)
+            if op.elementwise and inp.shape != node.shape:
+                applied = sum_to(applied, node.shape, inp.shape)
+        return BackwardStep(
+            index=len(self.steps) + 1,
+            target=target,
+            of=inp.name,
+            kind="rule",
+            node=node.name,
+            op=op.name,
+            rule=self.general_rule(node, i),
+            applied=applied,
+            result=reevaluate(applied),
+            partial=partial,
+        )
+
+    def general_rule(self, node: Node, i: int) -> Rule:
+        """The op's rule for input i with generic names (a, b, y), at this node's shapes."""
+        op = node.op
+        self.rule_count += 1
+        tag = f"_r{self.rule_count}_"
+        args = []
+        for j, a in enumerate(node.inputs):
+            if a.is_const:
+                args.append(a.value)
+                continue
+            role = op.arg_names[j] if j < len(op.arg_names) else f"x{j}"
+            self.symbols.add(tag + role, a.shape, role, latex_name(role))
+            args.append(sb.var(tag + role))
+        out = op.out_name
+        self.symbols.add(tag + "y", node.shape, out, latex_name(out))
+        self.symbols.add(tag + "gy", node.shape, bar_text(out), bar_latex(out))
+        role = op.arg_names[i] if i < len(op.arg_names) else f"x{i}"
+        self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(role), bar_latex(role))
+        shapes = tuple(a.shape for a in node.inputs)
+        y = sb.var(tag + "y")
+        rhs = op.backward[i](Ctx(sb.var(tag + "gy"), tuple(args), y, shapes, node.shape, node.params))
+        forward = op.sympy(args, shapes, node.params)
+        return Rule(y, forward, sb.var(tag + "g" + role), rhs)
+
+    # --- final gradients -----------------------------------------------------------------------
+
+    def final_gradients(self, adjoint: dict[int, Expr], seed: Seed) -> dict[str, Gradient]:
+        definitions = {sb.var(s.target): s.result for s in self.steps}
+        self._definitions.update(definitions)
+        out = {}
+        for v in self.graph.variables:
+            if v.id not in adjoint:
+                continue
+            named = adjoint[v.id]
+            full = self.expand(named)
+            in_inputs = expr_size(full) <= MAX_EXPANDED_SIZE
+            out[v.name] = Gradient(v.name, full if in_inputs else definitions.get(named, named), v.shape, in_inputs)
+        return out
+
+    def expand(self, expr: Expr) -> Expr:
+        """Replace every named intermediate and adjoint by its definition, recursively."""
+        return _expand(expr, self._definitions, self._expanded)
+
+
+def _expand(expr: Expr, defs: dict, memo: dict) -> Expr:
+    # Iterative post-order, so that deep graphs do not overflow the stack.
+    stack = [(expr, False)]
+    while stack:
+        e, ready = stack.pop()
+        if e in memo:
+            continue
+        if e.is_Symbol and e in defs:
+            d = defs[e]
+            if ready:
+                memo[e] = memo[d]
+            else:
+                stack.append((e, True))
+                stack.append((d, False))
+            continue
+        if not e.args:
+            memo[e] = e
+            continue
+        if ready:
+            memo[e] = e.func(*[memo[a] for a in e.args])
+        else:
+            stack.append((e, True))
+            stack.extend((a, False) for a in e.args if a not in memo)
+    return memo[expr]
+
+
+def reevaluate(expr: Expr) -> Expr:
+    """Rebuild an expression made under `evaluate(False)`, letting SymPy simplify as it goes."""
+    return _expand(expr, {}, {})
+
+
+def expr_size(expr: Expr) -> int:
+    """The number of nodes of the printed tree (shared subtrees counted each time)."""
+    memo: dict = {}
+    stack = [(expr, False)]
+    while stack:
+        e, ready = stack.pop()
+        if e in memo:
+            continue
+        if ready:
+            memo[e] = 1 + sum(memo[a] for a in e.args)
+        else:
+            stack.append((e, True))
+            stack.extend((a, False) for a in e.args if a not in memo)
+    return memo[expr]
+
+
+def sum_to(expr: Expr, from_shape: tuple, to_shape: tuple) -> Expr:
+    """Sum a broadcast gradient back to an input's shape: over leading axes, then size-1 axes."""
+    shape = tuple(from_shape)
+    while len(shape) > len(to_shape):
+        expr = sb.SumOp.build([expr], [shape], axis=0, keepdims=False)
+        shape = shape[1:]
+    for k, (have, want) in enumerate(zip(shape, to_shape)):
+        if want == 1 and have != 1:
+            expr = sb.SumOp.build([expr], [shape], axis=k, keepdims=True)
+            shape = shape[:k] + (1,) + shape[k + 1 :]
+    return expr
+
+
+# Ops through which "this must be positive" passes to their inputs.
+POSITIVE_THROUGH = {"add", "mul", "div", "sum", "mean", "transpose", "matmul", "sqrt", "unsqueeze", "outer"}
+
+
+def infer_domain(graph: Graph, var: Node) -> str:
+    """Where a variable is drawn: positive if a log/sqrt/… needs it, nonzero for a divisor."""
+    demands: dict[int, set[str]] = {}
+    for node in reversed(graph.op_nodes):
+        wants_here = demands.get(node.id, set())
+        for i, a in enumerate(node.inputs):
+            if a.is_const:
+                continue
+            need = set()
+            declared = node.op.domain[i] if node.op.domain else None
+            if declared == "pow_base":
+                exponent = node.inputs[1]
+                if not (exponent.is_const and exponent.value.is_integer):
+                    need.add("positive")
+                elif exponent.value.is_negative:
+                    need.add("nonzero")
+            elif declared in ("positive", "nonzero"):
+                need.add(declared)
+            if "positive" in wants_here and node.op.name in POSITIVE_THROUGH:
+                need.add("positive")
+            if need:
+                demands.setdefault(a.id, set()).update(need)
+    wants = demands.get(var.id, set())
+    if "positive" in wants:
+        return "positive"
+    return "nonzero" if "nonzero" in wants else "real"
+

@@ -1,0 +1,166 @@
+"""The derivation data model: pure data, produced by ``derive`` and only read by renderers.
+
+Expressions are SymPy expressions over the symbols in ``Derivation.symbols`` (variables,
+named intermediates, adjoints ``grad_*``, partial adjoints ``grad_*_k``, and the generic
+symbols of the general rules, whose names start with ``_``). Renderers print them through
+``backstep.printing`` with that table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sympy import Expr
+
+from .printing import Symbols
+
+# A number as a renderer shows it: a float, or nested lists of floats for an array.
+Value = Any
+
+
+@dataclass
+class Variable:
+    name: str
+    shape: tuple
+    requires_grad: bool
+    domain: str  # where the verifier draws it: real, positive, ...
+
+
+@dataclass
+class ForwardStep:
+    name: str
+    op: str
+    expr: Expr  # the op applied to the names of its inputs
+    shape: tuple
+    grad_fn: str | None  # the torch grad_fn this node appears as (None: not differentiable)
+    line: int | None = None
+    col: int | None = None
+    value: Value = None  # with --at
+
+
+@dataclass
+class Rule:
+    """The general local rule of an op for one input: `y = f(a, b)  ⇒  ā = …`."""
+
+    forward_lhs: Expr
+    forward_rhs: Expr
+    adjoint_lhs: Expr
+    adjoint_rhs: Expr
+
+
+@dataclass
+class BackwardStep:
+    index: int  # 1-based, in the order of the reverse sweep
+    target: str  # the symbol this step defines: grad_x, or grad_x_2 for a partial
+    of: str  # the name whose adjoint this is (x)
+    kind: str  # "rule" (one edge of the graph) or "sum" (the multivariable chain rule)
+    node: str | None  # the forward node whose rule this is (kind "rule")
+    op: str | None
+    rule: Rule | None  # the general rule (kind "rule")
+    applied: Expr  # the rule with these names, before simplification
+    result: Expr  # the simplified result
+    partial: int | None = None  # k when this is the k-th contribution to `of`
+    value: Value = None  # with --at
+
+
+@dataclass
+class Seed:
+    """The upstream gradient of the output: 1 for a scalar, else a symbol of the output's shape."""
+
+    name: str  # the symbol (grad_y), even for a scalar output
+    shape: tuple
+    is_one: bool
+
+
+@dataclass
+class Gradient:
+    name: str  # the variable
+    expr: Expr  # in terms of the inputs (and the seed for a non-scalar output)
+    shape: tuple
+    in_inputs: bool = True  # False: too large to expand, written with named intermediates
+    value: Value = None  # with --at
+
+
+@dataclass
+class Check:
+    """One comparison of a symbolic quantity with torch autograd, over all points."""
+
+    name: str  # a variable, or the symbol of an intermediate's adjoint
+    ok: bool
+    max_abs_err: float
+    max_rel_err: float
+    kind: str = "gradient"  # gradient, adjoint, forward, grad_fn
+    detail: str = ""
+
+
+@dataclass
+class Verification:
+    points: int
+    dtype: str
+    sizes: dict[str, int]  # the sample size of each symbolic dimension
+    seed: int
+    gradients: list[Check] = field(default_factory=list)
+    adjoints: list[Check] = field(default_factory=list)  # every intermediate (retain_grad)
+    forward: list[Check] = field(default_factory=list)
+    grad_fns: list[Check] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        checks = self.gradients + self.adjoints + self.forward + self.grad_fns
+        return not self.problems and all(c.ok for c in checks)
+
+    @property
+    def first_failure(self) -> Check | None:
+        for c in self.forward + self.adjoints + self.gradients + self.grad_fns:
+            if not c.ok:
+                return c
+        return None
+
+
+@dataclass
+class Derivation:
+    source: str
+    output: str
+    output_shape: tuple
+    output_expr: Expr  # the output in terms of the inputs
+    variables: list[Variable]
+    dims: list[str]
+    forward: list[ForwardStep]
+    seed: Seed
+    backward: list[BackwardStep]
+    gradients: dict[str, Gradient]
+    symbols: Symbols
+    edges: list[tuple[str, str]]  # (input name, node name) of the computational graph
+    at: dict[str, Value] | None = None  # the point of --at, with drawn values filled in
+    sizes: dict[str, int] = field(default_factory=dict)  # sizes used for --at values
+    verification: Verification | None = None
+    notes: list[str] = field(default_factory=list)
+    graph: Any = field(default=None, repr=False)  # the parse it came from (for the verifier)
+
+    @property
+    def wrt(self) -> list[str]:
+        return [v.name for v in self.variables if v.requires_grad]
+
+    # Renderers, for the Python API and notebooks (imported lazily: rendering is optional).
+    def to_json(self) -> str:
+        from .render import render
+
+        return render(self, "json")
+
+    def to_text(self) -> str:
+        from .render import render
+
+        return render(self, "text")
+
+    def verify(self, points: int = 3, seed: int = 0) -> Verification:
+        from .verify import verify
+
+        self.verification = verify(self, points=points, seed=seed)
+        return self.verification
+
+    def _repr_markdown_(self) -> str:
+        from .render import render
+
+        return render(self, "md")

@@ -1,0 +1,502 @@
+"""The safe parser: Python expression syntax -> a shaped computational graph.
+
+The text is parsed with Python's own ``ast`` module and walked by a visitor that accepts a
+whitelist of node types; anything else is rejected with its place. Nothing is ever evaluated:
+a formula from a stranger cannot run code.
+
+Accepted:
+- a program of statements separated by newlines or ``;``: shape annotations ``X: (n, d)``,
+  assignments ``H = relu(X @ W1)`` that name intermediates, and a last line that is the output
+  (an expression, or an assignment whose name is the output's);
+- identifiers (variables, or dimension names such as ``n`` inside an expression), int and
+  float numbers, ``+ - * / ** @``, unary ``-``/``+``, ``.T``, and calls of the op table's
+  functions with their keyword parameters.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass, field
+
+import sympy
+
+from . import ops as op_table
+from .errors import ParseError, Place, ShapeError, UnsupportedError
+from .graph import Graph, Node
+from .ops import Op
+from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
+from .symbolic import Dim
+
+
+@dataclass
+class Limits:
+    """Bounds on what one formula may ask for; each has a CLI flag."""
+
+    max_chars: int = 100_000
+    max_depth: int = 500
+    max_nodes: int = 20_000
+    max_exponent: int = 1_000
+
+
+BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}
+BINARY_WORDS = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|",
+                ast.BitAnd: "&", ast.BitXor: "^"}
+RESERVED = {"True", "False", "None"}
+
+
+def parse(
+    source: str,
+    shapes: dict[str, tuple] | None = None,
+    limits: Limits | None = None,
+) -> Graph:
+    """Parse a formula or program into a graph whose shapes are inferred and unified.
+
+    `shapes` maps variable names to shapes given on the command line (they win over none,
+    and must agree with annotations in the text).
+    """
+    return _Builder(source, shapes or {}, limits or Limits()).build()
+
+
+@dataclass
+class _Builder:
+    source: str
+    cli_shapes: dict[str, tuple]
+    limits: Limits
+    env: ShapeEnv = field(default_factory=ShapeEnv)
+    nodes: list[Node] = field(default_factory=list)
+    names: dict[str, Node] = field(default_factory=dict)  # what each name means now
+    declared: dict[str, tuple] = field(default_factory=dict)  # annotated shapes
+    declared_at: dict[str, Place] = field(default_factory=dict)
+    variables: list[Node] = field(default_factory=list)
+    dim_names: set[str] = field(default_factory=set)
+
+    # --- entry ---------------------------------------------------------------------------------
+
+    def build(self) -> Graph:
+        if len(self.source) > self.limits.max_chars:
+            raise ParseError(
+                f"the formula is {len(self.source)} characters long; the limit is {self.limits.max_chars} "
+                "(--max-chars)"
+            )
+        if not self.source.strip():
+            raise ParseError("the formula is empty")
+        tree = self._python_parse()
+        self._check_depth(tree)
+        statements = tree.body
+        self._collect_annotations(statements)
+        old_limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old_limit, 4 * self.limits.max_depth + 1000))
+        try:
+            output = self._statements(statements)
+        finally:
+            sys.setrecursionlimit(old_limit)
+        if output.is_const:
+            raise ParseError("the output does not depend on any variable: there is nothing to differentiate")
+        return self._finish(output)
+
+    def _python_parse(self) -> ast.Module:
+        try:
+            return ast.parse(self.source, mode="exec")
+        except SyntaxError as err:
+            msg = err.msg or "invalid syntax"
+            line, col = err.lineno or 1, err.offset or 1
+            raise ParseError(msg, Place(line, col), self.source) from None
+        except (RecursionError, MemoryError):
+            raise ParseError(
+                f"the formula is nested too deeply for the parser (limit --max-depth {self.limits.max_depth})"
+            ) from None
+        except ValueError as err:  # null bytes and the like
+            raise ParseError(str(err)) from None
+
+    def _check_depth(self, tree: ast.AST) -> None:
+        # Iterative, so that a hostile depth cannot overflow Python's own stack here.
+        stack = [(tree, 0)]
+        count = 0
+        while stack:
+            node, depth = stack.pop()
+            count += 1
+            if depth > self.limits.max_depth:
+                raise ParseError(
+                    f"the formula is nested more than {self.limits.max_depth} levels deep (--max-depth)",
+                    self._place(node),
+                    self.source,
+                )
+            if count > 4 * self.limits.max_nodes:
+                raise ParseError(f"the formula has more than {self.limits.max_nodes} operations (--max-nodes)")
+            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+    # --- places and errors ---------------------------------------------------------------------
+
+    def _place(self, node: ast.AST) -> Place | None:
+        line = getattr(node, "lineno", None)
+        if line is None:
+            return None
+        text = self.source.splitlines()[line - 1] if self.source.splitlines() else ""
+        raw = text.encode("utf-8")
+
+        def column(offset: int | None) -> int | None:
+            if offset is None:
+                return None
+            return len(raw[:offset].decode("utf-8", errors="replace")) + 1
+
+        end_line = getattr(node, "end_lineno", line)
+        end = column(getattr(node, "end_col_offset", None)) if end_line == line else None
+        return Place(line, column(node.col_offset) or 1, end)
+
+    def _fail(self, cls, message: str, node: ast.AST):
+        raise cls(message, self._place(node), self.source)
+
+    # --- statements ----------------------------------------------------------------------------
+
+    def _collect_annotations(self, statements: list[ast.stmt]) -> None:
+        for st in statements:
+            if isinstance(st, ast.AnnAssign):
+                if not isinstance(st.target, ast.Name):
+                    self._fail(UnsupportedError, "only a plain name can be annotated with a shape", st.target)
+                shape = self._annotation_shape(st.annotation)
+                name = st.target.id
+                if name in self.declared:
+                    self._fail(ParseError, f"the shape of {name} is given twice", st)
+                self.declared[name] = shape
+                self.declared_at[name] = self._place(st)
+        for name, shape in self.cli_shapes.items():
+            if name in self.declared and len(self.declared[name]) != len(shape):
+                raise ShapeError(
+                    f"--shape {name}={fmt_shape_plain(shape)} disagrees with the annotation "
+                    f"{name}: {fmt_shape_plain(self.declared[name])}",
+                    self.declared_at[name],
+                    self.source,
+                )
+        for shape in list(self.declared.values()) + list(self.cli_shapes.values()):
+            self.dim_names.update(d for d in shape if isinstance(d, str))
+
+    def _annotation_shape(self, ann: ast.expr) -> tuple:
+        items = ann.elts if isinstance(ann, ast.Tuple) else [ann]
+        shape = []
+        for item in items:
+            if isinstance(item, ast.Name):
+                shape.append(item.id)
+            elif isinstance(item, ast.Constant) and type(item.value) is int and item.value >= 1:
+                shape.append(item.value)
+            else:
+                self._fail(
+                    ParseError,
+                    "a shape is a tuple of dimension names or positive integers, like (n, d) or (64, 10)",
+                    item,
+                )
+        return tuple(shape)
+
+    def _statements(self, statements: list[ast.stmt]) -> Node:
+        output: Node | None = None
+        output_name: str | None = None
+        for st in statements:
+            if isinstance(st, ast.AnnAssign):
+                if st.value is None:
+                    continue
+                output, output_name = self._assign(st.target.id, st.value, st), st.target.id
+            elif isinstance(st, ast.Assign):
+                if len(st.targets) != 1 or not isinstance(st.targets[0], ast.Name):
+                    self._fail(UnsupportedError, "assign to one plain name at a time (H = ...)", st)
+                output, output_name = self._assign(st.targets[0].id, st.value, st), st.targets[0].id
+            elif isinstance(st, ast.Expr):
+                output, output_name = self._expr(st.value), None
+            else:
+                self._fail(UnsupportedError, f"{_describe(st)} is not allowed in a formula", st)
+        if output is None:
+            raise ParseError("there is no formula, only shape annotations")
+        last = statements[-1]
+        if isinstance(last, ast.AnnAssign) and last.value is None:
+            self._fail(ParseError, "the last line must be the output (a formula), not a shape annotation", last)
+        if output_name is not None and output.kind == "op" and output.name is None:
+            output.name = output_name
+        self.output_name = output_name
+        return output
+
+    def _assign(self, name: str, value: ast.expr, st: ast.stmt) -> Node:
+        self._check_name(name, st)
+        if name in self.names:
+            what = "an input variable" if self.names[name].kind == "var" else "already assigned"
+            self._fail(
+                ParseError, f"{name} is {what}; give each intermediate a name of its own", st
+            )
+        node = self._expr(value)
+        if node.kind == "op" and node.name is None:
+            node.name, node.user_named = name, True
+            node.annotated = self.declared.get(name)  # checked once shapes are inferred
+        self.names[name] = node
+        return node
+
+    def _check_name(self, name: str, where: ast.AST) -> None:
+        if name.startswith("_") or name in RESERVED:
+            self._fail(UnsupportedError, f"the name {name} is not allowed (no leading underscore)", where)
+        if name in op_table.FUNCTION_OPS:
+            self._fail(ParseError, f"{name} is a function; choose another name", where)
+
+    # --- expressions ---------------------------------------------------------------------------
+
+    def _expr(self, e: ast.expr) -> Node:
+        if isinstance(e, ast.Name):
+            return self._name(e)
+        if isinstance(e, ast.Constant):
+            return self._constant(e)
+        if isinstance(e, ast.BinOp):
+            symbol = BINARY.get(type(e.op))
+            if symbol is None:
+                self._fail(UnsupportedError, f"the operator {BINARY_WORDS.get(type(e.op), '?')} is not supported", e)
+            return self._apply(op_table.OPERATOR_OPS[symbol], [self._expr(e.left), self._expr(e.right)], {}, e)
+        if isinstance(e, ast.UnaryOp):
+            if isinstance(e.op, ast.UAdd):
+                return self._expr(e.operand)
+            if isinstance(e.op, ast.USub):
+                return self._apply(op_table.OPS["neg"], [self._expr(e.operand)], {}, e)
+            self._fail(UnsupportedError, "only unary - and + are supported", e)
+        if isinstance(e, ast.Attribute):
+            if e.attr != "T":
+                self._fail(UnsupportedError, f"the attribute .{e.attr} is not supported; only .T (transpose) is", e)
+            return self._apply(op_table.OPS["transpose"], [self._expr(e.value)], {}, e)
+        if isinstance(e, ast.Call):
+            return self._call(e)
+        self._fail(UnsupportedError, f"{_describe(e)} is not allowed in a formula", e)
+
+    def _name(self, e: ast.Name) -> Node:
+        name = e.id
+        if name in self.names:
+            return self.names[name]
+        self._check_name(name, e)
+        if name in self.dim_names and name not in self.declared and name not in self.cli_shapes:
+            node = self._new(kind="const", value=Dim(name), place=self._place(e))
+            return node
+        node = self._new(kind="var", name=name, place=self._place(e))
+        node.user_named = True
+        given = self.cli_shapes.get(name, self.declared.get(name))
+        node.shape = given if given is not None else None  # None: inferred later
+        self.names[name] = node
+        self.variables.append(node)
+        return node
+
+    def _constant(self, e: ast.Constant) -> Node:
+        value = e.value
+        if type(value) is int:
+            return self._new(kind="const", value=sympy.Integer(value), place=self._place(e))
+        if type(value) is float:
+            if value != value or value in (float("inf"), float("-inf")):
+                self._fail(ParseError, "the number is not finite", e)
+            return self._new(kind="const", value=sympy.Float(value), place=self._place(e))
+        self._fail(UnsupportedError, f"{_describe(e)} is not allowed in a formula; only numbers are", e)
+
+    def _call(self, e: ast.Call) -> Node:
+        if not isinstance(e.func, ast.Name):
+            self._fail(UnsupportedError, "only the functions of backstep's op table can be called (sin(x), sum(X))", e)
+        fname = e.func.id
+        op = op_table.FUNCTION_OPS.get(fname)
+        if op is None:
+            self._fail(ParseError, f"unknown function {fname}" + op_table.unknown_function_hint(fname), e.func)
+        n_args = op.arity
+        positional = list(e.args)
+        for a in positional:
+            if isinstance(a, ast.Starred):
+                self._fail(UnsupportedError, "*args is not allowed in a formula", a)
+        params = dict(op.params)
+        param_order = list(op.params)
+        if len(positional) < n_args:
+            self._fail(ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e)
+        extra = positional[n_args:]
+        if len(extra) > len(param_order):
+            self._fail(ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e)
+        for pname, pnode in zip(param_order, extra):
+            params[pname] = self._param_value(fname, pname, pnode)
+        for kw in e.keywords:
+            if kw.arg is None:
+                self._fail(UnsupportedError, "**kwargs is not allowed in a formula", kw.value)
+            key = "keepdims" if kw.arg == "keepdim" else ("axis" if kw.arg == "dim" else kw.arg)
+            if key not in op.params:
+                allowed = ", ".join(op.params) or "none"
+                self._fail(ParseError, f"{fname} has no parameter {kw.arg} (it takes: {allowed})", kw.value)
+            params[key] = self._param_value(fname, key, kw.value)
+        args = [self._expr(a) for a in positional[:n_args]]
+        return self._apply(op, args, params, e)
+
+    def _param_value(self, fname: str, pname: str, node: ast.expr):
+        default = op_table.FUNCTION_OPS[fname].params[pname]
+        if isinstance(default, bool) or pname == "keepdims":
+            if isinstance(node, ast.Constant) and type(node.value) is bool:
+                return node.value
+            self._fail(ParseError, f"{pname} must be True or False", node)
+        sign = 1
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            sign, node = -1, node.operand
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return sign * node.value
+        if isinstance(node, ast.Constant) and node.value is None and default is None:
+            return None
+        self._fail(ParseError, f"{pname} must be an integer", node)
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def _new(self, **kw) -> Node:
+        node = Node(id=len(self.nodes), **kw)
+        self.nodes.append(node)
+        if len(self.nodes) > self.limits.max_nodes:
+            raise ParseError(f"the formula has more than {self.limits.max_nodes} operations (--max-nodes)")
+        return node
+
+    def _apply(self, op: Op, args: list[Node], params: dict, e: ast.AST) -> Node:
+        place = self._place(e)
+        if op.name == "pow" and args[1].is_const:
+            exponent = args[1].value
+            if exponent.is_Number and abs(float(exponent)) > self.limits.max_exponent:
+                self._fail(ParseError, f"the exponent {exponent} is larger than {self.limits.max_exponent} (--max-exponent)", e)
+        if all(a.is_const for a in args):
+            if not op.elementwise:
+                self._fail(ParseError, f"{op.syntax} of a constant: there is nothing to differentiate", e)
+            value = op.sympy([a.value for a in args], [() for _ in args], params)
+            if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or not value.is_real:
+                self._fail(ParseError, "this constant expression is not a finite real number", e)
+            return self._new(kind="const", value=value, place=place)
+        return self._new(kind="op", op=op, inputs=args, params=params, place=place)
+
+    # --- shapes --------------------------------------------------------------------------------
+
+    def _finish(self, output: Node) -> Graph:
+        live = _ancestors(output)
+        dead = [n for n in self.nodes if n.kind == "op" and n.user_named and n.id not in live]
+        notes = [f"{n.name} is assigned but not used by the output" for n in dead]
+        unused_vars = [v for v in self.variables if v.id not in live]
+        notes += [f"{v.name} does not reach the output" for v in unused_vars]
+        self.variables = [v for v in self.variables if v.id in live]
+        nodes = [n for n in self.nodes if n.id in live and n.kind != "const"]
+        self._assign_ranks(nodes)
+        for node in nodes:
+            if node.kind != "op":
+                continue
+            in_shapes = [a.shape for a in node.inputs]
+            try:
+                node.shape = node.op.shape(self.env, in_shapes, node.params)
+            except ShapeMismatch as err:
+                raise ShapeError(self._shape_message(node, err), node.place, self.source) from None
+            if node.annotated is not None:
+                self._check_annotation(node, node.annotated)
+        dims = self._name_dims(nodes)
+        self._name_intermediates(nodes, output)
+        return Graph(source=self.source, nodes=nodes, variables=self.variables, output=output, dims=dims, notes=notes)
+
+    def _shape_message(self, node: Node, err: Exception) -> str:
+        parts = []
+        for a in node.inputs:
+            if a.kind != "const":
+                parts.append(f"{a.name or 'operand'}: {fmt_shape_plain(self.env.resolve(a.shape))}")
+        return f"{err}" + (f" [{'; '.join(parts)}]" if parts else "")
+
+    def _check_annotation(self, node: Node, annotated: tuple) -> None:
+        shape = self.env.resolve(node.shape)
+        ok = len(shape) == len(annotated)
+        if ok:
+            try:
+                for a, b in zip(shape, annotated):
+                    self.env.unify(a, b)
+            except ShapeMismatch:
+                ok = False
+        if not ok:
+            raise ShapeError(
+                f"{node.name} is annotated {fmt_shape_plain(annotated)} but is {fmt_shape_plain(shape)}",
+                self.declared_at.get(node.name) or node.place,
+                self.source,
+            )
+
+    def _assign_ranks(self, nodes: list[Node]) -> None:
+        """Give each unshaped variable a rank: 2 if it reaches a matrix use, else scalar."""
+        wants: dict[int, int] = {}
+        passes_through = {"add", "sub", "mul", "div", "pow", "neg", "transpose"}
+
+        def mark(node: Node, rank: int) -> None:
+            stack = [node]
+            seen = set()
+            while stack:
+                n = stack.pop()
+                if n.id in seen:
+                    continue
+                seen.add(n.id)
+                if n.kind == "var":
+                    wants[n.id] = max(wants.get(n.id, 0), rank)
+                elif n.kind == "op" and (n.op.elementwise or n.op.name in passes_through):
+                    stack.extend(n.inputs)
+
+        for n in nodes:
+            if n.kind != "op":
+                continue
+            if n.op.name == "matmul":
+                for a in n.inputs:
+                    mark(a, 2)
+            elif n.op.name == "outer":
+                for a in n.inputs:
+                    mark(a, 1)
+            elif n.params.get("axis") is not None:
+                mark(n.inputs[0], 2)
+        for v in self.variables:
+            if v.shape is None:
+                v.shape = tuple(self.env.fresh() for _ in range(wants.get(v.id, 0)))
+
+    def _name_dims(self, nodes: list[Node]) -> list[str]:
+        """Resolve every shape; give inferred dimensions textbook names (n, d, h, o, …)."""
+        taken = {n.name for n in nodes if n.name} | self.dim_names
+        nice = iter([d for d in NICE_DIM_NAMES if d not in taken] + [f"n{i}" for i in range(1, 1000)])
+        rename: dict[str, str] = {}
+        order: list[str] = []
+        for n in nodes:
+            shape = []
+            for d in self.env.resolve(n.shape):
+                if isinstance(d, str) and d in self.env.fresh_dims:
+                    if d not in rename:
+                        rename[d] = next(nice)
+                    d = rename[d]
+                if isinstance(d, str) and d not in order:
+                    order.append(d)
+                shape.append(d)
+            n.shape = tuple(shape)
+        return order
+
+    def _name_intermediates(self, nodes: list[Node], output: Node) -> None:
+        taken = {n.name for n in nodes if n.name} | set(self.dim_names) | set(self.names)
+        if output.kind == "op" and output.name is None:
+            output.name = next(c for c in ("y", "z", "out", "f", "L") if c not in taken)
+            taken.add(output.name)
+        counter = 0
+        for n in nodes:
+            if n.kind == "op" and n.name is None:
+                counter += 1
+                while f"v{counter}" in taken:
+                    counter += 1
+                n.name = f"v{counter}"
+
+
+def _ancestors(output: Node) -> set[int]:
+    seen: set[int] = set()
+    stack = [output]
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen.add(n.id)
+        stack.extend(n.inputs)
+    return seen
+
+
+def _describe(node: ast.AST) -> str:
+    names = {
+        "Lambda": "a lambda", "ListComp": "a list comprehension", "SetComp": "a set comprehension",
+        "DictComp": "a dict comprehension", "GeneratorExp": "a generator expression",
+        "JoinedStr": "an f-string", "NamedExpr": "the walrus operator :=", "Subscript": "indexing with [ ]",
+        "Compare": "a comparison", "BoolOp": "and/or", "IfExp": "a conditional expression",
+        "List": "a list", "Tuple": "a tuple", "Dict": "a dict", "Set": "a set", "Await": "await",
+        "Yield": "yield", "YieldFrom": "yield from", "Starred": "*", "Slice": "a slice",
+        "Import": "import", "ImportFrom": "import", "FunctionDef": "def", "ClassDef": "class",
+        "Delete": "del", "AugAssign": "an augmented assignment (+=)", "For": "a for loop",
+        "While": "a while loop", "If": "an if statement", "With": "with", "Raise": "raise",
+        "Try": "try", "Assert": "assert", "Global": "global", "Nonlocal": "nonlocal",
+        "Pass": "pass", "Break": "break", "Continue": "continue", "Return": "return",
+        "AsyncFunctionDef": "async def", "Match": "match",
+    }
+    if isinstance(node, ast.Constant):
+        return f"the {type(node.value).__name__} constant {node.value!r}"[:80]
+    return names.get(type(node).__name__, f"the syntax {type(node).__name__}")

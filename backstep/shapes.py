@@ -1,0 +1,127 @@
+"""Shapes with symbolic dimensions, and their unification.
+
+A shape is a tuple whose entries are ints (a known size) or strs (a symbolic dimension such as
+``"n"``). ``()`` is a scalar. Where a user gives no shape, the graph builder creates fresh
+dimensions and ``ShapeEnv.unify`` makes them equal as the ops demand (``x@W1`` makes the
+columns of x the rows of W1), the way a type checker unifies type variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Shape = tuple  # tuple[int | str, ...]
+
+# Names given, in this order, to inferred dimensions (the letters a textbook uses).
+NICE_DIM_NAMES = ["n", "d", "h", "o", "m", "k", "p", "q", "r", "s", "t", "u", "c", "e"]
+
+# Sizes a symbolic dimension takes when backstep evaluates numbers: distinct primes, so that
+# no two dimensions are equal and no matrix is square (a missing transpose cannot hide).
+SAMPLE_SIZES = [2, 3, 5, 7, 11, 13, 4, 6, 9, 10, 8, 12, 14, 15]
+
+
+class ShapeMismatch(Exception):
+    """Raised by unification; the caller turns it into a ShapeError with the place."""
+
+
+class ShapeEnv:
+    """Union-find over symbolic dimensions; an int binds a dimension to a size."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, int | str] = {}
+        self._fresh = 0
+        self.fresh_dims: set[str] = set()
+
+    def fresh(self) -> str:
+        self._fresh += 1
+        name = f"?{self._fresh}"
+        self.fresh_dims.add(name)
+        return name
+
+    def find(self, dim: int | str) -> int | str:
+        if isinstance(dim, int):
+            return dim
+        root = dim
+        while isinstance(root, str) and root in self._parent:
+            root = self._parent[root]
+        # Path compression keeps long chains of unifications cheap.
+        while isinstance(dim, str) and dim in self._parent and self._parent[dim] != root:
+            self._parent[dim], dim = root, self._parent[dim]
+        return root
+
+    def unify(self, a: int | str, b: int | str) -> int | str:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return ra
+        if isinstance(ra, int) and isinstance(rb, int):
+            raise ShapeMismatch(f"{ra} != {rb}")
+        if isinstance(ra, int):
+            ra, rb = rb, ra
+        # ra is symbolic here. Prefer to keep a user-chosen name over a fresh one.
+        if isinstance(rb, str) and ra not in self.fresh_dims and rb in self.fresh_dims:
+            ra, rb = rb, ra
+        self._parent[ra] = rb
+        return rb
+
+    def resolve(self, shape: Iterable[int | str]) -> Shape:
+        return tuple(self.find(d) for d in shape)
+
+
+def broadcast(env: ShapeEnv, a: Shape, b: Shape) -> Shape:
+    """NumPy broadcasting of two shapes; equal symbolic dimensions are unified."""
+    a, b = env.resolve(a), env.resolve(b)
+    out: list[int | str] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da == 1:
+            out.append(db)
+        elif db == 1:
+            out.append(da)
+        else:
+            out.append(env.unify(da, db))
+    return tuple(reversed(out))
+
+
+def fmt_shape_plain(shape: Shape) -> str:
+    """`(n, d)`, `(5,)`, `()`: a shape as Python writes the tuple."""
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def format_shape(shape: Shape, sep: str = "×") -> str:
+    """`n×d` for a matrix, `scalar` for a 0-d value."""
+    if len(shape) == 0:
+        return "scalar"
+    return sep.join(str(d) for d in shape)
+
+
+def shape_to_json(shape: Shape) -> list:
+    return list(shape)
+
+
+def concrete(shape: Shape, sizes: dict[str, int]) -> tuple[int, ...]:
+    """The shape with every symbolic dimension replaced by its sample size."""
+    return tuple(d if isinstance(d, int) else sizes[d] for d in shape)
+
+
+def parse_shape_text(text: str) -> Shape:
+    """`n,d` or `64x1000` or `5` or `(n, d)` or `scalar` -> a shape tuple (CLI --shape)."""
+    text = text.strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    if text in ("", "scalar"):
+        return ()
+    parts = [p.strip() for p in text.replace("×", "x").replace("*", "x").split(",")]
+    if len(parts) == 1 and "x" in parts[0] and not parts[0].isidentifier():
+        parts = [p.strip() for p in parts[0].split("x")]
+    dims: list[int | str] = []
+    for p in parts:
+        if p.isdigit():
+            if int(p) < 1:
+                raise ValueError(f"a dimension must be at least 1, not {p}")
+            dims.append(int(p))
+        elif p.isidentifier():
+            dims.append(p)
+        else:
+            raise ValueError(f"{p!r} is not a dimension (a positive integer or a name)")
+    return tuple(dims)

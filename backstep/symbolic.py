@@ -1,0 +1,178 @@
+"""The SymPy classes that give backstep's ops their symbolic meaning.
+
+Elementwise algebra (``+ - * / **`` with broadcasting, ``sin``, ``exp``…) is SymPy's own
+commutative algebra on symbols that stand for whole arrays: elementwise products commute, so
+SymPy's ``Mul`` is exactly the Hadamard product. What is *not* elementwise (matrix product,
+transpose, reductions) is a ``TensorOp``: an unevaluated function that SymPy treats as an atom
+in that algebra.
+
+A ``TensorOp`` records the shapes of its operands among its arguments. SymPy may cancel
+``x*y/x`` to ``y``, which has a smaller broadcast shape; an op that depends on the shape of its
+operand (``sum``, ``@``) therefore broadcasts the operand back to the recorded shape before it
+acts. Elementwise simplification is then always safe.
+
+Which op a class belongs to, how it prints and how it evaluates is declared in ``ops.py``.
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy import Function, Integer, S, Symbol, Tuple
+
+
+class Dim(Symbol):
+    """A symbolic dimension (`n`). Inside an expression it stands for that size (`ȳ/n`)."""
+
+    def __new__(cls, name: str):
+        return super().__new__(cls, name, positive=True, integer=True)
+
+
+def var(name: str) -> Symbol:
+    """The symbol for a named array (a variable, an intermediate or an adjoint): real entries."""
+    return Symbol(name, real=True)
+
+
+def shape_to_sympy(shape: tuple) -> Tuple:
+    return Tuple(*[Integer(d) if isinstance(d, int) else Dim(d) for d in shape])
+
+
+def shape_from_sympy(shape: Tuple) -> tuple:
+    return tuple(int(d) if d.is_Integer else d.name for d in shape.args)
+
+
+# --- elementwise functions that SymPy lacks -------------------------------------------------
+
+
+class Relu(Function):
+    """max(x, 0); its derivative is Step (1[x > 0]), 0 at the kink as in torch."""
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return x if x > 0 else S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        return Step(self.args[0])
+
+
+class Step(Function):
+    """The indicator 1[x > 0]: torch's derivative of relu (0 at x = 0, unlike Heaviside(0) = ½)."""
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return S.One if x > 0 else S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        return S.Zero
+
+
+class Sigmoid(Function):
+    """1 / (1 + exp(-x))."""
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return S.Half
+        return None
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)
+
+
+# --- ops that are not elementwise ------------------------------------------------------------
+
+
+class TensorOp(Function):
+    """An array op that is not elementwise. Args: operands, then params, then operand shapes."""
+
+    n_operands = 1
+    param_names: tuple[str, ...] = ()
+    is_commutative = True
+
+    @classmethod
+    def eval(cls, *args):
+        return None  # never evaluate: the structure is what a derivation shows
+
+    @property
+    def operands(self) -> tuple:
+        return self.args[: self.n_operands]
+
+    @property
+    def params(self) -> dict:
+        raw = self.args[self.n_operands : self.n_operands + len(self.param_names)]
+        return {name: _param_from_sympy(v) for name, v in zip(self.param_names, raw)}
+
+    @property
+    def in_shapes(self) -> tuple[tuple, ...]:
+        return tuple(shape_from_sympy(s) for s in self.args[self.n_operands + len(self.param_names) :])
+
+    @classmethod
+    def build(cls, operands, in_shapes, **params):
+        raw = [_param_to_sympy(params.get(name)) for name in cls.param_names]
+        return cls(*operands, *raw, *[shape_to_sympy(s) for s in in_shapes])
+
+    def _eval_derivative(self, s):
+        # backstep differentiates with its own rules (ops.py); SymPy must not try.
+        raise NotImplementedError("TensorOp derivatives come from backstep's op table")
+
+
+def _param_to_sympy(value):
+    if value is None:
+        return Tuple()
+    if isinstance(value, bool):
+        return Integer(int(value))
+    if isinstance(value, int):
+        return Tuple(Integer(value))
+    raise TypeError(f"unsupported op parameter {value!r}")
+
+
+def _param_from_sympy(value):
+    if isinstance(value, Tuple):
+        return int(value.args[0]) if value.args else None
+    return bool(int(value))
+
+
+class MatrixProduct(TensorOp):
+    n_operands = 2
+
+
+class TransposeOp(TensorOp):
+    @classmethod
+    def eval(cls, x, shape):
+        if len(shape.args) <= 1:
+            return x  # a scalar or a 1-d vector is its own transpose
+        if isinstance(x, TransposeOp):
+            return x.operands[0]  # (Aᵀ)ᵀ = A
+        if isinstance(x, MatrixProduct) and all(len(s) == 2 for s in x.in_shapes):
+            a, b = x.operands
+            sa, sb = x.in_shapes
+            # (A B)ᵀ = Bᵀ Aᵀ, the form a textbook prints
+            return MatrixProduct.build(
+                [TransposeOp.build([b], [sb]), TransposeOp.build([a], [sa])],
+                [tuple(reversed(sb)), tuple(reversed(sa))],
+            )
+        return None
+
+
+class OuterProduct(TensorOp):
+    n_operands = 2
+
+
+class SumOp(TensorOp):
+    param_names = ("axis", "keepdims")
+
+
+class MeanOp(TensorOp):
+    param_names = ("axis", "keepdims")
+
+
+class UnsqueezeOp(TensorOp):
+    param_names = ("axis",)
+
+
+# SymPy's own elementwise functions that backstep uses, by the names of its input language.
+sin, cos, tan, exp, log, sqrt, tanh = sympy.sin, sympy.cos, sympy.tan, sympy.exp, sympy.log, sympy.sqrt, sympy.tanh
+Abs, sign = sympy.Abs, sympy.sign
