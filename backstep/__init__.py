@@ -1,8 +1,8 @@
 """backstep: the backpropagation derivation of a function, step by step, verified by PyTorch.
 
-    >>> import backstep
-    >>> d = backstep.derive("relu(x@W1)@W2", verify=True)
-    >>> print(d.to_text())
+>>> import backstep
+>>> d = backstep.derive("relu(x@W1)@W2", verify=True)
+>>> print(d.to_text())
 """
 
 from .derive import derive

@@ -76,7 +76,9 @@ def read_source(expr: str | None, file: Path | None) -> str:
 
 @app.command()
 def derive(
-    expr: Annotated[Optional[str], typer.Argument(help='The function, e.g. "relu(x@W1)@W2" or a program with ;')] = None,
+    expr: Annotated[
+        Optional[str], typer.Argument(help='The function, e.g. "relu(x@W1)@W2" or a program with ;')
+    ] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the formula or program from FILE.")] = None,
     shape: Annotated[
         list[str], typer.Option("--shape", "-s", help="A shape: X=n,d or X=64x1000 or b=5 (repeat for more).")

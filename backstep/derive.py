@@ -209,7 +209,8 @@ class _Sweep:
 
     def forward_step(self, node: Node) -> ForwardStep:
         args = [self.symbol_of(a) for a in node.inputs]
-        expr = node.op.sympy(args, [a.shape for a in node.inputs], node.params)
+        with sympy.evaluate(False):  # as the user wrote it: `x x`, not `x²`
+            expr = node.op.sympy(args, [a.shape for a in node.inputs], node.params)
         ranks = tuple(len(a.shape) for a in node.inputs)
         consts = tuple(a.is_const for a in node.inputs)
         return ForwardStep(
@@ -241,8 +242,9 @@ class _Sweep:
         op = node.op
         inp = node.inputs[i]
         shapes = tuple(a.shape for a in node.inputs)
-        ctx = Ctx(g_sym, tuple(self.symbol_of(a) for a in node.inputs), self.sym[node.id], shapes, node.shape,
-                  node.params)
+        ctx = Ctx(
+            g_sym, tuple(self.symbol_of(a) for a in node.inputs), self.sym[node.id], shapes, node.shape, node.params
+        )
         with sympy.evaluate(False):
             applied = op.backward[i](ctx)
             if op.elementwise and inp.shape != node.shape:
@@ -394,4 +396,3 @@ def infer_domain(graph: Graph, var: Node) -> str:
     if "positive" in wants:
         return "positive"
     return "nonzero" if "nonzero" in wants else "real"
-

@@ -202,9 +202,7 @@ def evaluate_at(derivation, at: dict, seed: int = 0) -> None:
     values = {}
     for name, raw in at.items():
         if name not in names:
-            raise UsageError(
-                f"--at names {name}, which is not a variable (its variables: {', '.join(sorted(names))})"
-            )
+            raise UsageError(f"--at names {name}, which is not a variable (its variables: {', '.join(sorted(names))})")
         values[name] = raw if torch.is_tensor(raw) else torch.tensor(raw, dtype=torch.float64)
     sizes = sizes_from_values(derivation, values)
     generator = torch.Generator().manual_seed(seed)

@@ -210,9 +210,7 @@ def matmul_grad_b(c: Ctx) -> Expr:
 
 
 def matmul_grad_fn(ranks, consts, params) -> str:
-    return {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0", (1, 2): "SqueezeBackward4"}[
-        ranks
-    ]
+    return {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0", (1, 2): "SqueezeBackward4"}[ranks]
 
 
 def reduce_torch(method: str):
@@ -459,9 +457,7 @@ register(
         arity=1,
         shape=reduce_shape,
         sympy=lambda args, shapes, p: sb.MeanOp.build(args, shapes, **p),
-        backward=(
-            lambda c: expand_back(c.g, c.shapes[0], c.params) / size_of(c.shapes[0], c.params.get("axis")),
-        ),
+        backward=(lambda c: expand_back(c.g, c.shapes[0], c.params) / size_of(c.shapes[0], c.params.get("axis")),),
         torch=reduce_torch("mean"),
         grad_fn=reduce_grad_fn("Mean"),
         summary="mean of all entries, or over one axis (mean(e, axis=k))",

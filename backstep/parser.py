@@ -40,8 +40,15 @@ class Limits:
 
 
 BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}
-BINARY_WORDS = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|",
-                ast.BitAnd: "&", ast.BitXor: "^"}
+BINARY_WORDS = {
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.BitOr: "|",
+    ast.BitAnd: "&",
+    ast.BitXor: "^",
+}
 RESERVED = {"True", "False", "None"}
 
 
@@ -76,8 +83,7 @@ class _Builder:
     def build(self) -> Graph:
         if len(self.source) > self.limits.max_chars:
             raise ParseError(
-                f"the formula is {len(self.source)} characters long; the limit is {self.limits.max_chars} "
-                "(--max-chars)"
+                f"the formula is {len(self.source)} characters long; the limit is {self.limits.max_chars} (--max-chars)"
             )
         if not self.source.strip():
             raise ParseError("the formula is empty")
@@ -217,9 +223,7 @@ class _Builder:
         self._check_name(name, st)
         if name in self.names:
             what = "an input variable" if self.names[name].kind == "var" else "already assigned"
-            self._fail(
-                ParseError, f"{name} is {what}; give each intermediate a name of its own", st
-            )
+            self._fail(ParseError, f"{name} is {what}; give each intermediate a name of its own", st)
         node = self._expr(value)
         if node.kind == "op" and node.name is None:
             node.name, node.user_named = name, True
@@ -300,10 +304,14 @@ class _Builder:
         params = dict(op.params)
         param_order = list(op.params)
         if len(positional) < n_args:
-            self._fail(ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e)
+            self._fail(
+                ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
+            )
         extra = positional[n_args:]
         if len(extra) > len(param_order):
-            self._fail(ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e)
+            self._fail(
+                ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
+            )
         for pname, pnode in zip(param_order, extra):
             params[pname] = self._param_value(fname, pname, pnode)
         for kw in e.keywords:
@@ -346,7 +354,9 @@ class _Builder:
         if op.name == "pow" and args[1].is_const:
             exponent = args[1].value
             if exponent.is_Number and abs(float(exponent)) > self.limits.max_exponent:
-                self._fail(ParseError, f"the exponent {exponent} is larger than {self.limits.max_exponent} (--max-exponent)", e)
+                self._fail(
+                    ParseError, f"the exponent {exponent} is larger than {self.limits.max_exponent} (--max-exponent)", e
+                )
         if all(a.is_const for a in args):
             if not op.elementwise:
                 self._fail(ParseError, f"{op.syntax} of a constant: there is nothing to differentiate", e)
@@ -484,18 +494,47 @@ def _ancestors(output: Node) -> set[int]:
 
 def _describe(node: ast.AST) -> str:
     names = {
-        "Lambda": "a lambda", "ListComp": "a list comprehension", "SetComp": "a set comprehension",
-        "DictComp": "a dict comprehension", "GeneratorExp": "a generator expression",
-        "JoinedStr": "an f-string", "NamedExpr": "the walrus operator :=", "Subscript": "indexing with [ ]",
-        "Compare": "a comparison", "BoolOp": "and/or", "IfExp": "a conditional expression",
-        "List": "a list", "Tuple": "a tuple", "Dict": "a dict", "Set": "a set", "Await": "await",
-        "Yield": "yield", "YieldFrom": "yield from", "Starred": "*", "Slice": "a slice",
-        "Import": "import", "ImportFrom": "import", "FunctionDef": "def", "ClassDef": "class",
-        "Delete": "del", "AugAssign": "an augmented assignment (+=)", "For": "a for loop",
-        "While": "a while loop", "If": "an if statement", "With": "with", "Raise": "raise",
-        "Try": "try", "Assert": "assert", "Global": "global", "Nonlocal": "nonlocal",
-        "Pass": "pass", "Break": "break", "Continue": "continue", "Return": "return",
-        "AsyncFunctionDef": "async def", "Match": "match",
+        "Lambda": "a lambda",
+        "ListComp": "a list comprehension",
+        "SetComp": "a set comprehension",
+        "DictComp": "a dict comprehension",
+        "GeneratorExp": "a generator expression",
+        "JoinedStr": "an f-string",
+        "NamedExpr": "the walrus operator :=",
+        "Subscript": "indexing with [ ]",
+        "Compare": "a comparison",
+        "BoolOp": "and/or",
+        "IfExp": "a conditional expression",
+        "List": "a list",
+        "Tuple": "a tuple",
+        "Dict": "a dict",
+        "Set": "a set",
+        "Await": "await",
+        "Yield": "yield",
+        "YieldFrom": "yield from",
+        "Starred": "*",
+        "Slice": "a slice",
+        "Import": "import",
+        "ImportFrom": "import",
+        "FunctionDef": "def",
+        "ClassDef": "class",
+        "Delete": "del",
+        "AugAssign": "an augmented assignment (+=)",
+        "For": "a for loop",
+        "While": "a while loop",
+        "If": "an if statement",
+        "With": "with",
+        "Raise": "raise",
+        "Try": "try",
+        "Assert": "assert",
+        "Global": "global",
+        "Nonlocal": "nonlocal",
+        "Pass": "pass",
+        "Break": "break",
+        "Continue": "continue",
+        "Return": "return",
+        "AsyncFunctionDef": "async def",
+        "Match": "match",
     }
     if isinstance(node, ast.Constant):
         return f"the {type(node.value).__name__} constant {node.value!r}"[:80]

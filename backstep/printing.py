@@ -24,9 +24,38 @@ from .symbolic import Dim, MatrixProduct, OuterProduct, TensorOp
 
 SUPERSCRIPTS = str.maketrans("0123456789-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁽⁾")
 GREEK = {
-    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
-    "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
-    "Lambda", "Xi", "Pi", "Sigma", "Phi", "Psi", "Omega",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+    "phi",
+    "chi",
+    "psi",
+    "omega",
+    "Gamma",
+    "Delta",
+    "Theta",
+    "Lambda",
+    "Xi",
+    "Pi",
+    "Sigma",
+    "Phi",
+    "Psi",
+    "Omega",
 }
 
 
@@ -234,8 +263,8 @@ class Printer:
             return " * "
         hadamard = self._rank(left) > 0 and self._rank(right) > 0
         if self.target == "latex":
-            return r" \odot " if hadamard else (r" \cdot " if right.is_Number else " ")
-        return " ⊙ " if hadamard else (" · " if right.is_Number else " ")
+            return r" \odot " if hadamard else (r" \cdot " if right.is_Number or left == right else " ")
+        return " ⊙ " if hadamard else (" · " if right.is_Number or left == right else " ")
 
     def _pow(self, expr) -> tuple[str, int]:
         base, exp = expr.base, expr.exp
