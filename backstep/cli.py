@@ -129,6 +129,9 @@ def derive(
         )
     except BackstepError as err:
         fail(err, source)
+    except RecursionError:
+        fail(UsageError("the formula is nested too deeply to derive (lower its depth, or name intermediates)"))
+    from .parser import deep_recursion
     from .render import render
 
     if fmt == "text" and output is None:
@@ -137,9 +140,11 @@ def derive(
         console = Console(highlight=False)
         if not console.is_terminal:
             console = Console(highlight=False, width=140)
-        console.print(build(derivation))
+        with deep_recursion():
+            console.print(build(derivation))
     else:
-        text = render(derivation, fmt)
+        with deep_recursion():
+            text = render(derivation, fmt)
         if output is not None:
             output.write_text(text, encoding="utf-8")
         else:

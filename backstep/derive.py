@@ -22,7 +22,7 @@ from .errors import UsageError
 from .graph import Graph, Node
 from .model import BackwardStep, Derivation, ForwardStep, Gradient, Rule, Seed, Variable
 from .ops import Ctx
-from .parser import Limits, parse
+from .parser import Limits, deep_recursion, parse
 from .printing import Symbols, bar_latex, bar_text, latex_name
 
 # A final gradient larger than this many tree nodes stays in terms of named intermediates.
@@ -48,16 +48,17 @@ def derive(
     assume: {"x": "positive"}; verify: check every step against torch autograd;
     at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays).
     """
-    graph = parse(source, shapes or {}, limits)
     if isinstance(wrt, str):
         wrt = [w.strip() for w in wrt.split(",") if w.strip()]
-    derivation = build_derivation(graph, wrt, assume or {})
-    if at is not None:
-        from .numeric import evaluate_at
+    with deep_recursion():
+        graph = parse(source, shapes or {}, limits)
+        derivation = build_derivation(graph, wrt, assume or {})
+        if at is not None:
+            from .numeric import evaluate_at
 
-        evaluate_at(derivation, at, seed=seed)
-    if verify:
-        derivation.verify(points=points, seed=seed)
+            evaluate_at(derivation, at, seed=seed)
+        if verify:
+            derivation.verify(points=points, seed=seed)
     return derivation
 
 
@@ -90,6 +91,7 @@ class _Sweep:
         self.steps: list[BackwardStep] = []
         self.rule_count = 0
         self._expanded: dict[Expr, Expr] = {}  # memo of expand(), shared by all gradients
+        self._expanded_sizes: dict[Expr, int] = {}
         self._definitions: dict[Expr, Expr] = {}  # name -> definition, forward and backward
 
     # --- names ---------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ class _Sweep:
             source=g.source,
             output=out.name,
             output_shape=out.shape,
-            output_expr=self.expand(self.sym[out.id]),
+            output_expr=self.expand(self.sym[out.id]) or self._definitions.get(self.sym[out.id], self.sym[out.id]),
             variables=variables,
             dims=g.dims,
             forward=forward,
@@ -297,17 +299,33 @@ class _Sweep:
                 continue
             named = adjoint[v.id]
             full = self.expand(named)
-            in_inputs = expr_size(full) <= MAX_EXPANDED_SIZE
-            out[v.name] = Gradient(v.name, full if in_inputs else definitions.get(named, named), v.shape, in_inputs)
+            if full is None:
+                out[v.name] = Gradient(v.name, definitions.get(named, named), v.shape, in_inputs=False)
+            else:
+                out[v.name] = Gradient(v.name, full, v.shape)
         return out
 
-    def expand(self, expr: Expr) -> Expr:
-        """Replace every named intermediate and adjoint by its definition, recursively."""
-        return _expand(expr, self._definitions, self._expanded)
+    def expand(self, expr: Expr) -> Expr | None:
+        """Every named intermediate and adjoint replaced by its definition, recursively;
+        None when the result would be too large to read."""
+        try:
+            full = _expand(expr, self._definitions, self._expanded, MAX_EXPANDED_SIZE, self._expanded_sizes)
+        except TooLarge:
+            return None
+        return full if expr_size(full) <= MAX_EXPANDED_SIZE else None
 
 
-def _expand(expr: Expr, defs: dict, memo: dict) -> Expr:
-    # Iterative post-order, so that deep graphs do not overflow the stack.
+class TooLarge(Exception):
+    """An expansion passed its size budget: keep the named form instead."""
+
+
+def _expand(expr: Expr, defs: dict, memo: dict, budget: int | None = None, sizes: dict | None = None) -> Expr:
+    """Substitute definitions for names, bottom-up, rebuilding (and so re-simplifying) each node.
+
+    Iterative post-order, so that deep graphs do not overflow the stack. With a budget, a result
+    whose tree would pass that many nodes raises TooLarge before the work becomes quadratic.
+    """
+    sizes = {} if sizes is None else sizes  # tree size of each memo entry
     stack = [(expr, False)]
     while stack:
         e, ready = stack.pop()
@@ -317,6 +335,7 @@ def _expand(expr: Expr, defs: dict, memo: dict) -> Expr:
             d = defs[e]
             if ready:
                 memo[e] = memo[d]
+                sizes[e] = sizes.get(d, 1)
             else:
                 stack.append((e, True))
                 stack.append((d, False))
@@ -326,6 +345,10 @@ def _expand(expr: Expr, defs: dict, memo: dict) -> Expr:
             continue
         if ready:
             memo[e] = e.func(*[memo[a] for a in e.args])
+            if budget is not None:
+                sizes[e] = 1 + sum(sizes.get(a, 1) for a in e.args)
+                if sizes[e] > budget:
+                    raise TooLarge
         else:
             stack.append((e, True))
             stack.extend((a, False) for a in e.args if a not in memo)

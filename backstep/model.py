@@ -159,8 +159,3 @@ class Derivation:
 
         self.verification = verify(self, points=points, seed=seed)
         return self.verification
-
-    def _repr_markdown_(self) -> str:
-        from .render import render
-
-        return render(self, "md")

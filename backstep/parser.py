@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import sympy
@@ -27,6 +28,17 @@ from .graph import Graph, Node
 from .ops import Op
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
 from .symbolic import Dim
+
+
+@contextmanager
+def deep_recursion(limit: int = 20_000):
+    """SymPy and the printers recurse over expression trees: give deep (but limited) ones room."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 @dataclass
@@ -91,12 +103,8 @@ class _Builder:
         self._check_depth(tree)
         statements = tree.body
         self._collect_annotations(statements)
-        old_limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old_limit, 4 * self.limits.max_depth + 1000))
-        try:
+        with deep_recursion(4 * self.limits.max_depth + 1000):
             output = self._statements(statements)
-        finally:
-            sys.setrecursionlimit(old_limit)
         if output.is_const:
             raise ParseError("the output does not depend on any variable: there is nothing to differentiate")
         return self._finish(output)
