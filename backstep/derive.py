@@ -21,14 +21,25 @@ from . import symbolic as sb
 from .errors import UsageError
 from .graph import Graph, Node
 from .model import BackwardStep, Derivation, ForwardStep, Gradient, Rule, Seed, Variable
-from .ops import Ctx
+from .ops import Ctx, sum_to
 from .parser import Limits, deep_recursion, parse
 from .printing import Symbols, bar_latex, bar_text, latex_name
 
 # A final gradient larger than this many tree nodes stays in terms of named intermediates.
 MAX_EXPANDED_SIZE = 4000
 
-ASSUMPTIONS = ("real", "positive", "nonnegative", "nonzero")
+ASSUMPTIONS = (
+    "real",
+    "positive",
+    "nonnegative",
+    "nonzero",
+    "spd",
+    "symmetric",
+    "orthogonal",
+    "invertible",
+    "onehot",
+    "probability",
+)
 
 
 def derive(
@@ -112,6 +123,7 @@ class _Sweep:
 
     def run(self) -> Derivation:
         g = self.graph
+        self.domains = {v.name: self.assume.get(v.name) or infer_domain(g, v) for v in g.variables}
         requires = self.requires_grad()
         for node in g.nodes:
             self.sym[node.id] = sb.var(node.name)
@@ -177,10 +189,7 @@ class _Sweep:
                 finish(v)
 
         gradients = self.final_gradients(adjoint, seed)
-        variables = [
-            Variable(v.name, v.shape, requires[v.id], self.assume.get(v.name) or infer_domain(g, v))
-            for v in g.variables
-        ]
+        variables = [Variable(v.name, v.shape, requires[v.id], self.domains[v.name]) for v in g.variables]
         edges = [(a.name, n.name) for n in g.op_nodes for a in n.inputs if not a.is_const]
         return Derivation(
             source=g.source,
@@ -204,7 +213,8 @@ class _Sweep:
         req: dict[int, bool] = {}
         for n in self.graph.nodes:
             if n.kind == "var":
-                req[n.id] = n.name in self.wanted
+                # Integer class indices cannot carry a gradient (torch: a LongTensor).
+                req[n.id] = n.name in self.wanted and not self.domains[n.name].startswith("class_index")
             else:
                 req[n.id] = any(not a.is_const and req[a.id] for a in n.inputs)
         return req
@@ -302,7 +312,7 @@ class _Sweep:
             if full is None:
                 out[v.name] = Gradient(v.name, definitions.get(named, named), v.shape, in_inputs=False)
             else:
-                out[v.name] = Gradient(v.name, full, v.shape)
+                out[v.name] = Gradient(v.name, tidy(full), v.shape)
         return out
 
     def expand(self, expr: Expr) -> Expr | None:
@@ -357,7 +367,19 @@ def _expand(expr: Expr, defs: dict, memo: dict, budget: int | None = None, sizes
 
 def reevaluate(expr: Expr) -> Expr:
     """Rebuild an expression made under `evaluate(False)`, letting SymPy simplify as it goes."""
-    return _expand(expr, {}, {})
+    return tidy(_expand(expr, {}, {}))
+
+
+TIDY_MAX_SIZE = 300
+
+
+def tidy(expr: Expr) -> Expr:
+    """Pull common factors out of sums, as a person writes them: (a − b)/4, not a/4 − b/4.
+
+    Bounded: an expression above TIDY_MAX_SIZE nodes is left as it is (the step stays linear)."""
+    if expr_size(expr) > TIDY_MAX_SIZE:
+        return expr
+    return sympy.factor_terms(expr)
 
 
 def expr_size(expr: Expr) -> int:
@@ -376,25 +398,13 @@ def expr_size(expr: Expr) -> int:
     return memo[expr]
 
 
-def sum_to(expr: Expr, from_shape: tuple, to_shape: tuple) -> Expr:
-    """Sum a broadcast gradient back to an input's shape: over leading axes, then size-1 axes."""
-    shape = tuple(from_shape)
-    while len(shape) > len(to_shape):
-        expr = sb.SumOp.build([expr], [shape], axis=0, keepdims=False)
-        shape = shape[1:]
-    for k, (have, want) in enumerate(zip(shape, to_shape)):
-        if want == 1 and have != 1:
-            expr = sb.SumOp.build([expr], [shape], axis=k, keepdims=True)
-            shape = shape[:k] + (1,) + shape[k + 1 :]
-    return expr
-
-
 # Ops through which "this must be positive" passes to their inputs.
 POSITIVE_THROUGH = {"add", "mul", "div", "sum", "mean", "transpose", "matmul", "sqrt", "unsqueeze", "outer"}
 
 
 def infer_domain(graph: Graph, var: Node) -> str:
-    """Where a variable is drawn: positive if a log/sqrt/… needs it, nonzero for a divisor."""
+    """Where a variable is drawn, from the ops that use it: positive if a log/sqrt/… needs it,
+    SPD under logdet, invertible under inv/det, class indices or probabilities as targets."""
     demands: dict[int, set[str]] = {}
     for node in reversed(graph.op_nodes):
         wants_here = demands.get(node.id, set())
@@ -409,13 +419,24 @@ def infer_domain(graph: Graph, var: Node) -> str:
                     need.add("positive")
                 elif exponent.value.is_negative:
                     need.add("nonzero")
-            elif declared in ("positive", "nonzero"):
+            elif declared == "targets":
+                logits = node.inputs[0].shape
+                need.add(f"class_index:{logits[-1]}" if len(a.shape) == len(logits) - 1 else "probability")
+            elif declared == "class_index":
+                need.add("class_index:" + str(node.params.get("classes")))
+            elif declared in ("positive", "nonzero", "spd", "invertible"):
                 need.add(declared)
             if "positive" in wants_here and node.op.name in POSITIVE_THROUGH:
                 need.add("positive")
             if need:
                 demands.setdefault(a.id, set()).update(need)
     wants = demands.get(var.id, set())
+    for kind in ("spd", "invertible", "probability"):
+        if kind in wants:
+            return kind
+    for kind in wants:
+        if kind.startswith("class_index"):
+            return kind
     if "positive" in wants:
         return "positive"
     return "nonzero" if "nonzero" in wants else "real"

@@ -93,16 +93,43 @@ class Evaluator:
         if isinstance(e, TensorOp):
             # The operand may have lost broadcast axes to SymPy's cancellation: restore them.
             args = [t.broadcast_to(a, concrete(s, self.sizes)) for a, s in zip(args, e.in_shapes)]
-            return op.torch(t, args, e.params)
+            return op.torch(t, args, concrete_params(e.params, self.sizes))
         return op.torch(t, args, {})
+
+
+def concrete_params(params: dict, sizes: dict[str, int]) -> dict:
+    """Parameters naming a dimension (onehot's classes, eye's n) get that dimension's size."""
+    return {k: sizes.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 # --- drawing points ----------------------------------------------------------------------------
 
 
-def draw(torch, generator, shape: tuple[int, ...], domain: str):
+def draw(torch, generator, shape: tuple[int, ...], domain: str, sizes: dict[str, int] | None = None):
     """A random array inside a domain, in float64."""
     u = torch.rand(shape, generator=generator, dtype=torch.float64)
+    if domain.startswith("class_index"):
+        classes = domain.split(":", 1)[1]
+        count = int(classes) if classes.isdigit() else (sizes or {})[classes]
+        return torch.floor(u * count).clamp(max=count - 1)
+    if domain in ("spd", "invertible", "symmetric", "orthogonal") and (len(shape) != 2 or shape[0] != shape[1]):
+        raise DomainError(f"a {domain} matrix must be square, not of shape {shape}")
+    if domain == "spd":
+        m = 2.0 * u - 1.0
+        return m @ m.T / shape[0] + torch.eye(shape[0], dtype=torch.float64)
+    if domain == "invertible":  # general and non-symmetric, but well conditioned
+        return 2.0 * u - 1.0 + (1.0 + shape[0] ** 0.5) * torch.eye(shape[0], dtype=torch.float64)
+    if domain == "symmetric":
+        m = 2.0 * u - 1.0
+        return (m + m.T) / 2
+    if domain == "orthogonal":
+        q, r = torch.linalg.qr(2.0 * u - 1.0)
+        return q * torch.sign(torch.diagonal(r))
+    if domain == "probability":
+        return torch.softmax(4.0 * u - 2.0, dim=-1)
+    if domain == "onehot":
+        index = torch.argmax(u, dim=-1, keepdim=True)
+        return torch.zeros(shape, dtype=torch.float64).scatter_(-1, index, 1.0)
     if domain == "positive":
         return 0.5 + 1.5 * u
     if domain == "nonnegative":
@@ -123,6 +150,10 @@ def in_domain(torch, domain: str | None, value) -> bool:
         return bool((value.abs() > 1e-6).all())
     if domain == "off_pole":
         return bool((torch.cos(value).abs() > 1e-3).all())
+    if domain == "spd":
+        return bool(torch.linalg.det(value.detach()) > 1e-8)
+    if domain == "invertible":
+        return bool(torch.linalg.cond(value.detach()) < 1e8)
     return True
 
 
@@ -208,7 +239,7 @@ def evaluate_at(derivation, at: dict, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     for v in derivation.variables:
         if v.name not in values:
-            values[v.name] = draw(torch, generator, concrete(v.shape, sizes), v.domain)
+            values[v.name] = draw(torch, generator, concrete(v.shape, sizes), v.domain, sizes)
     env = dict(values)
     env[derivation.seed.name] = torch.ones(concrete(derivation.seed.shape, sizes), dtype=torch.float64)
     evaluator = Evaluator(env, sizes)

@@ -80,7 +80,8 @@ class Op:
     out_name: str = "y"
     params: dict[str, Any] = field(default_factory=dict)  # keyword -> default
     elementwise: bool = False  # broadcasting op: backward sums over broadcast axes
-    domain: tuple[str | None, ...] = ()  # per input: positive, nonzero, off_kink, off_pole
+    domain: tuple[str | None, ...] = ()  # per input: positive, nonzero, off_kink, off_pole, spd, …
+    choices: dict[str, tuple] = field(default_factory=dict)  # allowed values of a str parameter
     sympy_class: type | None = None  # the SymPy class that means this op, if it has its own
     printing: Printing | None = None
 
@@ -185,6 +186,19 @@ def expand_back(g: Expr, in_shape: Shape, params: dict) -> Expr:
     if k == 0:
         return g  # a new leading axis is what broadcasting adds
     return sb.UnsqueezeOp.build([g], [in_shape[:k] + in_shape[k + 1 :]], axis=k)
+
+
+def sum_to(expr: Expr, from_shape: tuple, to_shape: tuple) -> Expr:
+    """Sum a broadcast gradient back to an input's shape: over leading axes, then size-1 axes."""
+    shape = tuple(from_shape)
+    while len(shape) > len(to_shape):
+        expr = sb.SumOp.build([expr], [shape], axis=0, keepdims=False)
+        shape = shape[1:]
+    for k, (have, want) in enumerate(zip(shape, to_shape)):
+        if want == 1 and have != 1:
+            expr = sb.SumOp.build([expr], [shape], axis=k, keepdims=True)
+            shape = shape[:k] + (1,) + shape[k + 1 :]
+    return expr
 
 
 def matmul_grad_a(c: Ctx) -> Expr:
@@ -597,6 +611,718 @@ unary(
     lambda x, y: S.Zero,
     "the sign −1, 0 or 1, abs's derivative; its own derivative is 0",
     domain="off_kink",
+)
+
+# --- neural-network ops ----------------------------------------------------------------------------
+
+
+def last_axis_shape(env: ShapeEnv, shapes, params) -> Shape:
+    shape = env.resolve(shapes[0])
+    if len(shape) == 0:
+        raise ShapeMismatch("needs an array of rank at least 1, not a scalar")
+    normalize_axis(params.get("axis", -1), len(shape))
+    return shape
+
+
+def logsumexp_shape(env: ShapeEnv, shapes, params) -> Shape:
+    return reduce_shape(env, shapes, {"axis": params.get("axis"), "keepdims": False})
+
+
+def softmax_of(x: Expr, shape: Shape, axis: int) -> Expr:
+    return sb.Softmax.build([x], [shape], axis=axis)
+
+
+register(
+    Op(
+        name="softmax",
+        syntax="softmax",
+        arity=1,
+        shape=last_axis_shape,
+        sympy=lambda args, shapes, p: sb.Softmax.build(args, shapes, axis=p["axis"]),
+        # x̄ = y ⊙ (ȳ − Σ_axis(ȳ ⊙ y)): the Jacobian diag(y) − y yᵀ applied row by row
+        backward=(
+            lambda c: c.y * (c.g - sb.SumOp.build([c.g * c.y], [c.out_shape], axis=c.params["axis"], keepdims=True)),
+        ),
+        torch=lambda torch, args, p: torch.softmax(args[0], dim=p["axis"]),
+        grad_fn="SoftmaxBackward0",
+        summary="softmax(x, axis=-1)_i = exp(x_i) / Σ_j exp(x_j); x̄ = y ⊙ (ȳ − Σ(ȳ ⊙ y))",
+        params={"axis": -1},
+        sympy_class=sb.Softmax,
+        printing=Printing(
+            text="softmax({0}{axis_kw})",
+            latex=r"\operatorname{{softmax}}{axis_sub}\left({0}\right)",
+            lang="softmax({0}{axis_kw})",
+        ),
+    )
+)
+register(
+    Op(
+        name="log_softmax",
+        syntax="log_softmax",
+        arity=1,
+        shape=last_axis_shape,
+        sympy=lambda args, shapes, p: sb.LogSoftmax.build(args, shapes, axis=p["axis"]),
+        backward=(
+            lambda c: (
+                c.g
+                - softmax_of(c.a, c.shapes[0], c.params["axis"])
+                * sb.SumOp.build([c.g], [c.out_shape], axis=c.params["axis"], keepdims=True)
+            ),
+        ),
+        torch=lambda torch, args, p: torch.log_softmax(args[0], dim=p["axis"]),
+        grad_fn="LogSoftmaxBackward0",
+        summary="log_softmax(x, axis=-1) = x − log Σ exp(x); x̄ = ȳ − softmax(x) ⊙ Σ ȳ",
+        params={"axis": -1},
+        sympy_class=sb.LogSoftmax,
+        printing=Printing(
+            text="log_softmax({0}{axis_kw})",
+            latex=r"\log\operatorname{{softmax}}{axis_sub}\left({0}\right)",
+            lang="log_softmax({0}{axis_kw})",
+        ),
+    )
+)
+
+
+def logsumexp_grad(c: Ctx) -> Expr:
+    axis = c.params.get("axis")
+    if axis is None:
+        return c.g * sympy.exp(c.a - c.y)  # = ȳ softmax over every entry
+    return expand_back(c.g, c.shapes[0], {"axis": axis}) * softmax_of(c.a, c.shapes[0], axis)
+
+
+register(
+    Op(
+        name="logsumexp",
+        syntax="logsumexp",
+        arity=1,
+        shape=logsumexp_shape,
+        sympy=lambda args, shapes, p: sb.LogSumExp.build(args, shapes, axis=p["axis"]),
+        backward=(logsumexp_grad,),
+        torch=lambda torch, args, p: torch.logsumexp(
+            args[0], dim=tuple(range(args[0].dim())) if p["axis"] is None else p["axis"]
+        ),
+        grad_fn="LogsumexpBackward0",
+        summary="log Σ exp(x), over everything or one axis; its gradient is the softmax",
+        params={"axis": None},
+        sympy_class=sb.LogSumExp,
+        printing=Printing(
+            text="logsumexp({0}{axis_kw})",
+            latex=r"\operatorname{{logsumexp}}{axis_sub}\left({0}\right)",
+            lang="logsumexp({0}{axis_kw})",
+        ),
+    )
+)
+
+
+def onehot_shape(env: ShapeEnv, shapes, params) -> Shape:
+    return env.resolve(shapes[0]) + (params["classes"],)
+
+
+register(
+    Op(
+        name="onehot",
+        syntax="onehot",
+        arity=1,
+        shape=onehot_shape,
+        sympy=lambda args, shapes, p: sb.OneHot.build(args, shapes, classes=p["classes"]),
+        backward=(lambda c: S.Zero,),
+        torch=lambda torch, args, p: torch.nn.functional.one_hot(args[0].long(), p["classes"]).to(torch.float64),
+        grad_fn=None,
+        summary="onehot(t, c): rows of the c×c identity picked by integer class indices t (no gradient)",
+        params={"classes": None},
+        domain=("class_index",),
+        sympy_class=sb.OneHot,
+        printing=Printing(
+            text="onehot({0})", latex=r"\operatorname{{onehot}}\left({0}\right)", lang="onehot({0}, {classes})"
+        ),
+    )
+)
+
+
+def cross_entropy_shape(env: ShapeEnv, shapes, params) -> Shape:
+    z, t = env.resolve(shapes[0]), env.resolve(shapes[1])
+    if len(z) != 2:
+        raise ShapeMismatch(f"cross_entropy needs logits of shape (batch, classes), got {fmt(z)}")
+    if len(t) == 1:
+        env.unify(z[0], t[0])
+    elif len(t) == 2:
+        try:
+            broadcast(env, z, t)
+        except ShapeMismatch:
+            raise ShapeMismatch(f"targets {fmt(t)} do not match logits {fmt(z)}") from None
+    else:
+        raise ShapeMismatch(f"targets must be class indices {fmt(z[:1])} or probabilities {fmt(z)}, got {fmt(t)}")
+    if params.get("reduction") not in ("mean", "sum"):
+        raise ShapeMismatch('reduction must be "mean" or "sum"')
+    return ()
+
+
+def ce_scale(c: Ctx) -> Expr:
+    """1/N for the mean over the batch, 1 for the sum."""
+    return 1 / size_of(c.shapes[0], 0) if c.params["reduction"] == "mean" else S.One
+
+
+def ce_grad_logits(c: Ctx) -> Expr:
+    z_shape, t_shape = c.shapes
+    target = c.b if len(t_shape) == 2 else sb.OneHot.build([c.b], [t_shape], classes=z_shape[1])
+    # (softmax(z) − onehot(t)) / N: the closed form, exact for class indices and one-hot or
+    # probability targets (rows that sum to 1, the targets' declared domain).
+    return c.g * ce_scale(c) * (softmax_of(c.a, z_shape, 1) - target)
+
+
+def ce_grad_targets(c: Ctx) -> Expr:
+    return -c.g * ce_scale(c) * sb.LogSoftmax.build([c.a], [c.shapes[0]], axis=1)
+
+
+def cross_entropy_torch(torch, args, p):
+    z, t = args
+    if t.dim() == 1:
+        t = t.detach().long()
+    return torch.nn.functional.cross_entropy(z, t, reduction=p["reduction"])
+
+
+def cross_entropy_grad_fn(ranks, consts, params) -> str:
+    if ranks[1] == 1:
+        return "NllLossBackward0"
+    return "DivBackward1" if params.get("reduction") == "mean" else "NegBackward0"
+
+
+register(
+    Op(
+        name="cross_entropy",
+        syntax="cross_entropy",
+        arity=2,
+        shape=cross_entropy_shape,
+        sympy=lambda args, shapes, p: sb.CrossEntropy.build(args, shapes, reduction=p["reduction"]),
+        backward=(ce_grad_logits, ce_grad_targets),
+        torch=cross_entropy_torch,
+        grad_fn=cross_entropy_grad_fn,
+        summary="cross_entropy(z, t): −Σ log softmax(z)[t] / N, t class indices (N,) or probabilities (N, C); "
+        "z̄ = (softmax(z) − onehot(t)) / N",
+        arg_names=("z", "t"),
+        out_name="L",
+        params={"reduction": "mean"},
+        choices={"reduction": ("mean", "sum")},
+        domain=(None, "targets"),
+        sympy_class=sb.CrossEntropy,
+        printing=Printing(
+            text="cross_entropy({0}, {1}{reduction_kw})",
+            latex=r"\operatorname{{CE}}\left({0}, {1}\right)",
+            lang="cross_entropy({0}, {1}{reduction_kw})",
+        ),
+    )
+)
+
+
+def same_shape_pair(env: ShapeEnv, shapes, params) -> Shape:
+    a, b = env.resolve(shapes[0]), env.resolve(shapes[1])
+    if len(a) != len(b):
+        raise ShapeMismatch(f"needs two arrays of the same shape, got {fmt(a)} and {fmt(b)}")
+    for da, db in zip(a, b):
+        env.unify(da, db)
+    return ()
+
+
+register(
+    Op(
+        name="mse",
+        syntax="mse",
+        arity=2,
+        shape=same_shape_pair,
+        sympy=lambda args, shapes, p: sb.MeanOp.build([(args[0] - args[1]) ** 2], [shapes[0]]),
+        backward=(
+            lambda c: 2 * c.g * (c.a - c.b) / size_of(c.shapes[0]),
+            lambda c: -2 * c.g * (c.a - c.b) / size_of(c.shapes[0]),
+        ),
+        torch=lambda torch, args, p: torch.nn.functional.mse_loss(args[0], args[1]),
+        grad_fn="MseLossBackward0",
+        summary="mse(a, b) = mean((a − b)²); ā = 2 (a − b) / N",
+        arg_names=("a", "b"),
+        out_name="L",
+    )
+)
+
+
+def linear_shape(env: ShapeEnv, shapes, params) -> Shape:
+    x, w, b = (env.resolve(s) for s in shapes)
+    if len(w) != 2 or len(x) not in (1, 2) or len(b) != 1:
+        raise ShapeMismatch(f"linear(x, W, b) needs x (n, in), W (out, in), b (out,); got {fmt(x)}, {fmt(w)}, {fmt(b)}")
+    try:
+        env.unify(x[-1], w[1])
+        env.unify(w[0], b[0])
+    except ShapeMismatch as err:
+        raise ShapeMismatch(f"linear: x {fmt(x)}, W {fmt(w)}, b {fmt(b)} do not fit ({err})") from None
+    return env.resolve(x[:-1] + (w[0],))
+
+
+def linear_meaning(args, shapes, p) -> Expr:
+    x, w, b = args
+    wt = sb.TransposeOp.build([w], [shapes[1]])
+    return sb.MatrixProduct.build([x, wt], [shapes[0], tuple(reversed(shapes[1]))]) + b
+
+
+def linear_grad_weight(c: Ctx) -> Expr:
+    x_shape = c.shapes[0]
+    if len(x_shape) == 1:
+        return sb.OuterProduct.build([c.g, c.a], [c.out_shape, x_shape])
+    gt = sb.TransposeOp.build([c.g], [c.out_shape])
+    return sb.MatrixProduct.build([gt, c.a], [tuple(reversed(c.out_shape)), x_shape])
+
+
+register(
+    Op(
+        name="linear",
+        syntax="linear",
+        arity=3,
+        shape=linear_shape,
+        sympy=linear_meaning,
+        # torch.nn.functional.linear: y = x Wᵀ + b;  x̄ = ȳ W,  W̄ = ȳᵀ x,  b̄ = Σ_batch ȳ
+        backward=(
+            lambda c: sb.MatrixProduct.build([c.g, c.b], [c.out_shape, c.shapes[1]]),
+            linear_grad_weight,
+            lambda c: sum_to(c.g, c.out_shape, c.shapes[2]),
+        ),
+        torch=lambda torch, args, p: torch.nn.functional.linear(*args),
+        grad_fn=lambda ranks, consts, params: "AddmmBackward0" if ranks[0] == 2 else "ViewBackward0",
+        summary="linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear); b̄ = ȳ summed over the batch",
+        arg_names=("x", "W", "b"),
+    )
+)
+
+
+def elementwise(
+    name: str,
+    arity: int,
+    meaning,
+    backward,
+    summary: str,
+    sympy_class: type,
+    printing: Printing,
+    torch_fn,
+    grad_fn: str,
+    params: dict | None = None,
+    arg_names: tuple[str, ...] = ("x",),
+    domain: tuple = (),
+) -> Op:
+    """An elementwise op of several inputs or with parameters."""
+    return register(
+        Op(
+            name=name,
+            syntax=name,
+            arity=arity,
+            shape=same_shape if arity == 1 else broadcast_all,
+            sympy=meaning,
+            backward=backward,
+            torch=torch_fn,
+            grad_fn=grad_fn,
+            summary=summary,
+            arg_names=arg_names,
+            params=params or {},
+            elementwise=True,
+            domain=domain,
+            sympy_class=sympy_class,
+            printing=printing,
+        )
+    )
+
+
+def broadcast_all(env: ShapeEnv, shapes, params) -> Shape:
+    out = env.resolve(shapes[0])
+    for s in shapes[1:]:
+        try:
+            out = broadcast(env, out, s)
+        except ShapeMismatch as err:
+            raise ShapeMismatch(f"cannot broadcast {fmt(out)} with {fmt(s)} ({err})") from None
+    return out
+
+
+def param_function(
+    name: str,
+    cls: type,
+    backward,
+    summary: str,
+    torch_fn,
+    grad_fn: str,
+    params: dict,
+    latex: str,
+    domain: str | None = None,
+) -> Op:
+    """An elementwise function with keyword parameters (a TensorOp, so that they travel with it)."""
+    return register(
+        Op(
+            name=name,
+            syntax=name,
+            arity=1,
+            shape=same_shape,
+            sympy=lambda args, shapes, p: cls.build(args, shapes, **p),
+            backward=(backward,),
+            torch=torch_fn,
+            grad_fn=grad_fn,
+            summary=summary,
+            params=params,
+            elementwise=True,
+            domain=(domain,),
+            sympy_class=cls,
+            printing=Printing(text=f"{name}({{0}}{{params_kw}})", latex=latex, lang=f"{name}({{0}}{{params_kw}})"),
+        )
+    )
+
+
+param_function(
+    "leaky_relu",
+    sb.LeakyRelu,
+    lambda c: c.g * (sb.Step(c.a) + sympy.Float(c.params["negative_slope"]) * sb.Step(-c.a)),
+    "max(x, 0) + s·min(x, 0); derivative 1[x > 0] + s·1[x < 0]",
+    lambda torch, args, p: torch.nn.functional.leaky_relu(args[0], p["negative_slope"]),
+    "LeakyReluBackward0",
+    {"negative_slope": 0.01},
+    r"\operatorname{{lrelu}}\left({0}\right)",
+    domain="off_kink",
+)
+param_function(
+    "elu",
+    sb.Elu,
+    # for x > 0 the slope is 1, else α eˣ = y + α (the forward value again)
+    lambda c: c.g * (sb.Step(c.a) + sb.Step(-c.a) * (c.y + sympy.Float(c.params["alpha"]))),
+    "x for x > 0, α(eˣ − 1) else; derivative 1[x > 0] + 1[x < 0] (y + α)",
+    lambda torch, args, p: torch.nn.functional.elu(args[0], p["alpha"]),
+    "EluBackward0",
+    {"alpha": 1.0},
+    r"\operatorname{{elu}}\left({0}\right)",
+    domain="off_kink",
+)
+
+
+def clamp_grad(c: Ctx) -> Expr:
+    lo, hi = c.params.get("min"), c.params.get("max")
+    mask = S.One
+    if lo is not None:
+        mask *= sb.StepGE(c.a - sympy.Float(lo) if lo else c.a)
+    if hi is not None:
+        mask *= sb.StepGE(sympy.Float(hi) - c.a)
+    return c.g * mask
+
+
+def clamp_torch(torch, args, p):
+    return torch.clamp(args[0], min=p.get("min"), max=p.get("max"))
+
+
+param_function(
+    "clamp",
+    sb.Clamp,
+    clamp_grad,
+    "clamp(x, min=a, max=b); derivative 1[a ≤ x ≤ b] (1 at the bounds, as torch: clamp(x, min=0) is relu with "
+    "relu′(0) = 1)",
+    clamp_torch,
+    "ClampBackward1",
+    {"min": None, "max": None},
+    r"\operatorname{{clamp}}\left({0}{params_kw}\right)",
+    domain="off_bounds",
+)
+unary(
+    "gelu",
+    sb.Gelu,
+    lambda x, y: (1 + sympy.erf(x / sympy.sqrt(2))) / 2 + x * sympy.exp(-(x**2) / 2) / sympy.sqrt(2 * sympy.pi),
+    "x Φ(x) (exact, erf form); derivative Φ(x) + x φ(x)",
+    torch_fn=lambda torch, args, p: torch.nn.functional.gelu(args[0]),
+)
+unary(
+    "softplus",
+    sb.Softplus,
+    lambda x, y: sb.Sigmoid(x),
+    "log(1 + eˣ); derivative σ(x)",
+    torch_fn=lambda torch, args, p: torch.nn.functional.softplus(args[0]),
+)
+unary(
+    "erf",
+    sympy.erf,
+    lambda x, y: 2 * sympy.exp(-(x**2)) / sympy.sqrt(sympy.pi),
+    "the error function",
+    latex=r"\operatorname{{erf}}\left({0}\right)",
+)
+unary(
+    "step_ge",
+    sb.StepGE,
+    lambda x, y: S.Zero,
+    "the indicator 1[x ≥ 0], clamp's derivative; derivative 0",
+    printing=Printing(text="1[{0} ≥ 0]", latex=r"\mathbf{{1}}\left[{0} \geq 0\right]", lang="step_ge({0})"),
+    torch_fn=lambda torch, args, p: (args[0] >= 0).to(args[0].dtype),
+    grad_fn=None,
+    domain="off_kink",
+)
+
+elementwise(
+    "maximum",
+    2,
+    lambda args, shapes, p: sb.Maximum(*args),
+    (lambda c: c.g * sb.Step(c.a - c.b), lambda c: c.g * sb.Step(c.b - c.a)),
+    "elementwise max(a, b); the gradient goes to the larger one",
+    sb.Maximum,
+    Printing(text="max({0}, {1})", latex=r"\max\left({0}, {1}\right)", lang="maximum({0}, {1})"),
+    lambda torch, args, p: torch.maximum(*torch.broadcast_tensors(*args)),
+    "MaximumBackward0",
+    arg_names=("a", "b"),
+)
+elementwise(
+    "minimum",
+    2,
+    lambda args, shapes, p: sb.Minimum(*args),
+    (lambda c: c.g * sb.Step(c.b - c.a), lambda c: c.g * sb.Step(c.a - c.b)),
+    "elementwise min(a, b); the gradient goes to the smaller one",
+    sb.Minimum,
+    Printing(text="min({0}, {1})", latex=r"\min\left({0}, {1}\right)", lang="minimum({0}, {1})"),
+    lambda torch, args, p: torch.minimum(*torch.broadcast_tensors(*args)),
+    "MinimumBackward0",
+    arg_names=("a", "b"),
+)
+elementwise(
+    "where",
+    3,
+    lambda args, shapes, p: sb.Where(*args),
+    (lambda c: S.Zero, lambda c: c.g * c.args[0], lambda c: c.g * (1 - c.args[0])),
+    "where(cond, a, b): a where cond holds, else b; cond is a comparison such as x > 0",
+    sb.Where,
+    Printing(
+        text="where({0}, {1}, {2})",
+        latex=r"\begin{{cases}} {1} & {0} \\ {2} & \text{{else}} \end{{cases}}",
+        lang="where({0}, {1}, {2})",
+    ),
+    lambda torch, args, p: torch.where(torch.as_tensor(args[0]) > 0.5, args[1], args[2]),
+    "WhereBackward0",
+    arg_names=("c", "a", "b"),
+)
+
+
+def comparison(symbol: str, name: str, meaning, summary: str) -> Op:
+    """A comparison is an indicator (1 where it holds, 0 elsewhere): it has no gradient."""
+    return register(
+        Op(
+            name=name,
+            syntax=symbol,
+            arity=2,
+            shape=broadcast_shapes,
+            sympy=lambda args, shapes, p: meaning(args[0], args[1]),
+            backward=(lambda c: S.Zero, lambda c: S.Zero),
+            torch=lambda torch, args, p: torch.as_tensor(
+                {"gt": args[0] > args[1], "ge": args[0] >= args[1], "lt": args[0] < args[1], "le": args[0] <= args[1]}[
+                    name
+                ]
+            ).to(torch.float64),
+            grad_fn=None,
+            summary=summary,
+            arg_names=("a", "b"),
+            elementwise=True,
+            domain=("off_tie", "off_tie"),
+        )
+    )
+
+
+comparison(">", "gt", lambda a, b: sb.Step(a - b), "a > b as an indicator 1[a − b > 0] (inside where)")
+comparison(">=", "ge", lambda a, b: sb.StepGE(a - b), "a ≥ b as an indicator 1[a − b ≥ 0] (inside where)")
+comparison("<", "lt", lambda a, b: sb.Step(b - a), "a < b as an indicator 1[b − a > 0] (inside where)")
+comparison("<=", "le", lambda a, b: sb.StepGE(b - a), "a ≤ b as an indicator 1[b − a ≥ 0] (inside where)")
+
+
+def scalar_of_any(env: ShapeEnv, shapes, params) -> Shape:
+    return ()
+
+
+register(
+    Op(
+        name="norm",
+        syntax="norm",
+        arity=1,
+        shape=scalar_of_any,
+        sympy=lambda args, shapes, p: sb.NormOp.build(args, shapes),
+        backward=(lambda c: c.g * c.a / c.y,),
+        torch=lambda torch, args, p: torch.linalg.norm(args[0]),
+        grad_fn="LinalgVectorNormBackward0",
+        summary="‖x‖: the 2-norm of a vector, the Frobenius norm of a matrix; x̄ = ȳ x / ‖x‖",
+        domain=("nonzero",),
+        sympy_class=sb.NormOp,
+        printing=Printing(text="‖{0}‖", latex=r"\left\lVert {0} \right\rVert", lang="norm({0})"),
+    )
+)
+
+
+def dot_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a, b = env.resolve(shapes[0]), env.resolve(shapes[1])
+    if len(a) != 1 or len(b) != 1:
+        raise ShapeMismatch(f"dot needs two vectors, got {fmt(a)} and {fmt(b)}")
+    env.unify(a[0], b[0])
+    return ()
+
+
+register(
+    Op(
+        name="dot",
+        syntax="dot",
+        arity=2,
+        shape=dot_shape,
+        sympy=lambda args, shapes, p: sb.MatrixProduct.build(args, shapes),
+        backward=(lambda c: c.g * c.b, lambda c: c.g * c.a),
+        torch=lambda torch, args, p: torch.dot(args[0], args[1]),
+        grad_fn="DotBackward0",
+        summary="dot(a, b) = aᵀ b for two vectors",
+        arg_names=("a", "b"),
+    )
+)
+
+# --- matrix calculus -------------------------------------------------------------------------------
+
+
+def square_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a = env.resolve(shapes[0])
+    if len(a) != 2:
+        raise ShapeMismatch(f"needs a square matrix, got {fmt(a)}")
+    try:
+        env.unify(a[0], a[1])
+    except ShapeMismatch:
+        raise ShapeMismatch(f"needs a square matrix, got {fmt(a)}") from None
+    return env.resolve(a)
+
+
+def square_to_scalar(env: ShapeEnv, shapes, params) -> Shape:
+    square_shape(env, shapes, params)
+    return ()
+
+
+def inv_t(x: Expr, shape: Shape) -> Expr:
+    """X⁻ᵀ."""
+    return sb.TransposeOp.build([sb.Inverse.build([x], [shape])], [shape])
+
+
+def eye_like(shape: Shape) -> Expr:
+    return sb.Eye.build([], [], n=shape[0])
+
+
+register(
+    Op(
+        name="trace",
+        syntax="trace",
+        arity=1,
+        shape=square_to_scalar,
+        sympy=lambda args, shapes, p: sb.Trace.build(args, shapes),
+        backward=(lambda c: c.g * eye_like(c.shapes[0]),),
+        torch=lambda torch, args, p: torch.trace(args[0]),
+        grad_fn="TraceBackward0",
+        summary="tr A = Σ A_ii; Ā = ȳ I",
+        arg_names=("A",),
+        sympy_class=sb.Trace,
+        printing=Printing(text="tr({0})", latex=r"\operatorname{{tr}}\left({0}\right)", lang="trace({0})"),
+    )
+)
+register(
+    Op(
+        name="det",
+        syntax="det",
+        arity=1,
+        shape=square_to_scalar,
+        sympy=lambda args, shapes, p: sb.Det.build(args, shapes),
+        backward=(lambda c: c.g * c.y * inv_t(c.a, c.shapes[0]),),
+        torch=lambda torch, args, p: torch.det(args[0]),
+        grad_fn="LinalgDetBackward0",
+        summary="det A; Ā = ȳ det(A) A⁻ᵀ (Jacobi's formula)",
+        arg_names=("A",),
+        domain=("invertible",),
+        sympy_class=sb.Det,
+        printing=Printing(text="det({0})", latex=r"\det\left({0}\right)", lang="det({0})"),
+    )
+)
+register(
+    Op(
+        name="logdet",
+        syntax="logdet",
+        arity=1,
+        shape=square_to_scalar,
+        sympy=lambda args, shapes, p: sb.LogDet.build(args, shapes),
+        backward=(lambda c: c.g * inv_t(c.a, c.shapes[0]),),
+        torch=lambda torch, args, p: torch.logdet(args[0]),
+        grad_fn="WhereBackward0",
+        summary="log det A (A drawn SPD); Ā = ȳ A⁻ᵀ",
+        arg_names=("A",),
+        domain=("spd",),
+        sympy_class=sb.LogDet,
+        printing=Printing(text="logdet({0})", latex=r"\log\det\left({0}\right)", lang="logdet({0})"),
+    )
+)
+
+
+def inv_grad(c: Ctx) -> Expr:
+    # Y = A⁻¹  ⇒  Ā = −Yᵀ Ȳ Yᵀ
+    yt = sb.TransposeOp.build([c.y], [c.out_shape])
+    inner = sb.MatrixProduct.build([yt, c.g], [c.out_shape, c.out_shape])
+    return -sb.MatrixProduct.build([inner, yt], [c.out_shape, c.out_shape])
+
+
+register(
+    Op(
+        name="inv",
+        syntax="inv",
+        arity=1,
+        shape=square_shape,
+        sympy=lambda args, shapes, p: sb.Inverse.build(args, shapes),
+        backward=(inv_grad,),
+        torch=lambda torch, args, p: torch.inverse(args[0]),
+        grad_fn="LinalgInvExBackward0",
+        summary="A⁻¹; with Y = A⁻¹, Ā = −Yᵀ Ȳ Yᵀ",
+        arg_names=("A",),
+        out_name="Y",
+        domain=("invertible",),
+        sympy_class=sb.Inverse,
+        printing=Printing(
+            text="{0}⁻¹", latex=r"{0}^{{-1}}", lang="inv({0})", prec=PREC_POSTFIX, operand_prec=PREC_POSTFIX
+        ),
+    )
+)
+
+
+def diag_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a = env.resolve(shapes[0])
+    if len(a) == 1:
+        return (a[0], a[0])
+    if len(a) == 2:
+        return square_shape(env, shapes, params)[:1]
+    raise ShapeMismatch(f"diag needs a vector or a square matrix, got {fmt(a)}")
+
+
+register(
+    Op(
+        name="diag",
+        syntax="diag",
+        arity=1,
+        shape=diag_shape,
+        sympy=lambda args, shapes, p: sb.Diag.build(args, shapes),
+        backward=(lambda c: sb.Diag.build([c.g], [c.out_shape]),),
+        torch=lambda torch, args, p: torch.diag(args[0]),
+        grad_fn=lambda ranks, consts, params: "DiagonalBackward0_copy" if ranks[0] == 2 else "DiagEmbedBackward0",
+        summary="diag(v): the diagonal matrix of a vector; diag(A): the diagonal of a square matrix; "
+        "each one's gradient is the other",
+        sympy_class=sb.Diag,
+        printing=Printing(text="diag({0})", latex=r"\operatorname{{diag}}\left({0}\right)", lang="diag({0})"),
+    )
+)
+
+
+def eye_shape(env: ShapeEnv, shapes, params) -> Shape:
+    return (params["n"], params["n"])
+
+
+register(
+    Op(
+        name="eye",
+        syntax="eye",
+        arity=0,
+        shape=eye_shape,
+        sympy=lambda args, shapes, p: sb.Eye.build([], [], n=p["n"]),
+        backward=(),
+        torch=lambda torch, args, p: torch.eye(p["n"], dtype=torch.float64),
+        grad_fn=None,
+        summary="eye(n): the n×n identity matrix I (a constant)",
+        params={"n": None},
+        sympy_class=sb.Eye,
+        printing=Printing(text="I", latex="I", lang="eye({n})"),
+    )
 )
 
 # Ops by their spelling in the input language, and the SymPy classes that mean an op (for the

@@ -61,6 +61,7 @@ BINARY_WORDS = {
     ast.BitAnd: "&",
     ast.BitXor: "^",
 }
+COMPARE = {ast.Gt: ">", ast.GtE: ">=", ast.Lt: "<", ast.LtE: "<="}
 RESERVED = {"True", "False", "None"}
 
 
@@ -269,6 +270,12 @@ class _Builder:
             return self._apply(op_table.OPS["transpose"], [self._expr(e.value)], {}, e)
         if isinstance(e, ast.Call):
             return self._call(e)
+        if isinstance(e, ast.Compare):
+            symbol = COMPARE.get(type(e.ops[0]))
+            if len(e.ops) != 1 or symbol is None:
+                self._fail(UnsupportedError, "only one comparison at a time (x > 0), with > >= < <=", e)
+            args = [self._expr(e.left), self._expr(e.comparators[0])]
+            return self._apply(op_table.OPERATOR_OPS[symbol], args, {}, e)
         self._fail(UnsupportedError, f"{_describe(e)} is not allowed in a formula", e)
 
     def _name(self, e: ast.Name) -> Node:
@@ -330,23 +337,48 @@ class _Builder:
                 allowed = ", ".join(op.params) or "none"
                 self._fail(ParseError, f"{fname} has no parameter {kw.arg} (it takes: {allowed})", kw.value)
             params[key] = self._param_value(fname, key, kw.value)
+        for pname in ("n", "classes"):
+            if pname in params and params[pname] is None:
+                self._fail(ParseError, f"{fname} needs {pname} (a positive integer or a dimension name)", e)
         args = [self._expr(a) for a in positional[:n_args]]
         return self._apply(op, args, params, e)
 
     def _param_value(self, fname: str, pname: str, node: ast.expr):
-        default = op_table.FUNCTION_OPS[fname].params[pname]
+        """A keyword parameter: a literal of the default's type, a choice, or a dimension name."""
+        op = op_table.FUNCTION_OPS[fname]
+        default = op.params[pname]
+        if pname in op.choices:
+            choices = op.choices[pname]
+            if isinstance(node, ast.Constant) and node.value in choices:
+                return node.value
+            self._fail(ParseError, f"{pname} must be one of {', '.join(map(repr, choices))}", node)
         if isinstance(default, bool) or pname == "keepdims":
             if isinstance(node, ast.Constant) and type(node.value) is bool:
                 return node.value
             self._fail(ParseError, f"{pname} must be True or False", node)
+        if pname in ("n", "classes"):  # a size: an integer or a dimension name
+            if isinstance(node, ast.Name) and node.id in self.dim_names:
+                return node.id
+            if isinstance(node, ast.Constant) and type(node.value) is int and node.value >= 1:
+                return node.value
+            self._fail(ParseError, f"{pname} must be a positive integer or a dimension name from a shape", node)
         sign = 1
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             sign, node = -1, node.operand
         if isinstance(node, ast.Constant) and type(node.value) is int:
+            return (
+                float(sign * node.value) if isinstance(default, float) or pname in ("min", "max") else sign * node.value
+            )
+        if (
+            isinstance(node, ast.Constant)
+            and type(node.value) is float
+            and (isinstance(default, float) or pname in ("min", "max"))
+        ):
             return sign * node.value
         if isinstance(node, ast.Constant) and node.value is None and default is None:
             return None
-        self._fail(ParseError, f"{pname} must be an integer", node)
+        kind = "a number" if isinstance(default, float) or pname in ("min", "max") else "an integer"
+        self._fail(ParseError, f"{pname} must be {kind}", node)
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -359,6 +391,9 @@ class _Builder:
 
     def _apply(self, op: Op, args: list[Node], params: dict, e: ast.AST) -> Node:
         place = self._place(e)
+        if op.arity == 0:  # a constant array such as eye(n)
+            shape = op.shape(self.env, [], params)
+            return self._new(kind="const", value=op.sympy([], [], params), shape=shape, place=place)
         if op.name == "pow" and args[1].is_const:
             exponent = args[1].value
             if exponent.is_Number and abs(float(exponent)) > self.limits.max_exponent:
@@ -366,7 +401,7 @@ class _Builder:
                     ParseError, f"the exponent {exponent} is larger than {self.limits.max_exponent} (--max-exponent)", e
                 )
         if all(a.is_const for a in args):
-            if not op.elementwise:
+            if not op.elementwise or any(a.shape for a in args):
                 self._fail(ParseError, f"{op.syntax} of a constant: there is nothing to differentiate", e)
             value = op.sympy([a.value for a in args], [() for _ in args], params)
             if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or not value.is_real:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import sympy
 from sympy import Expr
 
-from .ops import OP_OF_CLASS, OPS, PREC_ADD, PREC_ATOM, PREC_MATMUL, PREC_MUL, PREC_POW, PREC_UNARY
+from .ops import OP_OF_CLASS, OPS, PREC_ADD, PREC_ATOM, PREC_MATMUL, PREC_MUL, PREC_POSTFIX, PREC_POW, PREC_UNARY
 from .shapes import ShapeEnv
-from .symbolic import Dim, MatrixProduct, OuterProduct, TensorOp
+from .symbolic import Dim, Inverse, MatrixProduct, OuterProduct, TensorOp, TransposeOp
 
 SUPERSCRIPTS = str.maketrans("0123456789-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁽⁾")
 GREEK = {
@@ -145,6 +145,12 @@ class Printer:
             return self._number(expr)
         if expr is sympy.E:
             return {"text": "e", "latex": "e", "lang": "exp(1)"}[self.target], PREC_ATOM
+        if expr is sympy.pi:
+            return {"text": "π", "latex": r"\pi", "lang": repr(float(sympy.pi))}[self.target], PREC_ATOM
+        if isinstance(expr, TransposeOp) and isinstance(expr.operands[0], Inverse) and self.target != "lang":
+            # X⁻ᵀ, as the Matrix Cookbook writes the inverse transposed
+            base = self.wrap(expr.operands[0].operands[0], PREC_POSTFIX)
+            return (base + "⁻ᵀ" if self.target == "text" else base + r"^{-\top}"), PREC_POSTFIX
         if expr.is_Add:
             return self._add(expr)
         if expr.is_Mul:
@@ -254,7 +260,10 @@ class Printer:
             else:
                 s = self.wrap(f, PREC_MUL + 1 if self.target == "lang" else PREC_MUL)
             if i:
-                parts.append(self._times(factors[i - 1], f))
+                times = self._times(factors[i - 1], f)
+                if times == " " and s[:1].isdigit():
+                    times = r" \cdot " if self.target == "latex" else " · "  # 2 · 1[x > 0], not 2 1[x > 0]
+                parts.append(times)
             parts.append(s)
         return "".join(parts), PREC_MUL
 
@@ -296,12 +305,17 @@ class Printer:
             if self.target == "lang" and op.name == "matmul" and self._is_mul(a):
                 need = PREC_MATMUL + 1
             printed.append(self.wrap(a, need))
-        extra = {"axis": params.get("axis"), "axis_kw": "", "axis_sub": ""}
+        extra = {k: ("" if v is None else v) for k, v in params.items()}
+        extra.update(axis_kw="", axis_sub="", params_kw="", reduction_kw="")
         if params.get("axis") is not None:
             extra["axis_kw"] = f", axis={params['axis']}"
             extra["axis_sub"] = f"_{{{params['axis']}}}"
         if params.get("keepdims"):
             extra["axis_kw"] += ", keepdims=True"
+        if params.get("reduction", "mean") != "mean":
+            extra["reduction_kw"] = f', reduction="{params["reduction"]}"'
+        shown = {k: v for k, v in params.items() if k not in ("axis", "keepdims", "reduction", "classes", "n")}
+        extra["params_kw"] = "".join(f", {k}={v!r}" for k, v in shown.items() if v is not None and v != op.params[k])
         return template.format(*printed, **extra), rule.prec
 
     @staticmethod

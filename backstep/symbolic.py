@@ -120,23 +120,58 @@ class TensorOp(Function):
 
 
 def _param_to_sympy(value):
+    """Op parameters as SymPy args: None, bools, ints, floats, and names (a dimension or a choice)."""
     if value is None:
         return Tuple()
     if isinstance(value, bool):
         return Integer(int(value))
     if isinstance(value, int):
         return Tuple(Integer(value))
+    if isinstance(value, float):
+        return Tuple(sympy.Float(value))
+    if isinstance(value, str):
+        return Tuple(Symbol(value))
     raise TypeError(f"unsupported op parameter {value!r}")
 
 
 def _param_from_sympy(value):
     if isinstance(value, Tuple):
-        return int(value.args[0]) if value.args else None
+        if not value.args:
+            return None
+        v = value.args[0]
+        if v.is_Symbol:
+            return v.name
+        return int(v) if v.is_Integer else float(v)
     return bool(int(value))
 
 
 class MatrixProduct(TensorOp):
     n_operands = 2
+
+    @classmethod
+    def eval(cls, a, b, sa, sb):
+        # The simplifications a textbook makes without comment: I A = A, (c A) B = c (A B),
+        # and a row vector times a matrix written as a matrix times a column vector (xᵀA = (Aᵀx)ᵀ).
+        if isinstance(a, Eye):
+            return b
+        if isinstance(b, Eye):
+            return a
+        # A number standing for a broadcast array (c 𝟏): 𝟏 B sums the rows of B, B 𝟏 its columns.
+        if a.is_Number and len(sa.args) >= 1:
+            axis_keep = len(sa.args) == 2
+            return a * SumOp.build([b], [shape_from_sympy(sb)], axis=0, keepdims=axis_keep and len(sb.args) == 2)
+        if b.is_Number and len(sb.args) >= 1:
+            keep = len(sb.args) == 2 and len(sa.args) == 2
+            return b * SumOp.build([a], [shape_from_sympy(sa)], axis=len(sa.args) - 1, keepdims=keep)
+        for i, operand in enumerate((a, b)):
+            coeff, rest = operand.as_coeff_Mul()
+            if coeff != 1 and coeff.is_Number:
+                ops_ = [a, b]
+                ops_[i] = rest
+                return coeff * cls(*ops_, sa, sb)
+        if len(sa.args) == 1 and len(sb.args) == 2:
+            return cls(TransposeOp(b, sb), a, Tuple(sb.args[1], sb.args[0]), sa)
+        return None
 
 
 class TransposeOp(TensorOp):
@@ -146,6 +181,8 @@ class TransposeOp(TensorOp):
             return x  # a scalar or a 1-d vector is its own transpose
         if isinstance(x, TransposeOp):
             return x.operands[0]  # (Aᵀ)ᵀ = A
+        if isinstance(x, Eye):
+            return x
         if isinstance(x, MatrixProduct) and all(len(s) == 2 for s in x.in_shapes):
             a, b = x.operands
             sa, sb = x.in_shapes
@@ -171,6 +208,123 @@ class MeanOp(TensorOp):
 
 class UnsqueezeOp(TensorOp):
     param_names = ("axis",)
+
+
+class Softmax(TensorOp):
+    param_names = ("axis",)
+
+
+class LogSoftmax(TensorOp):
+    param_names = ("axis",)
+
+
+class LogSumExp(TensorOp):
+    param_names = ("axis",)
+
+
+class OneHot(TensorOp):
+    """onehot(t, c): the rows of the c×c identity picked by integer class indices t."""
+
+    param_names = ("classes",)
+
+
+class CrossEntropy(TensorOp):
+    n_operands = 2
+    param_names = ("reduction",)
+
+
+class NormOp(TensorOp):
+    """The 2-norm of a vector, the Frobenius norm of a matrix."""
+
+
+class Trace(TensorOp):
+    pass
+
+
+class Det(TensorOp):
+    pass
+
+
+class LogDet(TensorOp):
+    pass
+
+
+class Inverse(TensorOp):
+    @classmethod
+    def eval(cls, x, shape):
+        if isinstance(x, Inverse):
+            return x.operands[0]
+        return None
+
+
+class Diag(TensorOp):
+    """torch.diag: the diagonal of a matrix, or the diagonal matrix of a vector."""
+
+    @classmethod
+    def eval(cls, x, shape):
+        if x.is_Number and len(shape.args) == 1:
+            return x * Eye.build([], [], n=shape_from_sympy(shape)[0])  # diag(c 𝟏) = c I
+        return None
+
+
+class Eye(TensorOp):
+    """eye(n): the identity matrix."""
+
+    n_operands = 0
+    param_names = ("n",)
+
+
+# --- elementwise functions with parameters ------------------------------------------------------
+
+
+class StepGE(Function):
+    """The indicator 1[x ≥ 0]: the derivative of clamp(x, min=0), 1 at 0 as in torch."""
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return S.One if x >= 0 else S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        return S.Zero
+
+
+class LeakyRelu(TensorOp):
+    param_names = ("negative_slope",)
+
+
+class Elu(TensorOp):
+    param_names = ("alpha",)
+
+
+class Gelu(Function):
+    nargs = 1
+
+
+class Softplus(Function):
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return Sigmoid(self.args[0])
+
+
+class Clamp(TensorOp):
+    param_names = ("min", "max")
+
+
+class Maximum(Function):
+    nargs = 2
+
+
+class Minimum(Function):
+    nargs = 2
+
+
+class Where(Function):
+    """where(c, a, b): a where the indicator c is 1, b where it is 0."""
+
+    nargs = 3
 
 
 # SymPy's own elementwise functions that backstep uses, by the names of its input language.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .errors import DomainError
 from .model import Check, Derivation, Verification
-from .numeric import Evaluator, draw, in_domain, op_input_domain, torch_module
+from .numeric import Evaluator, concrete_params, draw, in_domain, op_input_domain, torch_module
 from .shapes import SAMPLE_SIZES, concrete
 
 MAX_DRAWS = 200
@@ -118,7 +118,7 @@ def _draw_point(torch, generator, graph, derivation, sizes, domains, requires, p
             if at is not None:
                 value = torch.tensor(at[v.name], dtype=torch.float64)
             else:
-                value = draw(torch, generator, concrete(v.shape, sizes), domains[v.name])
+                value = draw(torch, generator, concrete(v.shape, sizes), domains[v.name], sizes)
             leaves[v.name] = value.requires_grad_(requires[v.name])
         nodes, bad = _run(torch, graph, leaves, sizes)
         if bad is None:
@@ -126,6 +126,13 @@ def _draw_point(torch, generator, graph, derivation, sizes, domains, requires, p
         if at is not None:
             raise DomainError(f"the --at point is outside the domain: {bad}")
     raise DomainError(f"could not draw a point inside every function's domain in {MAX_DRAWS} tries: {bad}")
+
+
+def const_value(torch, node, sizes):
+    """A number as a Python float (so torch names its grad_fn as for a literal); an array as a tensor."""
+    if not node.shape:
+        return float(node.value.subs({d: sizes[d.name] for d in node.value.free_symbols if d.name in sizes}))
+    return Evaluator({}, sizes)(node.value)
 
 
 def _run(torch, graph, leaves, sizes):
@@ -137,13 +144,13 @@ def _run(torch, graph, leaves, sizes):
             continue
         args = []
         for i, a in enumerate(n.inputs):
-            value = float(a.value.subs({d: sizes[d.name] for d in a.value.free_symbols})) if a.is_const else nodes[a.id]
+            value = const_value(torch, a, sizes) if a.is_const else nodes[a.id]
             domain = op_input_domain(n, i)
             if not in_domain(torch, domain, value):
                 where = f" (line {n.place.line}, column {n.place.col})" if n.place else ""
                 return nodes, f"the input of {n.op.syntax} at {n.name}{where} must be {domain.replace('_', ' ')}"
             args.append(value)
-        t = n.op.torch(torch, args, n.params)
+        t = n.op.torch(torch, args, concrete_params(n.params, sizes))
         if t.requires_grad:
             t.retain_grad()
         nodes[n.id] = t
