@@ -157,21 +157,30 @@ def derive(
 
 
 @app.command()
-def ops() -> None:
-    """List every operation backstep knows, with its backward rule."""
+def ops(
+    fmt: Annotated[str, typer.Option("--format", help="text, or md (the docs/ops.md page).")] = "text",
+) -> None:
+    """List every operation backstep knows, with its meaning and backward rules."""
     from rich.table import Table
+    from rich.text import Text
 
-    from .ops import OPS
+    from .catalog import entries, markdown
 
-    table = Table(box=None, pad_edge=False)
+    if fmt == "md":
+        sys.stdout.write(markdown())
+        return
+    if fmt != "text":
+        fail(UsageError(f"--format {fmt}: choose text or md"))
+    table = Table(box=None, pad_edge=False, show_lines=False)
     table.add_column("spelling", style="bold")
-    table.add_column("what it is")
-    for op in OPS.values():
-        spelling = {"-x": "-x (unary)", ".T": "x.T"}.get(op.syntax, op.syntax)
-        if op.params:
-            spelling += "(" + ", ".join(["x"] + [f"{k}={v}" for k, v in op.params.items()]) + ")"
-        table.add_row(spelling, op.summary)
-    Console(highlight=False).print(table)
+    table.add_column("meaning")
+    table.add_column("backward", style="cyan")
+    table.add_column("torch", style="magenta")
+    for e in entries():
+        table.add_row(
+            Text(e.spelling), Text(e.summary), Text("\n".join(e.rules_text) or "no gradient"), Text(e.grad_fn)
+        )
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def main() -> None:

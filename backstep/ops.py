@@ -76,6 +76,7 @@ class Op:
     torch: Callable[..., Any]  # (torch, args, params) -> tensor
     grad_fn: str | Callable[..., str] | None  # or (ranks, constant flags, params) -> name; None: no grad
     summary: str  # one line for `backstep ops`
+    example: str = ""  # a small program using the op (shapes included): docs, `backstep ops`, tests
     arg_names: tuple[str, ...] = ("x",)  # for the general rule: y = f(x) ⇒ x̄ = …
     out_name: str = "y"
     params: dict[str, Any] = field(default_factory=dict)  # keyword -> default
@@ -103,8 +104,23 @@ def register(op: Op) -> Op:
         raise ValueError(f"op {op.name!r}: domain must name one entry per input")
     if op.sympy_class is not None and op.printing is None:
         raise ValueError(f"op {op.name!r}: a SymPy class of its own needs a printing rule")
+    if not op.example:
+        op.example = default_example(op)
     OPS[op.name] = op
     return op
+
+
+def default_example(op: Op) -> str:
+    """An elementwise op on two distinct non-square shapes; anything else must declare one."""
+    if not op.elementwise:
+        raise ValueError(f"op {op.name!r} is not elementwise: declare an example program")
+    if op.syntax == "-x":
+        return "x: (n, d)\n-x"
+    if not op.syntax.isidentifier():
+        return f"a: (n, d); b: (n, d)\na {op.syntax} b"
+    names = ", ".join(op.arg_names) if op.arity > 1 else "x"
+    shapes = "; ".join(f"{a}: (n, d)" for a in (op.arg_names if op.arity > 1 else ("x",)))
+    return f"{shapes}\n{op.syntax}({names})"
 
 
 # --- shape rules -------------------------------------------------------------------------------
@@ -301,7 +317,7 @@ def unary(
 def fn_printing(name: str, latex: str | None = None, text: str | None = None) -> Printing:
     return Printing(
         text=text or f"{name}({{0}})",
-        latex=latex or rf"\operatorname{{{name}}}\left({{0}}\right)",
+        latex=latex or rf"\operatorname{{{{{name}}}}}\left({{0}}\right)",
         lang=f"{name}({{0}})",
     )
 
@@ -408,6 +424,7 @@ register(
 register(
     Op(
         name="matmul",
+        example="A: (n, k); B: (k, m)\nA @ B",
         syntax="@",
         arity=2,
         shape=matmul_shape,
@@ -427,6 +444,7 @@ register(
 register(
     Op(
         name="transpose",
+        example="A: (n, d)\nA.T",
         syntax=".T",
         arity=1,
         shape=transpose_shape,
@@ -446,6 +464,7 @@ register(
 register(
     Op(
         name="sum",
+        example="X: (n, d)\nsum(X, axis=1)",
         syntax="sum",
         arity=1,
         shape=reduce_shape,
@@ -467,6 +486,7 @@ register(
 register(
     Op(
         name="mean",
+        example="X: (n, d)\nmean(X, axis=0)",
         syntax="mean",
         arity=1,
         shape=reduce_shape,
@@ -488,6 +508,7 @@ register(
 register(
     Op(
         name="unsqueeze",
+        example="x: (n,)\nunsqueeze(x, axis=1)",
         syntax="unsqueeze",
         arity=1,
         shape=unsqueeze_shape,
@@ -508,6 +529,7 @@ register(
 register(
     Op(
         name="outer",
+        example="a: (n,); b: (d,)\nouter(a, b)",
         syntax="outer",
         arity=2,
         shape=outer_shape,
@@ -635,6 +657,7 @@ def softmax_of(x: Expr, shape: Shape, axis: int) -> Expr:
 register(
     Op(
         name="softmax",
+        example="Z: (n, c)\nsoftmax(Z, axis=1)",
         syntax="softmax",
         arity=1,
         shape=last_axis_shape,
@@ -658,6 +681,7 @@ register(
 register(
     Op(
         name="log_softmax",
+        example="Z: (n, c)\nlog_softmax(Z, axis=1)",
         syntax="log_softmax",
         arity=1,
         shape=last_axis_shape,
@@ -693,6 +717,7 @@ def logsumexp_grad(c: Ctx) -> Expr:
 register(
     Op(
         name="logsumexp",
+        example="Z: (n, c)\nlogsumexp(Z, axis=1)",
         syntax="logsumexp",
         arity=1,
         shape=logsumexp_shape,
@@ -721,6 +746,7 @@ def onehot_shape(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="onehot",
+        example="t: (n,); Z: (n, c)\nsum(onehot(t, c) * Z)",
         syntax="onehot",
         arity=1,
         shape=onehot_shape,
@@ -790,6 +816,7 @@ def cross_entropy_grad_fn(ranks, consts, params) -> str:
 register(
     Op(
         name="cross_entropy",
+        example="Z: (n, c); t: (n,)\ncross_entropy(Z, t)",
         syntax="cross_entropy",
         arity=2,
         shape=cross_entropy_shape,
@@ -826,6 +853,7 @@ def same_shape_pair(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="mse",
+        example="a: (n, d); b: (n, d)\nmse(a, b)",
         syntax="mse",
         arity=2,
         shape=same_shape_pair,
@@ -872,6 +900,7 @@ def linear_grad_weight(c: Ctx) -> Expr:
 register(
     Op(
         name="linear",
+        example="x: (n, i); W: (o, i); b: (o,)\nlinear(x, W, b)",
         syntax="linear",
         arity=3,
         shape=linear_shape,
@@ -903,6 +932,7 @@ def elementwise(
     params: dict | None = None,
     arg_names: tuple[str, ...] = ("x",),
     domain: tuple = (),
+    example: str = "",
 ) -> Op:
     """An elementwise op of several inputs or with parameters."""
     return register(
@@ -920,6 +950,7 @@ def elementwise(
             params=params or {},
             elementwise=True,
             domain=domain,
+            example=example,
             sympy_class=sympy_class,
             printing=printing,
         )
@@ -946,6 +977,7 @@ def param_function(
     params: dict,
     latex: str,
     domain: str | None = None,
+    example: str = "",
 ) -> Op:
     """An elementwise function with keyword parameters (a TensorOp, so that they travel with it)."""
     return register(
@@ -962,6 +994,7 @@ def param_function(
             params=params,
             elementwise=True,
             domain=(domain,),
+            example=example,
             sympy_class=cls,
             printing=Printing(text=f"{name}({{0}}{{params_kw}})", latex=latex, lang=f"{name}({{0}}{{params_kw}})"),
         )
@@ -1018,6 +1051,7 @@ param_function(
     {"min": None, "max": None},
     r"\operatorname{{clamp}}\left({0}{params_kw}\right)",
     domain="off_bounds",
+    example="x: (n, d)\nclamp(x, min=0)",
 )
 unary(
     "gelu",
@@ -1090,6 +1124,7 @@ elementwise(
     lambda torch, args, p: torch.where(torch.as_tensor(args[0]) > 0.5, args[1], args[2]),
     "WhereBackward0",
     arg_names=("c", "a", "b"),
+    example="a: (n, d); b: (n, d)\nwhere(a > b, a, 2 * b)",
 )
 
 
@@ -1130,6 +1165,7 @@ def scalar_of_any(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="norm",
+        example="x: (n, d)\nnorm(x)",
         syntax="norm",
         arity=1,
         shape=scalar_of_any,
@@ -1156,6 +1192,7 @@ def dot_shape(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="dot",
+        example="a: (n,); b: (n,)\ndot(a, b)",
         syntax="dot",
         arity=2,
         shape=dot_shape,
@@ -1199,6 +1236,7 @@ def eye_like(shape: Shape) -> Expr:
 register(
     Op(
         name="trace",
+        example="A: (n, n)\ntrace(A)",
         syntax="trace",
         arity=1,
         shape=square_to_scalar,
@@ -1215,6 +1253,7 @@ register(
 register(
     Op(
         name="det",
+        example="A: (n, n)\ndet(A)",
         syntax="det",
         arity=1,
         shape=square_to_scalar,
@@ -1232,6 +1271,7 @@ register(
 register(
     Op(
         name="logdet",
+        example="S: (n, n)\nlogdet(S)",
         syntax="logdet",
         arity=1,
         shape=square_to_scalar,
@@ -1258,6 +1298,7 @@ def inv_grad(c: Ctx) -> Expr:
 register(
     Op(
         name="inv",
+        example="A: (n, n)\ninv(A)",
         syntax="inv",
         arity=1,
         shape=square_shape,
@@ -1289,6 +1330,7 @@ def diag_shape(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="diag",
+        example="A: (n, n)\ndiag(A)",
         syntax="diag",
         arity=1,
         shape=diag_shape,
@@ -1311,6 +1353,7 @@ def eye_shape(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="eye",
+        example="A: (n, n)\ntrace(A @ eye(n))",
         syntax="eye",
         arity=0,
         shape=eye_shape,
