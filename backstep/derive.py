@@ -379,7 +379,29 @@ def tidy(expr: Expr) -> Expr:
     Bounded: an expression above TIDY_MAX_SIZE nodes is left as it is (the step stays linear)."""
     if expr_size(expr) > TIDY_MAX_SIZE:
         return expr
-    return sympy.factor_terms(expr)
+    return sympy.factor_terms(collect_products(expr))
+
+
+def collect_products(expr: Expr) -> Expr:
+    """A x + Aᵀ x = (A + Aᵀ) x: matrix products that share a right (or left) factor are collected."""
+    if not expr.is_Add:
+        return expr
+    for side in (1, 0):
+        groups: dict = {}
+        rest = []
+        for term in expr.args:
+            if isinstance(term, sb.MatrixProduct):
+                key = (term.operands[side], term.in_shapes)
+                groups.setdefault(key, []).append(term.operands[1 - side])
+            else:
+                rest.append(term)
+        if any(len(v) > 1 for v in groups.values()):
+            terms = list(rest)
+            for (shared, shapes), others in groups.items():
+                pair = [sympy.Add(*others), shared] if side == 1 else [shared, sympy.Add(*others)]
+                terms.append(sb.MatrixProduct.build(pair, shapes))
+            return sympy.Add(*terms)
+    return expr
 
 
 def expr_size(expr: Expr) -> int:

@@ -78,6 +78,30 @@ def parse(
     return _Builder(source, shapes or {}, limits or Limits()).build()
 
 
+def parse_expression(source: str, shapes: dict[str, tuple], limits: Limits | None = None) -> Node:
+    """Parse an expression over known names only (a claim about a gradient), without shape inference.
+
+    Every name must be a key of `shapes` (a variable, an intermediate, an adjoint) or a dimension
+    named in those shapes; an unknown name is a ParseError at its place. A constant expression is
+    allowed. Returns the output node of the (unshaped) graph: `backstep check` infers the shapes
+    itself, so that a claim whose shapes do not fit can still be examined.
+    """
+    builder = _Builder(source, dict(shapes), limits or Limits())
+    if len(source) > builder.limits.max_chars:
+        raise ParseError(f"the expression is {len(source)} characters long; the limit is {builder.limits.max_chars}")
+    if not source.strip():
+        raise ParseError("the expression is empty")
+    tree = builder._python_parse()
+    builder._check_depth(tree)
+    builder._collect_annotations(tree.body)
+    with deep_recursion(4 * builder.limits.max_depth + 1000):
+        output = builder._statements(tree.body)
+    for v in builder.variables:
+        if v.name not in shapes:
+            raise ParseError(f"unknown name {v.name}", v.place, source)
+    return output
+
+
 @dataclass
 class _Builder:
     source: str

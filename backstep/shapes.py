@@ -57,7 +57,10 @@ class ShapeEnv:
             raise ShapeMismatch(f"{ra} != {rb}")
         if isinstance(ra, int):
             ra, rb = rb, ra
-        # ra is symbolic here. Prefer to keep a user-chosen name over a fresh one.
+        # ra is symbolic here. Two names the user chose are two different sizes: never merge them.
+        if isinstance(rb, str) and ra not in self.fresh_dims and rb not in self.fresh_dims:
+            raise ShapeMismatch(f"{ra} != {rb}")
+        # Prefer to keep a user-chosen name over a fresh one.
         if isinstance(rb, str) and ra not in self.fresh_dims and rb in self.fresh_dims:
             ra, rb = rb, ra
         self._parent[ra] = rb

@@ -183,6 +183,9 @@ class TransposeOp(TensorOp):
             return x.operands[0]  # (Aᵀ)ᵀ = A
         if isinstance(x, Eye):
             return x
+        if isinstance(x, OuterProduct):  # (a bᵀ)ᵀ = b aᵀ
+            (a, b), (sa, sb) = x.operands, x.in_shapes
+            return OuterProduct.build([b, a], [sb, sa])
         if isinstance(x, MatrixProduct) and all(len(s) == 2 for s in x.in_shapes):
             a, b = x.operands
             sa, sb = x.in_shapes

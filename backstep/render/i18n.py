@@ -1,0 +1,321 @@
+"""The message catalogue: every sentence of prose a renderer shows, in each language.
+
+Renderers never write prose themselves; they ask ``Messages(lang)("key", **fields)``. Math is not
+prose (it comes from ``backstep.printing``), and neither are names from the user's formula or
+torch's ``grad_fn`` names. Adding a language is adding one dictionary here with the same keys
+(a test checks that every language has every key and the same fields); adding an op is adding
+its name to ``OP_NAMES`` in every language (a test generated from the op table checks that).
+"""
+
+from __future__ import annotations
+
+import string
+
+LANGS = ("en", "zh")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "en": {
+        # headings
+        "function": "Function",
+        "program": "Program",
+        "shapes": "Shapes",
+        "graph": "Computational graph",
+        "forward": "Forward pass",
+        "backward": "Backward pass",
+        "gradients": "Gradients",
+        "verification": "Verification",
+        "derivation_title": "Backpropagation of {output}",
+        # column headings
+        "col_step": "step",
+        "col_shape": "shape",
+        "col_value": "value",
+        "col_torch": "torch",
+        "col_from": "from",
+        "col_rule": "rule",
+        "col_gradient": "gradient",
+        "col_variable": "variable",
+        "col_needs_grad": "needs gradient",
+        "col_domain": "drawn from",
+        "col_check": "quantity",
+        "col_abs_err": "max abs error",
+        "col_rel_err": "max rel error",
+        "col_result": "result",
+        "yes": "yes",
+        "no": "no (a constant)",
+        "scalar": "scalar",
+        # the derivation
+        "seed": "seed",
+        "seed_sentence": "The backward pass starts from the seed {seed}.",
+        "wrt_only": "gradients with respect to {wrt} (the others are constants)",
+        "at_values": "at {values}",
+        "feeds_several": "{name} feeds several nodes",
+        "chain_rule_sum": "multivariable chain rule: add the contributions",
+        "chain_rule_short": "multivariable chain rule",
+        "too_long": "in terms of the named steps: expanded it is too long to read",
+        "note": "note: {note}",
+        "graph_legend": (
+            "Forward edges carry values from left to right; the label under each edge is the gradient "
+            "that flows back along it in the backward pass."
+        ),
+        "graph_too_large": "The graph has {count} nodes: too many to draw legibly.",
+        "domain_real": "real",
+        "domain_positive": "positive",
+        "domain_nonnegative": "nonnegative",
+        "domain_nonzero": "nonzero",
+        # the verification report
+        "verified": "verified",
+        "mismatch": "MISMATCH",
+        "verified_with": "with PyTorch autograd ({dtype}, {points} random points{sizes})",
+        "every_intermediate": "every intermediate (retain_grad)",
+        "forward_values": "forward values",
+        "grad_fn_names": "grad_fn names",
+        "first_mismatch": "first mismatch: {kind} of {name}: {detail}",
+        "max_abs_error": "max abs error {error}",
+        "kind_gradient": "gradient",
+        "kind_adjoint": "adjoint",
+        "kind_forward": "forward value",
+        "kind_grad_fn": "grad_fn name",
+        "not_verified": "Not verified against PyTorch (verification was skipped).",
+        # exercise and solution sheets
+        "exercises": "Exercises",
+        "solutions": "Solutions",
+        "problem": "Problem {number}",
+        "task": "Write out the forward pass and every step of the backward pass, and give {grads}.",
+        "task_shapes": "The shapes are",
+        "given_graph": "The computational graph:",
+        "work_space": "Work space",
+        "name": "Name",
+        "course": "Course",
+        "date": "Date",
+        "instructions": (
+            "For each problem, name the intermediate values of the forward pass, then apply the chain rule "
+            "node by node from the output back to the inputs, writing the local rule you use. "
+            "Check that every gradient has the shape of its variable."
+        ),
+        "solutions_intro": (
+            "Every derivation below was checked numerically against PyTorch autograd: each step, each "
+            "intermediate gradient and each final gradient."
+        ),
+        "page": "Page",
+    },
+    "zh": {
+        "function": "函数",
+        "program": "程序",
+        "shapes": "形状",
+        "graph": "计算图",
+        "forward": "前向传播",
+        "backward": "反向传播",
+        "gradients": "梯度",
+        "verification": "验证",
+        "derivation_title": "{output} 的反向传播推导",
+        "col_step": "步骤",
+        "col_shape": "形状",
+        "col_value": "数值",
+        "col_torch": "torch",
+        "col_from": "来自",
+        "col_rule": "规则",
+        "col_gradient": "梯度",
+        "col_variable": "变量",
+        "col_needs_grad": "是否求梯度",
+        "col_domain": "取值范围",
+        "col_check": "检验项",
+        "col_abs_err": "最大绝对误差",
+        "col_rel_err": "最大相对误差",
+        "col_result": "结果",
+        "yes": "是",
+        "no": "否（常量）",
+        "scalar": "标量",
+        "seed": "初始梯度",
+        "seed_sentence": "反向传播从初始梯度 {seed} 开始。",
+        "wrt_only": "只对 {wrt} 求梯度（其余变量视为常量）",
+        "at_values": "取值：{values}",
+        "feeds_several": "{name} 流向多个节点",
+        "chain_rule_sum": "多元链式法则：把各条路径的贡献相加",
+        "chain_rule_short": "多元链式法则",
+        "too_long": "用具名的中间步骤表示：完全展开后过长，难以阅读",
+        "note": "注：{note}",
+        "graph_legend": "前向边自左向右传递数值；每条边下方标注的是反向传播时沿这条边传回的梯度。",
+        "graph_too_large": "计算图有 {count} 个节点，太多，无法清楚地画出。",
+        "domain_real": "实数",
+        "domain_positive": "正数",
+        "domain_nonnegative": "非负数",
+        "domain_nonzero": "非零数",
+        "verified": "已验证",
+        "mismatch": "不一致",
+        "verified_with": "与 PyTorch 自动求导比对（{dtype}，{points} 个随机点{sizes}）",
+        "every_intermediate": "所有中间量（retain_grad）",
+        "forward_values": "前向值",
+        "grad_fn_names": "grad_fn 名称",
+        "first_mismatch": "第一处不一致：{name} 的{kind}：{detail}",
+        "max_abs_error": "最大绝对误差 {error}",
+        "kind_gradient": "梯度",
+        "kind_adjoint": "伴随梯度",
+        "kind_forward": "前向值",
+        "kind_grad_fn": "grad_fn 名称",
+        "not_verified": "未与 PyTorch 比对（跳过了验证）。",
+        "exercises": "习题",
+        "solutions": "解答",
+        "problem": "第 {number} 题",
+        "task": "写出前向传播和反向传播的每一步，并求出 {grads}。",
+        "task_shapes": "各变量的形状为",
+        "given_graph": "计算图：",
+        "work_space": "演算区",
+        "name": "姓名",
+        "course": "课程",
+        "date": "日期",
+        "instructions": (
+            "每道题先为前向传播的中间量命名，再从输出到输入逐个节点应用链式法则，并写出所用的局部规则。"
+            "检查每个梯度的形状是否与对应变量的形状相同。"
+        ),
+        "solutions_intro": "下列每个推导都已用 PyTorch 自动求导逐项数值验证：每一步、每个中间梯度以及每个最终梯度。",
+        "page": "页",
+    },
+}
+
+# The name of each op as the rule beside a backward step says it ("matrix product: C = A B ⇒ …").
+OP_NAMES: dict[str, dict[str, str]] = {
+    "en": {
+        "add": "addition",
+        "sub": "subtraction",
+        "mul": "elementwise product",
+        "div": "division",
+        "pow": "power",
+        "neg": "negation",
+        "matmul": "matrix product",
+        "transpose": "transpose",
+        "sum": "sum of entries",
+        "mean": "mean",
+        "unsqueeze": "new axis",
+        "outer": "outer product",
+        "sin": "sine",
+        "cos": "cosine",
+        "tan": "tangent",
+        "exp": "exponential",
+        "log": "logarithm",
+        "sqrt": "square root",
+        "abs": "absolute value",
+        "tanh": "tanh",
+        "sigmoid": "sigmoid",
+        "relu": "ReLU",
+        "step": "step",
+        "sign": "sign",
+        "softmax": "softmax",
+        "log_softmax": "log-softmax",
+        "logsumexp": "log-sum-exp",
+        "onehot": "one-hot",
+        "cross_entropy": "cross-entropy",
+        "mse": "mean squared error",
+        "linear": "linear layer",
+        "leaky_relu": "leaky ReLU",
+        "elu": "ELU",
+        "clamp": "clamp",
+        "gelu": "GELU",
+        "softplus": "softplus",
+        "erf": "error function",
+        "step_ge": "step",
+        "maximum": "maximum",
+        "minimum": "minimum",
+        "where": "selection",
+        "gt": "comparison",
+        "ge": "comparison",
+        "lt": "comparison",
+        "le": "comparison",
+        "norm": "norm",
+        "dot": "dot product",
+        "trace": "trace",
+        "det": "determinant",
+        "logdet": "log-determinant",
+        "inv": "inverse",
+        "diag": "diagonal",
+        "eye": "identity",
+    },
+    "zh": {
+        "add": "加法",
+        "sub": "减法",
+        "mul": "逐元素乘法",
+        "div": "除法",
+        "pow": "幂",
+        "neg": "取负",
+        "matmul": "矩阵乘法",
+        "transpose": "转置",
+        "sum": "求和",
+        "mean": "均值",
+        "unsqueeze": "增加维度",
+        "outer": "外积",
+        "sin": "正弦",
+        "cos": "余弦",
+        "tan": "正切",
+        "exp": "指数",
+        "log": "对数",
+        "sqrt": "平方根",
+        "abs": "绝对值",
+        "tanh": "双曲正切",
+        "sigmoid": "sigmoid",
+        "relu": "ReLU",
+        "step": "阶跃函数",
+        "sign": "符号函数",
+        "softmax": "softmax",
+        "log_softmax": "log-softmax",
+        "logsumexp": "log-sum-exp",
+        "onehot": "独热编码",
+        "cross_entropy": "交叉熵",
+        "mse": "均方误差",
+        "linear": "线性层",
+        "leaky_relu": "Leaky ReLU",
+        "elu": "ELU",
+        "clamp": "截断",
+        "gelu": "GELU",
+        "softplus": "softplus",
+        "erf": "误差函数",
+        "step_ge": "阶跃函数",
+        "maximum": "逐元素最大值",
+        "minimum": "逐元素最小值",
+        "where": "条件选择",
+        "gt": "比较",
+        "ge": "比较",
+        "lt": "比较",
+        "le": "比较",
+        "norm": "范数",
+        "dot": "点积",
+        "trace": "迹",
+        "det": "行列式",
+        "logdet": "对数行列式",
+        "inv": "逆矩阵",
+        "diag": "对角",
+        "eye": "单位矩阵",
+    },
+}
+
+# How a list of items is joined in running prose ("W1, W2 and b" / "W1、W2 和 b").
+_AND = {"en": (", ", " and "), "zh": ("、", " 和 ")}
+
+
+def check_lang(lang: str) -> str:
+    if lang not in LANGS:
+        raise ValueError(f"unknown language {lang!r} (known: {', '.join(LANGS)})")
+    return lang
+
+
+class Messages:
+    """The catalogue in one language: ``msg("problem", number=2)`` -> ``"Problem 2"``."""
+
+    def __init__(self, lang: str = "en"):
+        self.lang = check_lang(lang)
+        self.table = MESSAGES[lang]
+
+    def __call__(self, key: str, **fields) -> str:
+        return self.table[key].format(**fields)
+
+    def op(self, name: str) -> str:
+        """The name of an op in prose; an op added to the table without a name here shows its code name."""
+        return OP_NAMES[self.lang].get(name, name)
+
+    def join(self, items: list[str]) -> str:
+        sep, last = _AND[self.lang]
+        if len(items) <= 1:
+            return "".join(items)
+        return sep.join(items[:-1]) + last + items[-1]
+
+
+def fields_of(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
