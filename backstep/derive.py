@@ -103,6 +103,7 @@ class _Sweep:
         self.rule_count = 0
         self._expanded: dict[Expr, Expr] = {}  # memo of expand(), shared by all gradients
         self._expanded_sizes: dict[Expr, int] = {}
+        self._rules: dict[tuple, Rule] = {}  # general rules, one per op, input and shapes
         self._definitions: dict[Expr, Expr] = {}  # name -> definition, forward and backward
 
     # --- names ---------------------------------------------------------------------------------
@@ -128,7 +129,8 @@ class _Sweep:
         for node in g.nodes:
             self.sym[node.id] = sb.var(node.name)
             self.symbols.add(node.name, node.shape)
-        forward = [self.forward_step(n) for n in g.op_nodes]
+        with sympy.evaluate(False):  # forward steps as the user wrote them: `x x`, not `x²`
+            forward = [self.forward_step(n) for n in g.op_nodes]
         for step, node in zip(forward, g.op_nodes):
             self._definitions[self.sym[node.id]] = step.expr
         out = g.output
@@ -170,23 +172,36 @@ class _Sweep:
             )
             adjoint[node.id] = sb.var(name)
 
-        for node in reversed(g.op_nodes):
-            if not requires[node.id]:
-                continue
-            finish(node)
-            g_sym = adjoint[node.id]
-            for i in reversed(range(len(node.inputs))):
-                inp = node.inputs[i]
-                if inp.is_const or not requires[inp.id]:
+        # The sweep builds each step's rule *as applied*, unevaluated (one evaluate(False) block:
+        # each one clears SymPy's cache). Steps refer to earlier adjoints by their symbols only,
+        # so simplifying them afterwards, one by one, gives the same results.
+        rule_steps: list[tuple[BackwardStep, Node, int]] = []
+        with sympy.evaluate(False):
+            for node in reversed(g.op_nodes):
+                if not requires[node.id]:
                     continue
-                k = len(contributions.get(inp.id, [])) + 1
-                several = edges_into[inp.id] > 1
-                target = self.adjoint_symbol(inp, partial=k if several else None)
-                contributions.setdefault(inp.id, []).append(target)
-                self.steps.append(self.rule_step(node, i, g_sym, target, k if several else None))
-        for v in g.variables:
-            if requires[v.id]:
-                finish(v)
+                finish(node)
+                g_sym = adjoint[node.id]
+                for i in reversed(range(len(node.inputs))):
+                    inp = node.inputs[i]
+                    if inp.is_const or not requires[inp.id]:
+                        continue
+                    k = len(contributions.get(inp.id, [])) + 1
+                    several = edges_into[inp.id] > 1
+                    target = self.adjoint_symbol(inp, partial=k if several else None)
+                    contributions.setdefault(inp.id, []).append(target)
+                    step = self.rule_step(node, i, g_sym, target, k if several else None)
+                    self.steps.append(step)
+                    rule_steps.append((step, node, i))
+            for v in g.variables:
+                if requires[v.id]:
+                    finish(v)
+        for step, node, i in rule_steps:
+            step.result = reevaluate(step.applied)
+            step.rule = self.general_rule(node, i)
+        for step in self.steps:
+            if step.kind == "sum":
+                step.result = sympy.Add(*step.applied.args)
 
         gradients = self.final_gradients(adjoint, seed)
         variables = [Variable(v.name, v.shape, requires[v.id], self.domains[v.name]) for v in g.variables]
@@ -205,6 +220,7 @@ class _Sweep:
             symbols=self.symbols,
             edges=edges,
             notes=list(g.notes),
+            program=list(g.statements),
             graph=g,
         )
 
@@ -221,8 +237,7 @@ class _Sweep:
 
     def forward_step(self, node: Node) -> ForwardStep:
         args = [self.symbol_of(a) for a in node.inputs]
-        with sympy.evaluate(False):  # as the user wrote it: `x x`, not `x²`
-            expr = node.op.sympy(args, [a.shape for a in node.inputs], node.params)
+        expr = node.op.sympy(args, [a.shape for a in node.inputs], node.params)
         ranks = tuple(len(a.shape) for a in node.inputs)
         consts = tuple(a.is_const for a in node.inputs)
         return ForwardStep(
@@ -257,10 +272,10 @@ class _Sweep:
         ctx = Ctx(
             g_sym, tuple(self.symbol_of(a) for a in node.inputs), self.sym[node.id], shapes, node.shape, node.params
         )
-        with sympy.evaluate(False):
-            applied = op.backward[i](ctx)
-            if op.elementwise and inp.shape != node.shape:
-                applied = sum_to(applied, node.shape, inp.shape)
+        applied = op.backward[i](ctx)
+        if op.elementwise and inp.shape != node.shape:
+            applied = sum_to(applied, node.shape, inp.shape)
+        # result and rule are filled in after the sweep, outside evaluate(False)
         return BackwardStep(
             index=len(self.steps) + 1,
             target=target,
@@ -268,14 +283,28 @@ class _Sweep:
             kind="rule",
             node=node.name,
             op=op.name,
-            rule=self.general_rule(node, i),
+            rule=None,
             applied=applied,
-            result=reevaluate(applied),
+            result=applied,
             partial=partial,
         )
 
     def general_rule(self, node: Node, i: int) -> Rule:
         """The op's rule for input i with generic names (a, b, y), at this node's shapes."""
+        op = node.op
+        key = (
+            op.name,
+            i,
+            tuple(str(a.value) if a.is_const else a.shape for a in node.inputs),
+            node.shape,
+            tuple(sorted(node.params.items())),
+        )
+        if key in self._rules:
+            return self._rules[key]
+        self._rules[key] = rule = self._make_rule(node, i)
+        return rule
+
+    def _make_rule(self, node: Node, i: int) -> Rule:
         op = node.op
         self.rule_count += 1
         tag = f"_r{self.rule_count}_"

@@ -46,6 +46,7 @@ class Graph:
     output: Node
     dims: list[str]  # symbolic dimensions, in order of first appearance
     notes: list[str] = field(default_factory=list)  # things worth telling the user
+    statements: list[str] = field(default_factory=list)  # the program's statements, as written
 
     @property
     def op_nodes(self) -> list[Node]:

@@ -133,6 +133,7 @@ class Derivation:
     gradients: dict[str, Gradient]
     symbols: Symbols
     edges: list[tuple[str, str]]  # (input name, node name) of the computational graph
+    program: list[str] = field(default_factory=list)  # the statements as written (no annotations)
     at: dict[str, Value] | None = None  # the point of --at, with drawn values filled in
     sizes: dict[str, int] = field(default_factory=dict)  # sizes used for --at values
     verification: Verification | None = None

@@ -114,6 +114,10 @@ class _Builder:
     declared_at: dict[str, Place] = field(default_factory=dict)
     variables: list[Node] = field(default_factory=list)
     dim_names: set[str] = field(default_factory=set)
+    statements: list[str] = field(default_factory=list)  # the program's lines, as written
+
+    def __post_init__(self) -> None:
+        self.lines = self.source.splitlines()
 
     # --- entry ---------------------------------------------------------------------------------
 
@@ -171,7 +175,7 @@ class _Builder:
         line = getattr(node, "lineno", None)
         if line is None:
             return None
-        text = self.source.splitlines()[line - 1] if self.source.splitlines() else ""
+        text = self.lines[line - 1] if line <= len(self.lines) else ""
         raw = text.encode("utf-8")
 
         def column(offset: int | None) -> int | None:
@@ -182,6 +186,15 @@ class _Builder:
         end_line = getattr(node, "end_lineno", line)
         end = column(getattr(node, "end_col_offset", None)) if end_line == line else None
         return Place(line, column(node.col_offset) or 1, end)
+
+    def _segment(self, node: ast.AST) -> str:
+        """The source text of a node (ast.get_source_segment splits the whole source each call)."""
+        first, last = node.lineno - 1, node.end_lineno - 1
+        lines = [line.encode("utf-8") for line in self.lines[first : last + 1]]
+        if len(lines) == 1:
+            return lines[0][node.col_offset : node.end_col_offset].decode("utf-8", errors="replace")
+        lines[0], lines[-1] = lines[0][node.col_offset :], lines[-1][: node.end_col_offset]
+        return "\n".join(line.decode("utf-8", errors="replace") for line in lines)
 
     def _fail(self, cls, message: str, node: ast.AST):
         raise cls(message, self._place(node), self.source)
@@ -230,6 +243,8 @@ class _Builder:
         output: Node | None = None
         output_name: str | None = None
         for st in statements:
+            if not (isinstance(st, ast.AnnAssign) and st.value is None):
+                self.statements.append(self._segment(st))
             if isinstance(st, ast.AnnAssign):
                 if st.value is None:
                     continue
@@ -386,6 +401,16 @@ class _Builder:
             if isinstance(node, ast.Constant) and type(node.value) is int and node.value >= 1:
                 return node.value
             self._fail(ParseError, f"{pname} must be a positive integer or a dimension name from a shape", node)
+        if isinstance(node, ast.Tuple) and pname in ("stride", "padding", "kernel_size", "size", "sizes", "shape"):
+            # a pair, stride=(2, 1), or a shape, reshape(x, (-1, 96))
+            items = []
+            for item in node.elts:
+                neg = isinstance(item, ast.UnaryOp) and isinstance(item.op, ast.USub)
+                value = item.operand if neg else item
+                if not (isinstance(value, ast.Constant) and type(value.value) is int):
+                    self._fail(ParseError, f"{pname} must be an integer or a tuple of integers", item)
+                items.append(-value.value if neg else value.value)
+            return tuple(items)
         sign = 1
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             sign, node = -1, node.operand
@@ -456,7 +481,15 @@ class _Builder:
                 self._check_annotation(node, node.annotated)
         dims = self._name_dims(nodes)
         self._name_intermediates(nodes, output)
-        return Graph(source=self.source, nodes=nodes, variables=self.variables, output=output, dims=dims, notes=notes)
+        return Graph(
+            source=self.source,
+            nodes=nodes,
+            variables=self.variables,
+            output=output,
+            dims=dims,
+            notes=notes,
+            statements=self.statements,
+        )
 
     def _shape_message(self, node: Node, err: Exception) -> str:
         parts = []
@@ -502,7 +535,10 @@ class _Builder:
         for n in nodes:
             if n.kind != "op":
                 continue
-            if n.op.name == "matmul":
+            if n.op.input_ranks:  # declared by the op (conv2d: 4-d NCHW images and kernels)
+                for a, rank in zip(n.inputs, n.op.input_ranks):
+                    mark(a, rank)
+            elif n.op.name == "matmul":
                 for a in n.inputs:
                     mark(a, 2)
             elif n.op.name == "outer":

@@ -22,6 +22,14 @@ from .ops import OP_OF_CLASS, OPS, PREC_ADD, PREC_ATOM, PREC_MATMUL, PREC_MUL, P
 from .shapes import ShapeEnv
 from .symbolic import Dim, Inverse, MatrixProduct, OuterProduct, TensorOp, TransposeOp
 
+MATH_FUNCTIONS = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "erf"}
+
+
+def _is_constant(expr: Expr) -> bool:
+    """A number, or an expression of numbers and dimension sizes only."""
+    return all(isinstance(s, Dim) for s in expr.free_symbols)
+
+
 SUPERSCRIPTS = str.maketrans("0123456789-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁽⁾")
 GREEK = {
     "alpha",
@@ -126,9 +134,10 @@ class Symbols:
 
 class Printer:
     def __init__(self, target: str, symbols: Symbols | None = None):
-        if target not in ("text", "latex", "lang"):
+        if target not in ("text", "latex", "lang", "torch"):
             raise ValueError(f"unknown print target {target!r}")
         self.target = target
+        self.code = target in ("lang", "torch")  # Python syntax: * and @ share a precedence
         self.symbols = symbols or Symbols()
         self._rank_memo: dict = {}
 
@@ -144,10 +153,12 @@ class Printer:
         if expr.is_Number:
             return self._number(expr)
         if expr is sympy.E:
-            return {"text": "e", "latex": "e", "lang": "exp(1)"}[self.target], PREC_ATOM
+            return {"text": "e", "latex": "e", "lang": "exp(1)", "torch": "math.e"}[self.target], PREC_ATOM
         if expr is sympy.pi:
-            return {"text": "π", "latex": r"\pi", "lang": repr(float(sympy.pi))}[self.target], PREC_ATOM
-        if isinstance(expr, TransposeOp) and isinstance(expr.operands[0], Inverse) and self.target != "lang":
+            return {"text": "π", "latex": r"\pi", "lang": repr(float(sympy.pi)), "torch": "math.pi"}[
+                self.target
+            ], PREC_ATOM
+        if isinstance(expr, TransposeOp) and isinstance(expr.operands[0], Inverse) and self.target in ("text", "latex"):
             # X⁻ᵀ, as the Matrix Cookbook writes the inverse transposed
             base = self.wrap(expr.operands[0].operands[0], PREC_POSTFIX)
             return (base + "⁻ᵀ" if self.target == "text" else base + r"^{-\top}"), PREC_POSTFIX
@@ -161,7 +172,7 @@ class Printer:
         if op is None:
             raise TypeError(f"backstep cannot print {type(expr).__name__} ({expr})")
         if isinstance(expr, TensorOp):
-            return self._op(op, expr.operands, expr.params)
+            return self._op(op, expr.operands, expr.params, expr.in_shapes)
         return self._op(op, expr.args, {})
 
     def wrap(self, expr: Expr, min_prec: int) -> str:
@@ -177,8 +188,8 @@ class Printer:
     def _symbol(self, expr) -> str:
         info = self.symbols.table.get(expr.name)
         if info is None:
-            return {"text": expr.name, "latex": latex_name(expr.name), "lang": expr.name}[self.target]
-        return getattr(info, self.target)
+            return latex_name(expr.name) if self.target == "latex" else expr.name
+        return info.lang if self.target == "torch" else getattr(info, self.target)
 
     def _dim(self, expr) -> str:
         return latex_name(expr.name) if self.target == "latex" else expr.name
@@ -254,11 +265,11 @@ class Printer:
         parts = []
         symbolic = [f for f in factors if not f.is_Number]
         for i, f in enumerate(factors):
-            if isinstance(f, (MatrixProduct, OuterProduct)) and (len(symbolic) > 1 or self.target == "lang"):
+            if isinstance(f, (MatrixProduct, OuterProduct)) and (len(symbolic) > 1 or self.code):
                 # A matrix product beside other factors gets parentheses: `(x W) ⊙ m`, not `x W ⊙ m`.
                 s = self.paren(self.print(f)[0])
             else:
-                s = self.wrap(f, PREC_MUL + 1 if self.target == "lang" else PREC_MUL)
+                s = self.wrap(f, PREC_MUL + 1 if self.code else PREC_MUL)
             if i:
                 times = self._times(factors[i - 1], f)
                 if times == " " and s[:1].isdigit():
@@ -268,7 +279,7 @@ class Printer:
         return "".join(parts), PREC_MUL
 
     def _times(self, left: Expr, right: Expr) -> str:
-        if self.target == "lang":
+        if self.code:
             return " * "
         hadamard = self._rank(left) > 0 and self._rank(right) > 0
         if self.target == "latex":
@@ -284,9 +295,9 @@ class Printer:
         if base is sympy.E:
             return self._op(OPS["exp"], [exp], {})
         base_s = self.wrap(base, PREC_POW + 1)
-        if isinstance(base, TensorOp) and self.target != "lang":
+        if isinstance(base, TensorOp) and not self.code:
             base_s = self.paren(base_s)  # never a double superscript: (xᵀ)² not xᵀ²
-        if self.target == "lang":
+        if self.code:
             return f"{base_s}**{self.wrap(exp, PREC_ATOM)}", PREC_POW
         if self.target == "latex":
             exp_s = self.print(exp)[0]
@@ -295,15 +306,21 @@ class Printer:
             return base_s + str(exp).translate(SUPERSCRIPTS), PREC_POW
         return f"{base_s}^{self.wrap(exp, PREC_ATOM)}", PREC_POW
 
-    def _op(self, op, operands, params: dict) -> tuple[str, int]:
+    def _op(self, op, operands, params: dict, in_shapes: tuple = ()) -> tuple[str, int]:
         rule = op.printing
         template = getattr(rule, self.target)
+        if self.target == "torch" and op.name in MATH_FUNCTIONS and all(_is_constant(a) for a in operands):
+            template = f"math.{op.name}({{0}})"  # torch.sqrt(2) fails: a number takes math.sqrt
+        if not template:
+            raise TypeError(f"op {op.name} has no {self.target} printing")
         # Operands of a prefix function need no parentheses; infix/postfix ones might.
         printed = []
         for i, a in enumerate(operands):
-            need = rule.operand_prec + (1 if (i and op.name == "matmul" and self.target == "lang") else 0)
-            if self.target == "lang" and op.name == "matmul" and self._is_mul(a):
+            need = rule.operand_prec + (1 if (i and op.name == "matmul" and self.code) else 0)
+            if self.code and op.name == "matmul" and self._is_mul(a):
                 need = PREC_MATMUL + 1
+            if f"{{{i}}}." in template:
+                need = max(need, PREC_POSTFIX)  # `(x @ W).dtype`, never `x @ W.dtype`
             printed.append(self.wrap(a, need))
         extra = {k: ("" if v is None else v) for k, v in params.items()}
         extra.update(axis_kw="", axis_sub="", params_kw="", reduction_kw="")
@@ -312,6 +329,10 @@ class Printer:
             extra["axis_sub"] = f"_{{{params['axis']}}}"
         if params.get("keepdims"):
             extra["axis_kw"] += ", keepdims=True"
+        extra["dim_kw"] = extra["axis_kw"].replace("axis=", "dim=").replace("keepdims=", "keepdim=")
+        if in_shapes:
+            extra["all_dims"] = tuple(range(len(in_shapes[0])))
+            extra["t_long"] = ".long()" if len(in_shapes) > 1 and len(in_shapes[1]) < len(in_shapes[0]) else ""
         if params.get("reduction", "mean") != "mean":
             extra["reduction_kw"] = f', reduction="{params["reduction"]}"'
         shown = {k: v for k, v in params.items() if k not in ("axis", "keepdims", "reduction", "classes", "n")}
@@ -333,3 +354,8 @@ def to_latex(expr, symbols: Symbols | None = None) -> str:
 
 def to_lang(expr, symbols: Symbols | None = None) -> str:
     return Printer("lang", symbols)(expr)
+
+
+def to_torch(expr, symbols: Symbols | None = None) -> str:
+    """Python code with torch calls (`torch` and `math` in scope); dimensions by their names."""
+    return Printer("torch", symbols)(expr)

@@ -17,7 +17,7 @@ Which op a class belongs to, how it prints and how it evaluates is declared in `
 from __future__ import annotations
 
 import sympy
-from sympy import Function, Integer, S, Symbol, Tuple
+from sympy import Expr, Function, Integer, S, Symbol, Tuple
 
 
 class Dim(Symbol):
@@ -131,6 +131,8 @@ def _param_to_sympy(value):
         return Tuple(sympy.Float(value))
     if isinstance(value, str):
         return Tuple(Symbol(value))
+    if isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return Tuple(Tuple(*[Integer(v) for v in value]))  # a pair (stride=(2, 1)) or a shape
     raise TypeError(f"unsupported op parameter {value!r}")
 
 
@@ -139,6 +141,8 @@ def _param_from_sympy(value):
         if not value.args:
             return None
         v = value.args[0]
+        if isinstance(v, Tuple):
+            return tuple(int(d) for d in v.args)
         if v.is_Symbol:
             return v.name
         return int(v) if v.is_Integer else float(v)
@@ -177,7 +181,7 @@ class MatrixProduct(TensorOp):
 class TransposeOp(TensorOp):
     @classmethod
     def eval(cls, x, shape):
-        if len(shape.args) <= 1:
+        if len(shape.args) <= 1 or x.is_Number:
             return x  # a scalar or a 1-d vector is its own transpose
         if isinstance(x, TransposeOp):
             return x.operands[0]  # (Aᵀ)ᵀ = A
@@ -201,16 +205,36 @@ class OuterProduct(TensorOp):
     n_operands = 2
 
 
+def _count(shape: Tuple, axis: Tuple) -> Expr:
+    """How many entries a reduction over `axis` (all when empty) adds up."""
+    dims = shape.args if not axis.args else (shape.args[int(axis.args[0])],)
+    return sympy.Mul(*dims)
+
+
 class SumOp(TensorOp):
     param_names = ("axis", "keepdims")
+
+    @classmethod
+    def eval(cls, x, axis, keepdims, shape):
+        if x.is_Number:  # a number stands for a broadcast array: its sum is the number times the count
+            return x * _count(shape, axis)
+        return None
 
 
 class MeanOp(TensorOp):
     param_names = ("axis", "keepdims")
 
+    @classmethod
+    def eval(cls, x, axis, keepdims, shape):
+        return x if x.is_Number else None
+
 
 class UnsqueezeOp(TensorOp):
     param_names = ("axis",)
+
+    @classmethod
+    def eval(cls, x, axis, shape):
+        return x if x.is_Number else None
 
 
 class Softmax(TensorOp):
@@ -333,3 +357,69 @@ class Where(Function):
 # SymPy's own elementwise functions that backstep uses, by the names of its input language.
 sin, cos, tan, exp, log, sqrt, tanh = sympy.sin, sympy.cos, sympy.tan, sympy.exp, sympy.log, sympy.sqrt, sympy.tanh
 Abs, sign = sympy.Abs, sympy.sign
+
+
+# --- convolution and pooling (4-d NCHW) --------------------------------------------------------------
+# Parameters are ints or (h, w) pairs, as torch takes them; `size` is the spatial size a gradient
+# op must produce where the stride leaves it ambiguous (None: the smallest that fits).
+
+
+class Conv2d(TensorOp):
+    """conv2d(x, K): the cross-correlation x ⋆ K of NCHW images with (F, C, kh, kw) kernels."""
+
+    n_operands = 2
+    param_names = ("stride", "padding")
+
+
+class Conv2dGradInput(TensorOp):
+    """conv2d_grad_input(ȳ, K) = ȳ ∗ rot180(K): the full convolution with the flipped kernel."""
+
+    n_operands = 2
+    param_names = ("stride", "padding", "size")
+
+
+class Conv2dGradWeight(TensorOp):
+    """conv2d_grad_weight(x, ȳ) = x ⋆ ȳ: the cross-correlation of the input with the gradient."""
+
+    n_operands = 2
+    param_names = ("stride", "padding", "size")
+
+
+class MaxPool2d(TensorOp):
+    param_names = ("kernel_size", "stride")
+
+
+class MaxPoolRoute(TensorOp):
+    """maxpool_route(ȳ, x): each entry of ȳ sent to the arg-max of its window of x."""
+
+    n_operands = 2
+    param_names = ("kernel_size", "stride")
+
+
+class MaxPoolGather(TensorOp):
+    """maxpool_gather(u, x): u read at the arg-max of each window of x (the adjoint of the route)."""
+
+    n_operands = 2
+    param_names = ("kernel_size", "stride")
+
+
+class AvgPool2d(TensorOp):
+    param_names = ("kernel_size", "stride")
+
+
+class AvgPoolSpread(TensorOp):
+    """avgpool_spread(ȳ): each entry of ȳ copied over its window (the adjoint of sum-pooling)."""
+
+    param_names = ("kernel_size", "stride", "size")
+
+
+class Flatten(TensorOp):
+    param_names = ("start_dim", "end_dim")
+
+
+class Unflatten(TensorOp):
+    param_names = ("axis", "sizes")
+
+
+class Reshape(TensorOp):
+    param_names = ("shape",)

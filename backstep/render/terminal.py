@@ -29,9 +29,8 @@ def build(d: Derivation) -> Group:
 
 def header(d: Derivation, n: Notation) -> Text:
     t = Text()
-    lines = [s.strip() for s in d.source.replace(";", "\n").splitlines() if s.strip() and ":" not in s.split("=")[0]]
-    if len(lines) > 1:
-        for line in lines:
+    if len(d.program) > 1:
+        for line in d.program:
             t.append(line + "\n", style="bold")
     else:
         t.append(f"{d.output} = {n.text(d.output_expr)}", style="bold")
