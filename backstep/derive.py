@@ -354,6 +354,9 @@ class _Sweep:
         return full if expr_size(full) <= MAX_EXPANDED_SIZE else None
 
 
+WORK_PER_BUDGET = 5  # how much building an expansion may cost, in multiples of its size budget
+
+
 class TooLarge(Exception):
     """An expansion passed its size budget: keep the named form instead."""
 
@@ -365,6 +368,7 @@ def _expand(expr: Expr, defs: dict, memo: dict, budget: int | None = None, sizes
     whose tree would pass that many nodes raises TooLarge before the work becomes quadratic.
     """
     sizes = {} if sizes is None else sizes  # tree size of each memo entry
+    work = 0  # SymPy's constructors look at the whole argument: building costs about its size
     stack = [(expr, False)]
     while stack:
         e, ready = stack.pop()
@@ -386,7 +390,8 @@ def _expand(expr: Expr, defs: dict, memo: dict, budget: int | None = None, sizes
             memo[e] = e.func(*[memo[a] for a in e.args])
             if budget is not None:
                 sizes[e] = 1 + sum(sizes.get(a, 1) for a in e.args)
-                if sizes[e] > budget:
+                work += sizes[e]
+                if sizes[e] > budget or work > WORK_PER_BUDGET * budget:
                     raise TooLarge
         else:
             stack.append((e, True))

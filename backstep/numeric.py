@@ -191,15 +191,23 @@ def parse_at_value(name: str, text: str):
             array = np.load(text, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise UsageError(f"--at {name}={text}: cannot read the array ({err})") from None
-        return torch.tensor(array, dtype=torch.float64)
+        return finite(name, text, torch.tensor(array, dtype=torch.float64))
     try:
         data = json.loads(text)
     except ValueError:
         raise UsageError(f"--at {name}={text}: not a number, a [list] of numbers, or a .npy file") from None
     try:
-        return torch.tensor(data, dtype=torch.float64)
-    except (TypeError, ValueError) as err:
+        value = torch.tensor(data, dtype=torch.float64)
+    except (TypeError, ValueError, OverflowError) as err:
         raise UsageError(f"--at {name}={text}: not a rectangular array of numbers ({err})") from None
+    return finite(name, text, value)
+
+
+def finite(name: str, text: str, value):
+    torch = torch_module()
+    if not bool(torch.isfinite(value).all()):
+        raise UsageError(f"--at {name}={text}: every number must be finite (no inf or nan)")
+    return value
 
 
 def sizes_from_values(derivation, values: dict[str, Any]) -> dict[str, int]:
@@ -234,7 +242,7 @@ def evaluate_at(derivation, at: dict, seed: int = 0) -> None:
     for name, raw in at.items():
         if name not in names:
             raise UsageError(f"--at names {name}, which is not a variable (its variables: {', '.join(sorted(names))})")
-        values[name] = raw if torch.is_tensor(raw) else torch.tensor(raw, dtype=torch.float64)
+        values[name] = finite(name, str(raw), raw if torch.is_tensor(raw) else torch.tensor(raw, dtype=torch.float64))
     sizes = sizes_from_values(derivation, values)
     generator = torch.Generator().manual_seed(seed)
     for v in derivation.variables:

@@ -69,13 +69,15 @@ def parse(
     source: str,
     shapes: dict[str, tuple] | None = None,
     limits: Limits | None = None,
+    allow_constant: bool = False,
 ) -> Graph:
     """Parse a formula or program into a graph whose shapes are inferred and unified.
 
-    `shapes` maps variable names to shapes given on the command line (they win over none,
-    and must agree with annotations in the text).
+    `shapes` maps variable names to shapes given on the command line (they must agree with
+    annotations in the text). A formula without variables is refused (there is nothing to
+    differentiate) unless `allow_constant`: a gradient such as `2` or `1 / n` parses back then.
     """
-    return _Builder(source, shapes or {}, limits or Limits()).build()
+    return _Builder(source, shapes or {}, limits or Limits(), allow_constant).build()
 
 
 def parse_expression(source: str, shapes: dict[str, tuple], limits: Limits | None = None) -> Node:
@@ -107,6 +109,7 @@ class _Builder:
     source: str
     cli_shapes: dict[str, tuple]
     limits: Limits
+    allow_constant: bool = False
     env: ShapeEnv = field(default_factory=ShapeEnv)
     nodes: list[Node] = field(default_factory=list)
     names: dict[str, Node] = field(default_factory=dict)  # what each name means now
@@ -134,7 +137,7 @@ class _Builder:
         self._collect_annotations(statements)
         with deep_recursion(4 * self.limits.max_depth + 1000):
             output = self._statements(statements)
-        if output.is_const:
+        if output.is_const and not self.allow_constant:
             raise ParseError("the output does not depend on any variable: there is nothing to differentiate")
         return self._finish(output)
 
@@ -154,20 +157,24 @@ class _Builder:
 
     def _check_depth(self, tree: ast.AST) -> None:
         # Iterative, so that a hostile depth cannot overflow Python's own stack here.
+        # Only expressions count as levels (not Load contexts or operator tokens), and the error
+        # points at the expression where the limit is passed.
         stack = [(tree, 0)]
         count = 0
         while stack:
             node, depth = stack.pop()
             count += 1
-            if depth > self.limits.max_depth:
-                raise ParseError(
-                    f"the formula is nested more than {self.limits.max_depth} levels deep (--max-depth)",
-                    self._place(node),
-                    self.source,
-                )
+            if isinstance(node, ast.expr):
+                depth += 1
+                if depth > self.limits.max_depth:
+                    raise ParseError(
+                        f"the formula is nested more than {self.limits.max_depth} levels deep (--max-depth)",
+                        self._place(node),
+                        self.source,
+                    )
             if count > 4 * self.limits.max_nodes:
                 raise ParseError(f"the formula has more than {self.limits.max_nodes} operations (--max-nodes)")
-            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+            stack.extend((child, depth) for child in ast.iter_child_nodes(node))
 
     # --- places and errors ---------------------------------------------------------------------
 
@@ -213,7 +220,7 @@ class _Builder:
                 self.declared[name] = shape
                 self.declared_at[name] = self._place(st)
         for name, shape in self.cli_shapes.items():
-            if name in self.declared and len(self.declared[name]) != len(shape):
+            if name in self.declared and not self._shapes_agree(self.declared[name], shape):
                 raise ShapeError(
                     f"--shape {name}={fmt_shape_plain(shape)} disagrees with the annotation "
                     f"{name}: {fmt_shape_plain(self.declared[name])}",
@@ -222,6 +229,17 @@ class _Builder:
                 )
         for shape in list(self.declared.values()) + list(self.cli_shapes.values()):
             self.dim_names.update(d for d in shape if isinstance(d, str))
+
+    def _shapes_agree(self, a: tuple, b: tuple) -> bool:
+        """An annotation and a --shape agree when they unify (a name may take a size)."""
+        if len(a) != len(b):
+            return False
+        try:
+            for da, db in zip(a, b):
+                self.env.unify(da, db)
+        except ShapeMismatch:
+            return False
+        return True
 
     def _annotation_shape(self, ann: ast.expr) -> tuple:
         items = ann.elts if isinstance(ann, ast.Tuple) else [ann]
@@ -495,8 +513,12 @@ class _Builder:
         parts = []
         for a in node.inputs:
             if a.kind != "const":
-                parts.append(f"{a.name or 'operand'}: {fmt_shape_plain(self.env.resolve(a.shape))}")
-        return f"{err}" + (f" [{'; '.join(parts)}]" if parts else "")
+                shape = tuple("?" if d in self.env.fresh_dims else d for d in self.env.resolve(a.shape))
+                parts.append(f"{a.name or 'operand'}: {fmt_shape_plain(shape)}")
+        message = str(err)
+        for d in self.env.fresh_dims:  # an inferred dimension has no name yet: `?`
+            message = message.replace(d, "?")
+        return message + (f" [{'; '.join(parts)}]" if parts else "")
 
     def _check_annotation(self, node: Node, annotated: tuple) -> None:
         shape = self.env.resolve(node.shape)
