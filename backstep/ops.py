@@ -61,6 +61,7 @@ class Printing:
     text: str
     latex: str
     lang: str
+    torch: str = ""  # torch code, for generated modules (backstep codegen)
     prec: int = PREC_ATOM  # precedence of the printed result
     operand_prec: int = 0  # operands below this precedence get parentheses
 
@@ -85,6 +86,7 @@ class Op:
     choices: dict[str, tuple] = field(default_factory=dict)  # allowed values of a str parameter
     sympy_class: type | None = None  # the SymPy class that means this op, if it has its own
     printing: Printing | None = None
+    input_ranks: tuple[int, ...] = ()  # the rank an unannotated variable used as each input gets (4: NCHW)
 
     def grad_fn_name(self, ranks: tuple[int, ...], consts: tuple[bool, ...], params: dict) -> str | None:
         if self.grad_fn is None or isinstance(self.grad_fn, str):
@@ -314,11 +316,12 @@ def unary(
     )
 
 
-def fn_printing(name: str, latex: str | None = None, text: str | None = None) -> Printing:
+def fn_printing(name: str, latex: str | None = None, torch: str | None = None) -> Printing:
     return Printing(
-        text=text or f"{name}({{0}})",
+        text=f"{name}({{0}})",
         latex=latex or rf"\operatorname{{{{{name}}}}}\left({{0}}\right)",
         lang=f"{name}({{0}})",
+        torch=torch or f"torch.{name}({{0}})",
     )
 
 
@@ -437,7 +440,12 @@ register(
         out_name="C",
         sympy_class=sb.MatrixProduct,
         printing=Printing(
-            text="{0} {1}", latex="{0} {1}", lang="{0} @ {1}", prec=PREC_MATMUL, operand_prec=PREC_MATMUL
+            text="{0} {1}",
+            latex="{0} {1}",
+            lang="{0} @ {1}",
+            torch="{0} @ {1}",
+            prec=PREC_MATMUL,
+            operand_prec=PREC_MATMUL,
         ),
     )
 )
@@ -457,7 +465,12 @@ register(
         out_name="B",
         sympy_class=sb.TransposeOp,
         printing=Printing(
-            text="{0}ᵀ", latex=r"{0}^{{\top}}", lang="{0}.T", prec=PREC_POSTFIX, operand_prec=PREC_POSTFIX
+            text="{0}ᵀ",
+            latex=r"{0}^{{\top}}",
+            lang="{0}.T",
+            torch="{0}.T",
+            prec=PREC_POSTFIX,
+            operand_prec=PREC_POSTFIX,
         ),
     )
 )
@@ -479,6 +492,7 @@ register(
             text="sum({0}{axis_kw})",
             latex=r"\textstyle\sum{axis_sub}\left({0}\right)",
             lang="sum({0}{axis_kw})",
+            torch="torch.sum({0}{dim_kw})",
             prec=PREC_UNARY,
         ),
     )
@@ -501,6 +515,7 @@ register(
             text="mean({0}{axis_kw})",
             latex=r"\operatorname{{mean}}{axis_sub}\left({0}\right)",
             lang="mean({0}{axis_kw})",
+            torch="torch.mean({0}{dim_kw})",
             prec=PREC_UNARY,
         ),
     )
@@ -523,6 +538,7 @@ register(
             text="unsqueeze({0}, axis={axis})",
             latex=r"\operatorname{{unsqueeze}}_{{{axis}}}\left({0}\right)",
             lang="unsqueeze({0}, axis={axis})",
+            torch="{0}.unsqueeze({axis})",
         ),
     )
 )
@@ -549,6 +565,7 @@ register(
             text="{0} {1}ᵀ",
             latex=r"{0} {1}^{{\top}}",
             lang="outer({0}, {1})",
+            torch="torch.outer({0}, {1})",
             prec=PREC_MATMUL,
             operand_prec=PREC_POSTFIX,
         ),
@@ -570,7 +587,7 @@ unary(
     sympy.exp,
     lambda x, y: y,
     "exponential; exp′ = exp (the forward value)",
-    printing=Printing(text="exp({0})", latex=r"e^{{{0}}}", lang="exp({0})"),
+    printing=Printing(text="exp({0})", latex=r"e^{{{0}}}", lang="exp({0})", torch="torch.exp({0})"),
 )
 unary(
     "log",
@@ -586,7 +603,7 @@ unary(
     lambda x, y: 1 / (2 * y),
     "square root; sqrt′ = 1/(2 sqrt)",
     domain="positive",
-    printing=Printing(text="√({0})", latex=r"\sqrt{{{0}}}", lang="sqrt({0})"),
+    printing=Printing(text="√({0})", latex=r"\sqrt{{{0}}}", lang="sqrt({0})", torch="torch.sqrt({0})"),
 )
 unary(
     "abs",
@@ -594,7 +611,7 @@ unary(
     lambda x, y: sympy.sign(x),
     "absolute value; abs′ = sign (0 at 0, as torch)",
     domain="off_kink",
-    printing=Printing(text="|{0}|", latex=r"\left|{0}\right|", lang="abs({0})"),
+    printing=Printing(text="|{0}|", latex=r"\left|{0}\right|", lang="abs({0})", torch="torch.abs({0})"),
 )
 unary(
     "tanh",
@@ -608,7 +625,7 @@ unary(
     sb.Sigmoid,
     lambda x, y: y * (1 - y),
     "logistic σ(x) = 1/(1+e^(−x)); σ′ = σ(1 − σ)",
-    printing=Printing(text="σ({0})", latex=r"\sigma\left({0}\right)", lang="sigmoid({0})"),
+    printing=Printing(text="σ({0})", latex=r"\sigma\left({0}\right)", lang="sigmoid({0})", torch="torch.sigmoid({0})"),
 )
 unary(
     "relu",
@@ -623,7 +640,9 @@ unary(
     lambda x, y: S.Zero,
     "the indicator 1[x > 0], relu's derivative; its own derivative is 0",
     domain="off_kink",
-    printing=Printing(text="1[{0} > 0]", latex=r"\mathbf{{1}}\left[{0} > 0\right]", lang="step({0})"),
+    printing=Printing(
+        text="1[{0} > 0]", latex=r"\mathbf{{1}}\left[{0} > 0\right]", lang="step({0})", torch="({0} > 0).to({0}.dtype)"
+    ),
     torch_fn=lambda torch, args, p: (args[0] > 0).to(args[0].dtype),
     grad_fn=None,
 )
@@ -675,6 +694,7 @@ register(
             text="softmax({0}{axis_kw})",
             latex=r"\operatorname{{softmax}}{axis_sub}\left({0}\right)",
             lang="softmax({0}{axis_kw})",
+            torch="torch.softmax({0}, dim={axis})",
         ),
     )
 )
@@ -702,6 +722,7 @@ register(
             text="log_softmax({0}{axis_kw})",
             latex=r"\log\operatorname{{softmax}}{axis_sub}\left({0}\right)",
             lang="log_softmax({0}{axis_kw})",
+            torch="torch.log_softmax({0}, dim={axis})",
         ),
     )
 )
@@ -734,6 +755,7 @@ register(
             text="logsumexp({0}{axis_kw})",
             latex=r"\operatorname{{logsumexp}}{axis_sub}\left({0}\right)",
             lang="logsumexp({0}{axis_kw})",
+            torch="torch.logsumexp({0}, dim={all_dims})",
         ),
     )
 )
@@ -759,7 +781,10 @@ register(
         domain=("class_index",),
         sympy_class=sb.OneHot,
         printing=Printing(
-            text="onehot({0})", latex=r"\operatorname{{onehot}}\left({0}\right)", lang="onehot({0}, {classes})"
+            text="onehot({0})",
+            latex=r"\operatorname{{onehot}}\left({0}\right)",
+            lang="onehot({0}, {classes})",
+            torch="torch.nn.functional.one_hot({0}.long(), {classes}).to(torch.float64)",
         ),
     )
 )
@@ -836,6 +861,7 @@ register(
             text="cross_entropy({0}, {1}{reduction_kw})",
             latex=r"\operatorname{{CE}}\left({0}, {1}\right)",
             lang="cross_entropy({0}, {1}{reduction_kw})",
+            torch="torch.nn.functional.cross_entropy({0}, {1}{t_long}{reduction_kw})",
         ),
     )
 )
@@ -957,6 +983,12 @@ def elementwise(
     )
 
 
+def as_tensors(torch, args: list) -> list:
+    """Numbers as 0-d tensors of the tensors' dtype (torch.maximum takes no Python floats)."""
+    dtype = next(a.dtype for a in args if torch.is_tensor(a))
+    return [a if torch.is_tensor(a) else torch.tensor(a, dtype=dtype) for a in args]
+
+
 def broadcast_all(env: ShapeEnv, shapes, params) -> Shape:
     out = env.resolve(shapes[0])
     for s in shapes[1:]:
@@ -996,7 +1028,12 @@ def param_function(
             domain=(domain,),
             example=example,
             sympy_class=cls,
-            printing=Printing(text=f"{name}({{0}}{{params_kw}})", latex=latex, lang=f"{name}({{0}}{{params_kw}})"),
+            printing=Printing(
+                text=f"{name}({{0}}{{params_kw}})",
+                latex=latex,
+                lang=f"{name}({{0}}{{params_kw}})",
+                torch=("torch.clamp" if name == "clamp" else f"torch.nn.functional.{name}") + "({0}{params_kw})",
+            ),
         )
     )
 
@@ -1059,6 +1096,7 @@ unary(
     lambda x, y: (1 + sympy.erf(x / sympy.sqrt(2))) / 2 + x * sympy.exp(-(x**2) / 2) / sympy.sqrt(2 * sympy.pi),
     "x Φ(x) (exact, erf form); derivative Φ(x) + x φ(x)",
     torch_fn=lambda torch, args, p: torch.nn.functional.gelu(args[0]),
+    printing=fn_printing("gelu", torch="torch.nn.functional.gelu({0})"),
 )
 unary(
     "softplus",
@@ -1066,6 +1104,7 @@ unary(
     lambda x, y: sb.Sigmoid(x),
     "log(1 + eˣ); derivative σ(x)",
     torch_fn=lambda torch, args, p: torch.nn.functional.softplus(args[0]),
+    printing=fn_printing("softplus", torch="torch.nn.functional.softplus({0})"),
 )
 unary(
     "erf",
@@ -1079,7 +1118,12 @@ unary(
     sb.StepGE,
     lambda x, y: S.Zero,
     "the indicator 1[x ≥ 0], clamp's derivative; derivative 0",
-    printing=Printing(text="1[{0} ≥ 0]", latex=r"\mathbf{{1}}\left[{0} \geq 0\right]", lang="step_ge({0})"),
+    printing=Printing(
+        text="1[{0} ≥ 0]",
+        latex=r"\mathbf{{1}}\left[{0} \geq 0\right]",
+        lang="step_ge({0})",
+        torch="({0} >= 0).to({0}.dtype)",
+    ),
     torch_fn=lambda torch, args, p: (args[0] >= 0).to(args[0].dtype),
     grad_fn=None,
     domain="off_kink",
@@ -1089,11 +1133,17 @@ elementwise(
     "maximum",
     2,
     lambda args, shapes, p: sb.Maximum(*args),
-    (lambda c: c.g * sb.Step(c.a - c.b), lambda c: c.g * sb.Step(c.b - c.a)),
-    "elementwise max(a, b); the gradient goes to the larger one",
+    # torch's rule: the larger one takes the gradient, a tie splits it in halves: (1 + sign(a − b))/2
+    (lambda c: c.g * (1 + sympy.sign(c.a - c.b)) / 2, lambda c: c.g * (1 + sympy.sign(c.b - c.a)) / 2),
+    "elementwise max(a, b); the larger one takes the gradient, a tie splits it: ā = ȳ (1 + sign(a − b))/2",
     sb.Maximum,
-    Printing(text="max({0}, {1})", latex=r"\max\left({0}, {1}\right)", lang="maximum({0}, {1})"),
-    lambda torch, args, p: torch.maximum(*torch.broadcast_tensors(*args)),
+    Printing(
+        text="max({0}, {1})",
+        latex=r"\max\left({0}, {1}\right)",
+        lang="maximum({0}, {1})",
+        torch="torch.maximum(torch.as_tensor({0}), torch.as_tensor({1}))",
+    ),
+    lambda torch, args, p: torch.maximum(*as_tensors(torch, args)),
     "MaximumBackward0",
     arg_names=("a", "b"),
 )
@@ -1101,11 +1151,16 @@ elementwise(
     "minimum",
     2,
     lambda args, shapes, p: sb.Minimum(*args),
-    (lambda c: c.g * sb.Step(c.b - c.a), lambda c: c.g * sb.Step(c.a - c.b)),
-    "elementwise min(a, b); the gradient goes to the smaller one",
+    (lambda c: c.g * (1 + sympy.sign(c.b - c.a)) / 2, lambda c: c.g * (1 + sympy.sign(c.a - c.b)) / 2),
+    "elementwise min(a, b); the smaller one takes the gradient, a tie splits it: ā = ȳ (1 + sign(b − a))/2",
     sb.Minimum,
-    Printing(text="min({0}, {1})", latex=r"\min\left({0}, {1}\right)", lang="minimum({0}, {1})"),
-    lambda torch, args, p: torch.minimum(*torch.broadcast_tensors(*args)),
+    Printing(
+        text="min({0}, {1})",
+        latex=r"\min\left({0}, {1}\right)",
+        lang="minimum({0}, {1})",
+        torch="torch.minimum(torch.as_tensor({0}), torch.as_tensor({1}))",
+    ),
+    lambda torch, args, p: torch.minimum(*as_tensors(torch, args)),
     "MinimumBackward0",
     arg_names=("a", "b"),
 )
@@ -1120,6 +1175,7 @@ elementwise(
         text="where({0}, {1}, {2})",
         latex=r"\begin{{cases}} {1} & {0} \\ {2} & \text{{else}} \end{{cases}}",
         lang="where({0}, {1}, {2})",
+        torch="torch.where({0} > 0, {1}, {2})",
     ),
     lambda torch, args, p: torch.where(torch.as_tensor(args[0]) > 0.5, args[1], args[2]),
     "WhereBackward0",
@@ -1176,7 +1232,9 @@ register(
         summary="‖x‖: the 2-norm of a vector, the Frobenius norm of a matrix; x̄ = ȳ x / ‖x‖",
         domain=("nonzero",),
         sympy_class=sb.NormOp,
-        printing=Printing(text="‖{0}‖", latex=r"\left\lVert {0} \right\rVert", lang="norm({0})"),
+        printing=Printing(
+            text="‖{0}‖", latex=r"\left\lVert {0} \right\rVert", lang="norm({0})", torch="torch.linalg.norm({0})"
+        ),
     )
 )
 
@@ -1247,7 +1305,9 @@ register(
         summary="tr A = Σ A_ii; Ā = ȳ I",
         arg_names=("A",),
         sympy_class=sb.Trace,
-        printing=Printing(text="tr({0})", latex=r"\operatorname{{tr}}\left({0}\right)", lang="trace({0})"),
+        printing=Printing(
+            text="tr({0})", latex=r"\operatorname{{tr}}\left({0}\right)", lang="trace({0})", torch="torch.trace({0})"
+        ),
     )
 )
 register(
@@ -1265,7 +1325,7 @@ register(
         arg_names=("A",),
         domain=("invertible",),
         sympy_class=sb.Det,
-        printing=Printing(text="det({0})", latex=r"\det\left({0}\right)", lang="det({0})"),
+        printing=Printing(text="det({0})", latex=r"\det\left({0}\right)", lang="det({0})", torch="torch.det({0})"),
     )
 )
 register(
@@ -1283,7 +1343,9 @@ register(
         arg_names=("A",),
         domain=("spd",),
         sympy_class=sb.LogDet,
-        printing=Printing(text="logdet({0})", latex=r"\log\det\left({0}\right)", lang="logdet({0})"),
+        printing=Printing(
+            text="logdet({0})", latex=r"\log\det\left({0}\right)", lang="logdet({0})", torch="torch.logdet({0})"
+        ),
     )
 )
 
@@ -1312,7 +1374,12 @@ register(
         domain=("invertible",),
         sympy_class=sb.Inverse,
         printing=Printing(
-            text="{0}⁻¹", latex=r"{0}^{{-1}}", lang="inv({0})", prec=PREC_POSTFIX, operand_prec=PREC_POSTFIX
+            text="{0}⁻¹",
+            latex=r"{0}^{{-1}}",
+            lang="inv({0})",
+            torch="torch.inverse({0})",
+            prec=PREC_POSTFIX,
+            operand_prec=PREC_POSTFIX,
         ),
     )
 )
@@ -1341,7 +1408,9 @@ register(
         summary="diag(v): the diagonal matrix of a vector; diag(A): the diagonal of a square matrix; "
         "each one's gradient is the other",
         sympy_class=sb.Diag,
-        printing=Printing(text="diag({0})", latex=r"\operatorname{{diag}}\left({0}\right)", lang="diag({0})"),
+        printing=Printing(
+            text="diag({0})", latex=r"\operatorname{{diag}}\left({0}\right)", lang="diag({0})", torch="torch.diag({0})"
+        ),
     )
 )
 
@@ -1364,7 +1433,860 @@ register(
         summary="eye(n): the n×n identity matrix I (a constant)",
         params={"n": None},
         sympy_class=sb.Eye,
-        printing=Printing(text="I", latex="I", lang="eye({n})"),
+        printing=Printing(text="I", latex="I", lang="eye({n})", torch="torch.eye({n}, dtype=torch.float64)"),
+    )
+)
+
+# --- convolution and pooling (4-d NCHW) ---
+#
+# Images are NCHW, x (N, C, H, W); kernels are (F, C, kh, kw). N, C and F may be symbolic; the
+# spatial sizes must be known integers (the output size depends on them through a floor division).
+# stride, padding and kernel_size are an int or an (h, w) pair, as torch takes them. Each op's
+# backward is an op of this block, written as the CNN literature writes it:
+#   conv2d      y = x ⋆ K       K̄ = x ⋆ ȳ  (conv2d_grad_weight),  x̄ = ȳ ∗ rot180(K)  (conv2d_grad_input)
+#   max_pool2d  y = maxpool(x)  x̄ = route(ȳ → argmax x)  (maxpool_route; its adjoint is maxpool_gather)
+#   avg_pool2d  y = avgpool(x)  x̄ = spread(ȳ) / k²  (avgpool_spread; its adjoint is k² avgpool)
+#   flatten, unflatten, reshape: each one's gradient is the inverse reshape.
+# The torch functions of the gradient ops compute the printed formulas literally (dilate, pad,
+# flip and cross-correlate; unfold, pick the arg-max, fold), never with torch's own backward
+# kernels, so that verification compares two independent computations.
+
+PREC_CONV = 15  # x ⋆ K: tighter than +, looser than ⊙ (a product around it adds parentheses)
+SUBSCRIPT = str.maketrans("0123456789-", "₀₁₂₃₄₅₆₇₈₉₋")
+
+
+def int_product(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def hw_pair(params: dict, name: str, minimum: int, default=None) -> tuple[int, int]:
+    """An int-or-pair parameter as an (h, w) pair, checked against its least value."""
+    value = params.get(name)
+    if value is None:
+        value = default
+    if value is None:
+        raise ShapeMismatch(f"{name} is required (an integer or a pair (h, w))")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if not (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)):
+        raise ShapeMismatch(f"{name} must be an integer or a pair of integers (h, w), not {value!r}")
+    if min(value) < minimum:
+        raise ShapeMismatch(f"{name} must be at least {minimum}, not {value!r}")
+    return value
+
+
+def nchw(env: ShapeEnv, shape: Shape, what: str, op: str) -> Shape:
+    """A 4-d NCHW shape whose last two (spatial) sizes are known integers."""
+    s = env.resolve(shape)
+    if len(s) != 4:
+        raise ShapeMismatch(f"{op} needs a 4-d {what}, got {fmt(s)}")
+    if not all(isinstance(d, int) for d in s[2:]):
+        raise ShapeMismatch(
+            f"{op}: the spatial sizes of the {what} must be known integers, got {fmt(s)} "
+            "(annotate them, e.g. x: (N, 3, 12, 12), or give --shape x=N,3,12,12)"
+        )
+    return s
+
+
+def unify_or(env: ShapeEnv, a, b, message: str) -> None:
+    try:
+        env.unify(a, b)
+    except ShapeMismatch as err:
+        raise ShapeMismatch(f"{message} ({err})") from None
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int, op: str) -> int:
+    if size + 2 * padding < kernel:
+        raise ShapeMismatch(f"{op}: a window of {kernel} does not fit in {size} (padded by {padding})")
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_geometry(params: dict) -> tuple[tuple[int, int], tuple[int, int]]:
+    return hw_pair(params, "stride", 1, 1), hw_pair(params, "padding", 0, 0)
+
+
+def pool_geometry(params: dict) -> tuple[tuple[int, int], tuple[int, int]]:
+    k = hw_pair(params, "kernel_size", 1)
+    return k, hw_pair(params, "stride", 1, k)
+
+
+def given_size(params: dict, smallest: tuple[int, int], op: str, what: str = "input") -> tuple[int, int]:
+    """The spatial size a gradient op produces: its `size` parameter, or the smallest that fits."""
+    if params.get("size") is None:
+        if min(smallest) < 1:
+            raise ShapeMismatch(f"{op}: no {what} size fits these shapes, stride and padding")
+        return smallest
+    return hw_pair(params, "size", 1)
+
+
+def size_param(actual: Shape, smallest: tuple[int, int]) -> tuple[int, int] | None:
+    """The `size` a gradient op needs to give `actual` (None where the smallest fitting size is it)."""
+    actual = tuple(actual)
+    return None if actual == smallest else actual
+
+
+def conv2d_shape(env: ShapeEnv, shapes, params) -> Shape:
+    x = nchw(env, shapes[0], "input x (N, C, H, W)", "conv2d")
+    k = nchw(env, shapes[1], "kernel K (F, C, kh, kw)", "conv2d")
+    s, p = conv_geometry(params)
+    unify_or(env, x[1], k[1], f"conv2d: x {fmt(x)} has {x[1]} channels, the kernel {fmt(k)} expects {k[1]}")
+    return (x[0], k[0]) + tuple(conv_out(x[2 + i], k[2 + i], s[i], p[i], "conv2d") for i in (0, 1))
+
+
+def smallest_input(g: Shape, k: Shape, s, p) -> tuple[int, int]:
+    return tuple((g[2 + i] - 1) * s[i] - 2 * p[i] + k[2 + i] for i in (0, 1))
+
+
+def smallest_kernel(x: Shape, g: Shape, s, p) -> tuple[int, int]:
+    return tuple(x[2 + i] + 2 * p[i] - (g[2 + i] - 1) * s[i] for i in (0, 1))
+
+
+def check_fits(image_size, kernel, s, p, out, op: str) -> None:
+    got = tuple(conv_out(image_size[i], kernel[i], s[i], p[i], op) for i in (0, 1))
+    if got != tuple(out):
+        raise ShapeMismatch(
+            f"{op}: a {image_size[0]}×{image_size[1]} image and a {kernel[0]}×{kernel[1]} window give a "
+            f"{got[0]}×{got[1]} output, not {out[0]}×{out[1]}"
+        )
+
+
+def conv2d_grad_input_shape(env: ShapeEnv, shapes, params) -> Shape:
+    g = nchw(env, shapes[0], "upstream gradient (N, F, oh, ow)", "conv2d_grad_input")
+    k = nchw(env, shapes[1], "kernel K (F, C, kh, kw)", "conv2d_grad_input")
+    s, p = conv_geometry(params)
+    unify_or(env, g[1], k[0], f"conv2d_grad_input: the gradient {fmt(g)} and the kernel {fmt(k)} differ in F")
+    size = given_size(params, smallest_input(g, k, s, p), "conv2d_grad_input")
+    check_fits(size, k[2:], s, p, g[2:], "conv2d_grad_input")
+    return (g[0], k[1]) + size
+
+
+def conv2d_grad_weight_shape(env: ShapeEnv, shapes, params) -> Shape:
+    x = nchw(env, shapes[0], "input x (N, C, H, W)", "conv2d_grad_weight")
+    g = nchw(env, shapes[1], "upstream gradient (N, F, oh, ow)", "conv2d_grad_weight")
+    s, p = conv_geometry(params)
+    unify_or(env, x[0], g[0], f"conv2d_grad_weight: the input {fmt(x)} and the gradient {fmt(g)} differ in N")
+    size = given_size(params, smallest_kernel(x, g, s, p), "conv2d_grad_weight", "kernel")
+    check_fits(x[2:], size, s, p, g[2:], "conv2d_grad_weight")
+    return (g[1], x[1]) + size
+
+
+def pool_shape(env: ShapeEnv, shapes, params, op: str = "pooling") -> Shape:
+    x = nchw(env, shapes[0], "input x (N, C, H, W)", op)
+    k, s = pool_geometry(params)
+    return x[:2] + tuple(conv_out(x[2 + i], k[i], s[i], 0, op) for i in (0, 1))
+
+
+def same_batch_and_channels(env: ShapeEnv, a: Shape, b: Shape, op: str) -> None:
+    for i, what in ((0, "N"), (1, "C")):
+        unify_or(env, a[i], b[i], f"{op}: {fmt(a)} and {fmt(b)} differ in {what}")
+
+
+def maxpool_route_shape(env: ShapeEnv, shapes, params) -> Shape:
+    g = nchw(env, shapes[0], "upstream gradient (N, C, oh, ow)", "maxpool_route")
+    x = nchw(env, shapes[1], "input x (N, C, H, W)", "maxpool_route")
+    same_batch_and_channels(env, g, x, "maxpool_route")
+    pooled = pool_shape(env, [x], params, "maxpool_route")
+    if pooled[2:] != g[2:]:
+        raise ShapeMismatch(f"maxpool_route: pooling x {fmt(x)} gives {fmt(pooled)}, not the gradient's {fmt(g)}")
+    return env.resolve(x)
+
+
+def maxpool_gather_shape(env: ShapeEnv, shapes, params) -> Shape:
+    u = nchw(env, shapes[0], "array u (N, C, H, W)", "maxpool_gather")
+    x = nchw(env, shapes[1], "input x (N, C, H, W)", "maxpool_gather")
+    same_batch_and_channels(env, u, x, "maxpool_gather")
+    if u[2:] != x[2:]:
+        raise ShapeMismatch(f"maxpool_gather: u {fmt(u)} and x {fmt(x)} must have the same shape")
+    return pool_shape(env, [x], params, "maxpool_gather")
+
+
+def avgpool_spread_shape(env: ShapeEnv, shapes, params) -> Shape:
+    g = nchw(env, shapes[0], "upstream gradient (N, C, oh, ow)", "avgpool_spread")
+    k, s = pool_geometry(params)
+    smallest = tuple((g[2 + i] - 1) * s[i] + k[i] for i in (0, 1))
+    size = given_size(params, smallest, "avgpool_spread")
+    check_fits(size, k, s, (0, 0), g[2:], "avgpool_spread")
+    return g[:2] + size
+
+
+def conv_torch(torch, args, p):
+    return torch.nn.functional.conv2d(args[0], args[1], stride=p["stride"], padding=p["padding"])
+
+
+def conv2d_grad_input_torch(torch, args, p):
+    """ȳ ∗ rot180(K), literally: ȳ dilated by the stride, padded fully (k − 1, less the forward
+    padding, and at the end up to x's size), cross-correlated with the flipped kernel."""
+    g, k = args
+    s, pad = hw_pair(p, "stride", 1, 1), hw_pair(p, "padding", 0, 0)
+    gs, ks = tuple(g.shape), tuple(k.shape)
+    size = given_size(p, smallest_input(gs, ks, s, pad), "conv2d_grad_input")
+    dilated = g.new_zeros(gs[:2] + tuple((gs[2 + i] - 1) * s[i] + 1 for i in (0, 1)))
+    dilated[:, :, :: s[0], :: s[1]] = g
+    lead = [ks[2 + i] - 1 - pad[i] for i in (0, 1)]
+    tail = [lead[i] + size[i] - smallest_input(gs, ks, s, pad)[i] for i in (0, 1)]
+    padded = torch.nn.functional.pad(dilated, (lead[1], tail[1], lead[0], tail[0]))
+    return torch.nn.functional.conv2d(padded, k.flip(2, 3).transpose(0, 1))
+
+
+def conv2d_grad_weight_torch(torch, args, p):
+    """x ⋆ ȳ, literally: for each (f, c), the padded input cross-correlated with ȳ dilated by the
+    stride, summed over the batch (the batch axis plays the part of the channels)."""
+    x, g = args
+    s, pad = hw_pair(p, "stride", 1, 1), hw_pair(p, "padding", 0, 0)
+    size = given_size(p, smallest_kernel(tuple(x.shape), tuple(g.shape), s, pad), "conv2d_grad_weight")
+    padded = torch.nn.functional.pad(x, (pad[1], pad[1], pad[0], pad[0]))
+    full = torch.nn.functional.conv2d(padded.transpose(0, 1), g.transpose(0, 1), dilation=s)
+    return full[:, :, : size[0], : size[1]].transpose(0, 1)
+
+
+def pool_windows(torch, x, k, s):
+    """Every pooling window of x as a column: (N, C, kh·kw, number of windows)."""
+    n, c = x.shape[:2]
+    return torch.nn.functional.unfold(x, k, stride=s).reshape(n, c, k[0] * k[1], -1)
+
+
+def argmax_index(torch, x, k, s):
+    """Where in its window each maximum is (the first of equal maxima, as torch's max_pool2d)."""
+    return pool_windows(torch, x.detach(), k, s).argmax(dim=2, keepdim=True)
+
+
+def maxpool_route_torch(torch, args, p):
+    g, x = args
+    k, s = pool_geometry(p)
+    n, c = x.shape[:2]
+    index = argmax_index(torch, x, k, s)
+    cols = torch.zeros(index.shape[:2] + (k[0] * k[1], index.shape[3]), dtype=g.dtype)
+    cols = cols.scatter(2, index, g.reshape(n, c, 1, -1))
+    return torch.nn.functional.fold(cols.reshape(n, c * k[0] * k[1], -1), tuple(x.shape[2:]), k, stride=s)
+
+
+def maxpool_gather_torch(torch, args, p):
+    u, x = args
+    k, s = pool_geometry(p)
+    out = pool_shape(ShapeEnv(), [tuple(x.shape)], p)
+    return pool_windows(torch, u, k, s).gather(2, argmax_index(torch, x, k, s)).view(out)
+
+
+def avgpool_spread_torch(torch, args, p):
+    g = args[0]
+    k, s = pool_geometry(p)
+    n, c = g.shape[:2]
+    size = tuple(avgpool_spread_shape(ShapeEnv(), [tuple(g.shape)], p)[2:])
+    cols = g.reshape(n, c, 1, -1).expand(n, c, k[0] * k[1], g.shape[2] * g.shape[3])
+    return torch.nn.functional.fold(cols.reshape(n, c * k[0] * k[1], -1), size, k, stride=s)
+
+
+def pool_torch(name: str):
+    def run(torch, args, p):
+        return getattr(torch.nn.functional, name)(args[0], p["kernel_size"], stride=p.get("stride"))
+
+    return run
+
+
+# Backward rules. Each gradient op is linear in its gradient operand, so its own rules are the
+# other ops of the block (the double backward of a convolution is again a convolution).
+
+
+def conv_params(c: Ctx) -> dict:
+    return {"stride": c.params.get("stride", 1), "padding": c.params.get("padding", 0)}
+
+
+def grad_input(g, g_shape, k, k_shape, x_shape, params) -> Expr:
+    s, p = conv_geometry(params)
+    size = size_param(x_shape[2:], smallest_input(g_shape, k_shape, s, p))
+    return sb.Conv2dGradInput.build([g, k], [g_shape, k_shape], **params, size=size)
+
+
+def grad_weight(x, x_shape, g, g_shape, k_shape, params) -> Expr:
+    s, p = conv_geometry(params)
+    size = size_param(k_shape[2:], smallest_kernel(x_shape, g_shape, s, p))
+    return sb.Conv2dGradWeight.build([x, g], [x_shape, g_shape], **params, size=size)
+
+
+def conv_of(x, x_shape, k, k_shape, params) -> Expr:
+    return sb.Conv2d.build([x, k], [x_shape, k_shape], **params)
+
+
+def pool_params(c: Ctx) -> dict:
+    return {"kernel_size": c.params["kernel_size"], "stride": c.params.get("stride")}
+
+
+def window_area(params: dict) -> int:
+    k = hw_pair(params, "kernel_size", 1)
+    return k[0] * k[1]
+
+
+def spread_of(g, g_shape, x_shape, params) -> Expr:
+    k, s = pool_geometry(params)
+    smallest = tuple((g_shape[2 + i] - 1) * s[i] + k[i] for i in (0, 1))
+    return sb.AvgPoolSpread.build([g], [g_shape], **params, size=size_param(x_shape[2:], smallest))
+
+
+def avgpool_grad(c: Ctx) -> Expr:
+    return spread_of(c.g, c.out_shape, c.shapes[0], pool_params(c)) / window_area(c.params)
+
+
+def flatten_axes(shape: Shape, params: dict) -> tuple[int, int]:
+    if len(shape) == 0:
+        raise ShapeMismatch("flatten needs an array, not a scalar")
+    a = normalize_axis(params.get("start_dim", 1), len(shape))
+    b = normalize_axis(params.get("end_dim", -1), len(shape))
+    if a > b:
+        raise ShapeMismatch(f"flatten: start_dim {params.get('start_dim')} comes after end_dim {params.get('end_dim')}")
+    return a, b
+
+
+def flatten_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    a, b = flatten_axes(s, params)
+    merged = s[a : b + 1]
+    if len(merged) > 1 and not all(isinstance(d, int) for d in merged):
+        raise ShapeMismatch(f"flatten merges the axes {fmt(merged)} of {fmt(s)}: their sizes must be known integers")
+    size = merged[0] if len(merged) == 1 else int_product(merged)
+    return s[:a] + (size,) + s[b + 1 :]
+
+
+def int_tuple(params: dict, name: str, op: str, allow_fill: bool = False) -> tuple[int, ...]:
+    value = params.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    ok = isinstance(value, tuple) and all(isinstance(v, int) and (v >= 1 or (allow_fill and v == -1)) for v in value)
+    if not ok or (allow_fill and value.count(-1) > 1):
+        fill = " (one of them may be -1)" if allow_fill else ""
+        raise ShapeMismatch(f"{op} needs {name} as a tuple of positive integers{fill}, like (6, 4, 4); got {value!r}")
+    return value
+
+
+def unflatten_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    if len(s) == 0:
+        raise ShapeMismatch("unflatten needs an array, not a scalar")
+    k = normalize_axis(params.get("axis", 1), len(s))
+    sizes = int_tuple(params, "sizes", "unflatten")
+    unify_or(env, s[k], int_product(sizes), f"unflatten: axis {k} of {fmt(s)} cannot be split into {fmt(sizes)}")
+    return s[:k] + sizes + env.resolve(s[k + 1 :])
+
+
+def reshape_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    target = int_tuple(params, "shape", "reshape", allow_fill=True)
+    known = int_product(d for d in s if isinstance(d, int))
+    symbolic = [d for d in s if isinstance(d, str)]
+    wanted = int_product(d for d in target if d != -1)
+    if -1 in target:
+        if not symbolic and known % wanted == 0:
+            fill = known // wanted
+        elif len(symbolic) == 1 and known == wanted:
+            fill = symbolic[0]  # the symbolic axis (the batch) is what -1 stands for
+        else:
+            raise ShapeMismatch(f"reshape: {fmt(s)} does not fit {fmt(target)}")
+        return tuple(fill if d == -1 else d for d in target)
+    if len(symbolic) == 1 and wanted % known == 0:
+        env.unify(symbolic[0], wanted // known)
+    elif symbolic or known != wanted:
+        raise ShapeMismatch(
+            f"reshape: {fmt(s)} does not have the {wanted} entries of {fmt(target)}; -1 may stand for a size"
+        )
+    return target
+
+
+def view_torch(shape_of):
+    """A reshape, always as torch's view (grad_fn ViewBackward0) of a contiguous copy."""
+
+    def run(torch, args, p):
+        x = args[0]
+        return x.contiguous().view(shape_of(tuple(x.shape), p))
+
+    return run
+
+
+def flatten_grad(c: Ctx) -> Expr:
+    a, b = flatten_axes(c.shapes[0], c.params)
+    if a == b:
+        return c.g
+    return sb.Unflatten.build([c.g], [c.out_shape], axis=a, sizes=tuple(c.shapes[0][a : b + 1]))
+
+
+def unflatten_grad(c: Ctx) -> Expr:
+    k = normalize_axis(c.params.get("axis", 1), len(c.shapes[0]))
+    end = k + len(c.params["sizes"]) - 1
+    return sb.Flatten.build([c.g], [c.out_shape], start_dim=k, end_dim=end)
+
+
+def reshape_grad(c: Ctx) -> Expr:
+    shape = tuple(d if isinstance(d, int) else -1 for d in c.shapes[0])
+    return sb.Reshape.build([c.g], [c.out_shape], shape=shape)
+
+
+# Printing: the literature's notation where the parameters are the plain ones (stride 1, no
+# padding: x ⋆ K), and where they are not, the same notation with pad/dilate/crop written out.
+
+
+class ByParams:
+    """A printing template chosen by the op's parameters: `format(*operands, **params)` as a
+    template string has, so that the printer uses it as one."""
+
+    def __init__(self, fn: Callable[..., str]):
+        self.fn = fn
+
+    def format(self, *operands: str, **params) -> str:
+        return self.fn(operands, {k: (None if v == "" else v) for k, v in params.items()})
+
+    def __contains__(self, item: str) -> bool:
+        return True  # an operand may be followed by `.attr` (torch code): compound ones get parentheses
+
+
+def sub_text(value) -> str:
+    """2 -> ₂, (2, 3) -> ₂ₓ₃: a size as a Unicode subscript."""
+    if isinstance(value, tuple):
+        if value[0] == value[1]:
+            value = value[0]
+        else:
+            return "ₓ".join(str(v).translate(SUBSCRIPT) for v in value)
+    return str(value).translate(SUBSCRIPT)
+
+
+def sub_latex(value) -> str:
+    if isinstance(value, tuple):
+        value = value[0] if value[0] == value[1] else rf"{value[0]} \times {value[1]}"
+    return f"{value}"
+
+
+def is_plain(value, plain: int) -> bool:
+    return value is None or value == plain or value == (plain, plain)
+
+
+def wrap_text(name: str, value, inner: str, plain: int) -> str:
+    return inner if is_plain(value, plain) else f"{name}{sub_text(value)}({inner})"
+
+
+def wrap_latex(name: str, value, inner: str, plain: int) -> str:
+    if is_plain(value, plain):
+        return inner
+    return rf"\operatorname{{{name}}}_{{{sub_latex(value)}}}\left({inner}\right)"
+
+
+def conv2d_text(o, p):
+    if is_plain(p["stride"], 1) and is_plain(p["padding"], 0):
+        return f"{o[0]} ⋆ {o[1]}"
+    return f"conv2d({o[0]}, {o[1]}{p['params_kw']})"
+
+
+def conv2d_latex(o, p):
+    notes = []
+    if not is_plain(p["stride"], 1):
+        notes.append(f"s={sub_latex(p['stride'])}")
+    if not is_plain(p["padding"], 0):
+        notes.append(f"p={sub_latex(p['padding'])}")
+    sep = r",\,"
+    star = rf"\star_{{{sep.join(notes)}}}" if notes else r"\star"
+    return f"{o[0]} {star} {o[1]}"
+
+
+def grad_weight_text(o, p):
+    return f"{wrap_text('pad', p['padding'], o[0], 0)} ⋆ {wrap_text('dilate', p['stride'], o[1], 1)}"
+
+
+def grad_weight_latex(o, p):
+    return rf"{wrap_latex('pad', p['padding'], o[0], 0)} \star {wrap_latex('dilate', p['stride'], o[1], 1)}"
+
+
+def grad_input_text(o, p):
+    return wrap_text("crop", p["padding"], f"{wrap_text('dilate', p['stride'], o[0], 1)} ∗ rot180({o[1]})", 0)
+
+
+def grad_input_latex(o, p):
+    full = rf"{wrap_latex('dilate', p['stride'], o[0], 1)} * \operatorname{{rot}}_{{180}}\left({o[1]}\right)"
+    return wrap_latex("crop", p["padding"], full, 0)
+
+
+def default_stride(p) -> bool:
+    return p["stride"] is None or hw_pair(p, "stride", 1) == hw_pair(p, "kernel_size", 1)
+
+
+def pool_sub_text(p) -> str:
+    k = p["kernel_size"]
+    if default_stride(p):
+        return sub_text(k)
+    return f"{sub_text(k)},ₛ{sub_text(p['stride'])}"
+
+
+def pool_sub_latex(p) -> str:
+    k = p["kernel_size"]
+    if default_stride(p):
+        return sub_latex(k)
+    return rf"{sub_latex(k)},\,s={sub_latex(p['stride'])}"
+
+
+def pool_printing(name: str, text: str, latex: str, lang: str, torch, prec: int = PREC_ATOM) -> Printing:
+    """`text`/`latex` with {0}, {1} the operands and {k} the window (and stride) subscript."""
+    return Printing(
+        text=ByParams(lambda o, p: text.format(*o, k=pool_sub_text(p))),
+        latex=ByParams(lambda o, p: latex.format(*o, k=pool_sub_latex(p))),
+        lang=lang,
+        torch=ByParams(torch),
+        prec=prec,
+        operand_prec=PREC_POSTFIX,
+    )
+
+
+def grad_input_code(o, p):
+    kw = f"stride={p['stride']}, padding={p['padding']}"
+    if p["size"] is None:
+        return f"torch.nn.functional.conv_transpose2d({o[0]}, {o[1]}, {kw})"
+    h, w = hw_pair(p, "size", 1)
+    return f"torch.nn.grad.conv2d_input(({o[0]}.shape[0], {o[1]}.shape[1], {h}, {w}), {o[1]}, {o[0]}, {kw})"
+
+
+def grad_weight_code(o, p):
+    code = (
+        f"torch.nn.functional.conv2d({o[0]}.transpose(0, 1), {o[1]}.transpose(0, 1), padding={p['padding']}, "
+        f"dilation={p['stride']}).transpose(0, 1)"
+    )
+    if p["size"] is None:
+        return code
+    h, w = hw_pair(p, "size", 1)
+    return f"{code}[:, :, :{h}, :{w}]"
+
+
+def pool_code(name: str, x: str, p, extra: str = "") -> str:
+    k, s = pool_geometry(p)
+    return f"torch.nn.functional.{name}({x}, {k}, stride={s}{extra})"
+
+
+def argmax_code(x: str, p) -> str:
+    return pool_code("max_pool2d", x, p, ", return_indices=True") + "[1]"
+
+
+def route_code(o, p):
+    g, x = o
+    return (
+        f"torch.zeros_like({x}).flatten(2).scatter_add(2, {argmax_code(x, p)}.flatten(2), {g}.flatten(2)).view_as({x})"
+    )
+
+
+def gather_code(o, p):
+    u, x = o
+    return f"{u}.flatten(2).gather(2, {argmax_code(x, p)}.flatten(2)).view_as({argmax_code(x, p)})"
+
+
+def spread_code(o, p):
+    (g,), (k, s) = o, pool_geometry(p)
+    extra = ""
+    if p["size"] is not None:
+        h, w = hw_pair(p, "size", 1)
+        extra = (
+            f", output_padding=({h} - ({g}.shape[2] - 1) * {s[0]} - {k[0]}, {w} - ({g}.shape[3] - 1) * {s[1]} - {k[1]})"
+        )
+    ones = f"{g}.new_ones({g}.shape[1], 1, {k[0]}, {k[1]})"
+    return f"torch.nn.functional.conv_transpose2d({g}, {ones}, stride={s}, groups={g}.shape[1]{extra})"
+
+
+CONV_PARAMS = {"stride": 1, "padding": 0}
+CONV_GRAD_PARAMS = {"stride": 1, "padding": 0, "size": None}
+POOL_PARAMS = {"kernel_size": None, "stride": None}
+
+register(
+    Op(
+        name="conv2d",
+        syntax="conv2d",
+        arity=2,
+        shape=conv2d_shape,
+        sympy=lambda args, shapes, p: conv_of(args[0], shapes[0], args[1], shapes[1], p),
+        backward=(
+            lambda c: grad_input(c.g, c.out_shape, c.b, c.shapes[1], c.shapes[0], conv_params(c)),
+            lambda c: grad_weight(c.a, c.shapes[0], c.g, c.out_shape, c.shapes[1], conv_params(c)),
+        ),
+        torch=conv_torch,
+        grad_fn="ConvolutionBackward0",
+        summary="conv2d(x, K, stride=s, padding=p), NCHW: y[n,f,i,j] = Σ_c,a,b x[n,c,s·i+a−p, s·j+b−p] K[f,c,a,b], "
+        "the cross-correlation x ⋆ K (zero padding); K̄ = x ⋆ ȳ, x̄ = ȳ ∗ rot180(K); add a bias b: (F, 1, 1)",
+        example="x: (N, 3, 8, 6); K: (4, 3, 3, 2)\nconv2d(x, K)",
+        arg_names=("x", "K"),
+        params=dict(CONV_PARAMS),
+        sympy_class=sb.Conv2d,
+        input_ranks=(4, 4),
+        printing=Printing(
+            text=ByParams(conv2d_text),
+            latex=ByParams(conv2d_latex),
+            lang="conv2d({0}, {1}{params_kw})",
+            torch="torch.nn.functional.conv2d({0}, {1}, stride={stride}, padding={padding})",
+            prec=PREC_CONV,
+            operand_prec=PREC_POSTFIX,
+        ),
+    )
+)
+register(
+    Op(
+        name="conv2d_grad_input",
+        syntax="conv2d_grad_input",
+        arity=2,
+        shape=conv2d_grad_input_shape,
+        sympy=lambda args, shapes, p: sb.Conv2dGradInput.build(args, shapes, **p),
+        backward=(
+            lambda c: conv_of(c.g, c.out_shape, c.b, c.shapes[1], conv_params(c)),
+            lambda c: grad_weight(c.g, c.out_shape, c.a, c.shapes[0], c.shapes[1], conv_params(c)),
+        ),
+        torch=conv2d_grad_input_torch,
+        grad_fn="ConvolutionBackward0",
+        summary="conv2d's x̄ = ȳ ∗ rot180(K), the full convolution of ȳ (dilated by the stride) with the flipped "
+        "kernel, cropped by the padding: x̄[n,c,s·i+a−p, s·j+b−p] += ȳ[n,f,i,j] K[f,c,a,b]; size=(H, W) where "
+        "the stride leaves x's size open",
+        example="g: (N, 4, 6, 5); K: (4, 3, 3, 2)\nconv2d_grad_input(g, K)",
+        arg_names=("g", "K"),
+        params=dict(CONV_GRAD_PARAMS),
+        sympy_class=sb.Conv2dGradInput,
+        input_ranks=(4, 4),
+        printing=Printing(
+            text=ByParams(grad_input_text),
+            latex=ByParams(grad_input_latex),
+            lang="conv2d_grad_input({0}, {1}{params_kw})",
+            torch=ByParams(grad_input_code),
+            prec=PREC_CONV,
+            operand_prec=PREC_POSTFIX,
+        ),
+    )
+)
+register(
+    Op(
+        name="conv2d_grad_weight",
+        syntax="conv2d_grad_weight",
+        arity=2,
+        shape=conv2d_grad_weight_shape,
+        sympy=lambda args, shapes, p: sb.Conv2dGradWeight.build(args, shapes, **p),
+        backward=(
+            lambda c: grad_input(c.b, c.shapes[1], c.g, c.out_shape, c.shapes[0], conv_params(c)),
+            lambda c: conv_of(c.a, c.shapes[0], c.g, c.out_shape, conv_params(c)),
+        ),
+        torch=conv2d_grad_weight_torch,
+        grad_fn="TransposeBackward0",
+        summary="conv2d's K̄ = x ⋆ ȳ, the cross-correlation of the input with the upstream gradient (dilated by "
+        "the stride), summed over the batch: K̄[f,c,a,b] = Σ_n,i,j x[n,c,s·i+a−p, s·j+b−p] ȳ[n,f,i,j]; "
+        "size=(kh, kw) where the stride leaves it open",
+        example="x: (N, 3, 8, 6); g: (N, 4, 6, 5)\nconv2d_grad_weight(x, g)",
+        arg_names=("x", "g"),
+        out_name="K",
+        params=dict(CONV_GRAD_PARAMS),
+        sympy_class=sb.Conv2dGradWeight,
+        input_ranks=(4, 4),
+        printing=Printing(
+            text=ByParams(grad_weight_text),
+            latex=ByParams(grad_weight_latex),
+            lang="conv2d_grad_weight({0}, {1}{params_kw})",
+            torch=ByParams(grad_weight_code),
+            prec=PREC_CONV,
+            operand_prec=PREC_POSTFIX,
+        ),
+    )
+)
+register(
+    Op(
+        name="max_pool2d",
+        syntax="max_pool2d",
+        arity=1,
+        shape=lambda env, shapes, p: pool_shape(env, shapes, p, "max_pool2d"),
+        sympy=lambda args, shapes, p: sb.MaxPool2d.build(args, shapes, **p),
+        backward=(lambda c: sb.MaxPoolRoute.build([c.g, c.a], [c.out_shape, c.shapes[0]], **pool_params(c)),),
+        torch=pool_torch("max_pool2d"),
+        grad_fn="MaxPool2DWithIndicesBackward0",
+        summary="max_pool2d(x, k, stride=k): y[n,c,i,j] = max_a,b<k x[n,c,s·i+a, s·j+b]; x̄ = route(ȳ → argmax x), "
+        "each ȳ to the arg-max of its window (the first of tied maxima, as torch)",
+        example="x: (N, C, 6, 4)\nmax_pool2d(x, 2)",
+        params=dict(POOL_PARAMS),
+        sympy_class=sb.MaxPool2d,
+        input_ranks=(4,),
+        printing=pool_printing(
+            "max_pool2d",
+            "maxpool{k}({0})",
+            r"\operatorname{{maxpool}}_{{{k}}}\left({0}\right)",
+            "max_pool2d({0}{params_kw})",
+            lambda o, p: pool_code("max_pool2d", o[0], p),
+        ),
+    )
+)
+register(
+    Op(
+        name="maxpool_route",
+        syntax="maxpool_route",
+        arity=2,
+        shape=maxpool_route_shape,
+        sympy=lambda args, shapes, p: sb.MaxPoolRoute.build(args, shapes, **p),
+        backward=(
+            lambda c: sb.MaxPoolGather.build([c.g, c.b], [c.out_shape, c.shapes[1]], **pool_params(c)),
+            lambda c: S.Zero,
+        ),
+        torch=maxpool_route_torch,
+        grad_fn="Col2ImBackward0",
+        summary="max_pool2d's x̄ = route(ȳ → argmax x): x̄[n,c,h,w] = Σ_i,j ȳ[n,c,i,j] 1[(h, w) is the arg-max of "
+        "window (i, j) of x]; linear in ȳ (its adjoint is maxpool_gather), constant in x",
+        example="g: (N, C, 3, 2); x: (N, C, 6, 4)\nmaxpool_route(g, x, 2)",
+        arg_names=("g", "x"),
+        params=dict(POOL_PARAMS),
+        sympy_class=sb.MaxPoolRoute,
+        input_ranks=(4, 4),
+        printing=pool_printing(
+            "maxpool_route",
+            "route{k}({0} → argmax {1})",
+            r"\operatorname{{route}}_{{{k}}}\left({0} \to \operatorname{{argmax}} {1}\right)",
+            "maxpool_route({0}, {1}{params_kw})",
+            route_code,
+        ),
+    )
+)
+register(
+    Op(
+        name="maxpool_gather",
+        syntax="maxpool_gather",
+        arity=2,
+        shape=maxpool_gather_shape,
+        sympy=lambda args, shapes, p: sb.MaxPoolGather.build(args, shapes, **p),
+        backward=(
+            lambda c: sb.MaxPoolRoute.build([c.g, c.b], [c.out_shape, c.shapes[1]], **pool_params(c)),
+            lambda c: S.Zero,
+        ),
+        torch=maxpool_gather_torch,
+        grad_fn="ViewBackward0",
+        summary="u[argmax x]: u read where each window of x has its maximum, y[n,c,i,j] = u[n,c,s·i+a*, s·j+b*] "
+        "with (a*, b*) the arg-max of window (i, j) of x (max_pool2d(x) = u[argmax x] at u = x); the adjoint of "
+        "maxpool_route",
+        example="u: (N, C, 6, 4); x: (N, C, 6, 4)\nmaxpool_gather(u, x, 2)",
+        arg_names=("u", "x"),
+        params=dict(POOL_PARAMS),
+        sympy_class=sb.MaxPoolGather,
+        input_ranks=(4, 4),
+        printing=pool_printing(
+            "maxpool_gather",
+            "{0}[argmax{k} {1}]",
+            r"{0}\left[\operatorname{{argmax}}_{{{k}}} {1}\right]",
+            "maxpool_gather({0}, {1}{params_kw})",
+            gather_code,
+            prec=PREC_POSTFIX,
+        ),
+    )
+)
+register(
+    Op(
+        name="avg_pool2d",
+        syntax="avg_pool2d",
+        arity=1,
+        shape=lambda env, shapes, p: pool_shape(env, shapes, p, "avg_pool2d"),
+        sympy=lambda args, shapes, p: sb.AvgPool2d.build(args, shapes, **p),
+        backward=(avgpool_grad,),
+        torch=pool_torch("avg_pool2d"),
+        grad_fn="AvgPool2DBackward0",
+        summary="avg_pool2d(x, k, stride=k): y[n,c,i,j] = (1/k²) Σ_a,b<k x[n,c,s·i+a, s·j+b]; "
+        "x̄ = spread(ȳ) / k², each ȳ shared equally by its window",
+        example="x: (N, C, 6, 4)\navg_pool2d(x, 2)",
+        params=dict(POOL_PARAMS),
+        sympy_class=sb.AvgPool2d,
+        input_ranks=(4,),
+        printing=pool_printing(
+            "avg_pool2d",
+            "avgpool{k}({0})",
+            r"\operatorname{{avgpool}}_{{{k}}}\left({0}\right)",
+            "avg_pool2d({0}{params_kw})",
+            lambda o, p: pool_code("avg_pool2d", o[0], p),
+        ),
+    )
+)
+register(
+    Op(
+        name="avgpool_spread",
+        syntax="avgpool_spread",
+        arity=1,
+        shape=avgpool_spread_shape,
+        sympy=lambda args, shapes, p: sb.AvgPoolSpread.build(args, shapes, **p),
+        backward=(lambda c: window_area(c.params) * sb.AvgPool2d.build([c.g], [c.out_shape], **pool_params(c)),),
+        torch=avgpool_spread_torch,
+        grad_fn="Col2ImBackward0",
+        summary="spread(g): each entry copied over its window, y[n,c,s·i+a, s·j+b] += g[n,c,i,j] for a, b < k "
+        "(the adjoint of sum-pooling: avg_pool2d's x̄ = spread(ȳ) / k²); size=(H, W) where the stride leaves it open",
+        example="g: (N, C, 3, 2)\navgpool_spread(g, 2)",
+        arg_names=("g",),
+        params={"kernel_size": None, "stride": None, "size": None},
+        sympy_class=sb.AvgPoolSpread,
+        input_ranks=(4,),
+        printing=pool_printing(
+            "avgpool_spread",
+            "spread{k}({0})",
+            r"\operatorname{{spread}}_{{{k}}}\left({0}\right)",
+            "avgpool_spread({0}{params_kw})",
+            spread_code,
+        ),
+    )
+)
+register(
+    Op(
+        name="flatten",
+        syntax="flatten",
+        arity=1,
+        shape=flatten_shape,
+        sympy=lambda args, shapes, p: sb.Flatten.build(args, shapes, **p),
+        backward=(flatten_grad,),
+        torch=view_torch(lambda shape, p: flatten_shape(ShapeEnv(), [shape], p)),
+        grad_fn="ViewBackward0",
+        summary="flatten(x, start_dim=1, end_dim=-1): the axes start_dim..end_dim merged into one in row-major "
+        "order, (N, C, H, W) → (N, C·H·W), y[n, (c·H + h)·W + w] = x[n,c,h,w], as x.view(N, -1) (start_dim 1 as "
+        "nn.Flatten); x̄ = unflatten(ȳ)",
+        example="x: (N, 3, 4, 2)\nflatten(x)",
+        params={"start_dim": 1, "end_dim": -1},
+        sympy_class=sb.Flatten,
+        printing=Printing(
+            text="flatten({0}{params_kw})",
+            latex=r"\operatorname{{flatten}}\left({0}\right)",
+            lang="flatten({0}{params_kw})",
+            torch="{0}.flatten({start_dim}, {end_dim})",
+        ),
+    )
+)
+register(
+    Op(
+        name="unflatten",
+        syntax="unflatten",
+        arity=1,
+        shape=unflatten_shape,
+        sympy=lambda args, shapes, p: sb.Unflatten.build(args, shapes, **p),
+        backward=(unflatten_grad,),
+        torch=view_torch(lambda shape, p: unflatten_shape(ShapeEnv(), [shape], p)),
+        grad_fn="ViewBackward0",
+        summary="unflatten(x, axis, sizes): one axis split into several, (N, 96) → (N, 6, 4, 4) with sizes "
+        "(6, 4, 4), y[n,c,h,w] = x[n, (c·4 + h)·4 + w], as torch.unflatten; x̄ = flatten(ȳ) over those axes",
+        example="x: (N, 24)\nunflatten(x, 1, (3, 4, 2))",
+        params={"axis": 1, "sizes": None},
+        sympy_class=sb.Unflatten,
+        printing=Printing(
+            text="unflatten({0}, {axis}, {sizes})",
+            latex=r"\operatorname{{unflatten}}_{{{axis}}}\left({0}, {sizes}\right)",
+            lang="unflatten({0}, {axis}, {sizes})",
+            torch="{0}.unflatten({axis}, {sizes})",
+        ),
+    )
+)
+register(
+    Op(
+        name="reshape",
+        syntax="reshape",
+        arity=1,
+        shape=reshape_shape,
+        sympy=lambda args, shapes, p: sb.Reshape.build(args, shapes, **p),
+        backward=(reshape_grad,),
+        torch=view_torch(lambda shape, p: int_tuple(p, "shape", "reshape", allow_fill=True)),
+        grad_fn="ViewBackward0",
+        summary="reshape(x, (a, b, …)): the same entries in row-major order under a new shape, one size may be -1 "
+        "(x.view(-1, 96)), y[i, j] = x[k, l] where i·b + j is the row-major position of [k, l]; "
+        "x̄ = reshape(ȳ, shape of x)",
+        example="x: (N, 3, 8)\nreshape(x, (-1, 4, 6))",
+        params={"shape": None},
+        sympy_class=sb.Reshape,
+        printing=Printing(
+            text="reshape({0}, {shape})",
+            latex=r"\operatorname{{reshape}}\left({0}, {shape}\right)",
+            lang="reshape({0}, {shape})",
+            torch="{0}.reshape({shape})",
+        ),
     )
 )
 

@@ -470,7 +470,10 @@ class _Builder:
         if all(a.is_const for a in args):
             if not op.elementwise or any(a.shape for a in args):
                 self._fail(ParseError, f"{op.syntax} of a constant: there is nothing to differentiate", e)
-            value = op.sympy([a.value for a in args], [() for _ in args], params)
+            try:
+                value = op.sympy([a.value for a in args], [() for _ in args], params)
+            except (ZeroDivisionError, OverflowError, ValueError):
+                self._fail(ParseError, "this constant expression is not a finite real number", e)
             if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or not value.is_real:
                 self._fail(ParseError, "this constant expression is not a finite real number", e)
             return self._new(kind="const", value=value, place=place)
