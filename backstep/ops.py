@@ -755,7 +755,7 @@ register(
             text="logsumexp({0}{axis_kw})",
             latex=r"\operatorname{{logsumexp}}{axis_sub}\left({0}\right)",
             lang="logsumexp({0}{axis_kw})",
-            torch="torch.logsumexp({0}, dim={all_dims})",
+            torch="torch.logsumexp({0}, dim={reduce_dims})",
         ),
     )
 )

@@ -331,7 +331,11 @@ class Printer:
             extra["axis_kw"] += ", keepdims=True"
         extra["dim_kw"] = extra["axis_kw"].replace("axis=", "dim=").replace("keepdims=", "keepdim=")
         if in_shapes:
-            extra["all_dims"] = tuple(range(len(in_shapes[0])))
+            every = tuple(range(len(in_shapes[0])))
+            # torch names the reduced axes: one, or all of them (keepdim needs them spelled out)
+            extra["reduce_dims"] = params["axis"] if params.get("axis") is not None else every
+            if params.get("axis") is None and params.get("keepdims"):
+                extra["dim_kw"] = f", dim={every}, keepdim=True"
             extra["t_long"] = ".long()" if len(in_shapes) > 1 and len(in_shapes[1]) < len(in_shapes[0]) else ""
         if params.get("reduction", "mean") != "mean":
             extra["reduction_kw"] = f', reduction="{params["reduction"]}"'
