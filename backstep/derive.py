@@ -144,18 +144,16 @@ class _Sweep:
                     edges_into[a.id] = edges_into.get(a.id, 0) + 1
         contributions: dict[int, list[str]] = {}
         adjoint: dict[int, Expr] = {out.id: sympy.Integer(1) if seed.is_one else sb.var(seed.name)}
-        adjoint_name: dict[int, str] = {out.id: seed.name}
 
         def finish(node: Node) -> None:
             """Define the node's adjoint from its contributions (a sum when there are several)."""
             if node.id in adjoint:
                 return
             parts = contributions.get(node.id, [])
-            name = self.adjoint_symbol(node)
-            adjoint_name[node.id] = name
             if len(parts) == 1:
                 adjoint[node.id] = sb.var(parts[0])  # the one rule step defined it directly
                 return
+            name = self.adjoint_symbol(node)
             terms = [sb.var(p) for p in parts]
             self.steps.append(
                 BackwardStep(
@@ -261,7 +259,7 @@ class _Sweep:
         text, latex = bar_text(node.name), bar_latex(node.name)
         if partial:
             text += f"⁽{partial}⁾".translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
-            latex += f"^{{({partial})}}"
+            latex = f"{{{latex}^{{({partial})}}}}"  # braced: a later ᵀ or power stays valid LaTeX
         self.symbols.add(name, node.shape, text, latex)
         return name
 

@@ -150,10 +150,37 @@ class Derivation:
 
         return render(self, "json")
 
-    def to_text(self) -> str:
+    def to_text(self, notation: str = "bar", lang: str = "en") -> str:
         from .render import render
 
-        return render(self, "text")
+        return render(self, "text", notation=notation, lang=lang)
+
+    def to_markdown(self, notation: str = "bar", lang: str = "en", template_dir=None) -> str:
+        """Markdown with $…$ math and a Mermaid graph (the template derivation.md.j2)."""
+        from .render import render
+
+        return render(self, "md", notation=notation, lang=lang, template_dir=template_dir)
+
+    def to_latex(self, standalone: bool = False, notation: str = "bar", lang: str = "en", template_dir=None) -> str:
+        """A LaTeX fragment to paste, or with `standalone` a complete document."""
+        from .render import render
+
+        return render(self, "latex", standalone=standalone, notation=notation, lang=lang, template_dir=template_dir)
+
+    def to_pdf(self, path, notation: str = "bar", lang: str = "en", template_dir=None) -> None:
+        """Compile the complete LaTeX document to the PDF file `path` (needs latexmk and xelatex)."""
+        from .render.pdf import write_pdf
+
+        write_pdf(self, path, notation=notation, lang=lang, template_dir=template_dir)
+
+    # Jupyter shows a derivation as math: the Markdown view (with its graph), or the LaTeX math alone.
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def _repr_latex_(self) -> str:
+        from .render import render
+
+        return render(self, "latex", math_only=True)
 
     def verify(self, points: int = 3, seed: int = 0) -> Verification:
         from .verify import verify

@@ -458,7 +458,7 @@ register(
         shape=transpose_shape,
         sympy=lambda args, shapes, p: sb.TransposeOp.build(args, shapes),
         backward=(lambda c: sb.TransposeOp.build([c.g], [c.out_shape]),),
-        torch=lambda torch, args, p: args[0].permute(*reversed(range(args[0].dim()))),
+        torch=lambda torch, args, p: args[0].permute(tuple(reversed(range(args[0].dim())))),
         grad_fn="PermuteBackward0",
         summary="transpose: reverses the axes",
         arg_names=("A",),
@@ -797,8 +797,9 @@ def cross_entropy_shape(env: ShapeEnv, shapes, params) -> Shape:
     if len(t) == 1:
         env.unify(z[0], t[0])
     elif len(t) == 2:
-        try:
-            broadcast(env, z, t)
+        try:  # probabilities: one row per example, exactly as the logits (torch does not broadcast)
+            env.unify(z[0], t[0])
+            env.unify(z[1], t[1])
         except ShapeMismatch:
             raise ShapeMismatch(f"targets {fmt(t)} do not match logits {fmt(z)}") from None
     else:
@@ -999,6 +1000,11 @@ def broadcast_all(env: ShapeEnv, shapes, params) -> Shape:
     return out
 
 
+def number(value: float) -> Expr:
+    """A parameter as a SymPy number: 1, not 1.0, when it is whole."""
+    return sympy.Integer(int(value)) if float(value).is_integer() else sympy.Float(value)
+
+
 def param_function(
     name: str,
     cls: type,
@@ -1010,6 +1016,7 @@ def param_function(
     latex: str,
     domain: str | None = None,
     example: str = "",
+    shape: Callable[..., Shape] = same_shape,
 ) -> Op:
     """An elementwise function with keyword parameters (a TensorOp, so that they travel with it)."""
     return register(
@@ -1017,7 +1024,7 @@ def param_function(
             name=name,
             syntax=name,
             arity=1,
-            shape=same_shape,
+            shape=shape,
             sympy=lambda args, shapes, p: cls.build(args, shapes, **p),
             backward=(backward,),
             torch=torch_fn,
@@ -1053,7 +1060,7 @@ param_function(
     "elu",
     sb.Elu,
     # for x > 0 the slope is 1, else α eˣ = y + α (the forward value again)
-    lambda c: c.g * (sb.Step(c.a) + sb.Step(-c.a) * (c.y + sympy.Float(c.params["alpha"]))),
+    lambda c: c.g * (sb.Step(c.a) + sb.Step(-c.a) * (c.y + number(c.params["alpha"]))),
     "x for x > 0, α(eˣ − 1) else; derivative 1[x > 0] + 1[x < 0] (y + α)",
     lambda torch, args, p: torch.nn.functional.elu(args[0], p["alpha"]),
     "EluBackward0",
@@ -1061,6 +1068,12 @@ param_function(
     r"\operatorname{{elu}}\left({0}\right)",
     domain="off_kink",
 )
+
+
+def clamp_shape(env: ShapeEnv, shapes, params) -> Shape:
+    if params.get("min") is None and params.get("max") is None:
+        raise ShapeMismatch("clamp needs a bound: clamp(x, min=0), clamp(x, max=1) or both")
+    return same_shape(env, shapes, params)
 
 
 def clamp_grad(c: Ctx) -> Expr:
@@ -1089,6 +1102,7 @@ param_function(
     r"\operatorname{{clamp}}\left({0}{params_kw}\right)",
     domain="off_bounds",
     example="x: (n, d)\nclamp(x, min=0)",
+    shape=clamp_shape,
 )
 unary(
     "gelu",
@@ -1284,7 +1298,7 @@ def square_to_scalar(env: ShapeEnv, shapes, params) -> Shape:
 
 def inv_t(x: Expr, shape: Shape) -> Expr:
     """X⁻ᵀ."""
-    return sb.TransposeOp.build([sb.Inverse.build([x], [shape])], [shape])
+    return sb.TransposeOp.build([sb.InverseOp.build([x], [shape])], [shape])
 
 
 def eye_like(shape: Shape) -> Expr:
@@ -1298,13 +1312,13 @@ register(
         syntax="trace",
         arity=1,
         shape=square_to_scalar,
-        sympy=lambda args, shapes, p: sb.Trace.build(args, shapes),
+        sympy=lambda args, shapes, p: sb.TraceOp.build(args, shapes),
         backward=(lambda c: c.g * eye_like(c.shapes[0]),),
         torch=lambda torch, args, p: torch.trace(args[0]),
         grad_fn="TraceBackward0",
         summary="tr A = Σ A_ii; Ā = ȳ I",
         arg_names=("A",),
-        sympy_class=sb.Trace,
+        sympy_class=sb.TraceOp,
         printing=Printing(
             text="tr({0})", latex=r"\operatorname{{tr}}\left({0}\right)", lang="trace({0})", torch="torch.trace({0})"
         ),
@@ -1317,14 +1331,14 @@ register(
         syntax="det",
         arity=1,
         shape=square_to_scalar,
-        sympy=lambda args, shapes, p: sb.Det.build(args, shapes),
+        sympy=lambda args, shapes, p: sb.DetOp.build(args, shapes),
         backward=(lambda c: c.g * c.y * inv_t(c.a, c.shapes[0]),),
         torch=lambda torch, args, p: torch.det(args[0]),
         grad_fn="LinalgDetBackward0",
         summary="det A; Ā = ȳ det(A) A⁻ᵀ (Jacobi's formula)",
         arg_names=("A",),
         domain=("invertible",),
-        sympy_class=sb.Det,
+        sympy_class=sb.DetOp,
         printing=Printing(text="det({0})", latex=r"\det\left({0}\right)", lang="det({0})", torch="torch.det({0})"),
     )
 )
@@ -1335,14 +1349,14 @@ register(
         syntax="logdet",
         arity=1,
         shape=square_to_scalar,
-        sympy=lambda args, shapes, p: sb.LogDet.build(args, shapes),
+        sympy=lambda args, shapes, p: sb.LogDetOp.build(args, shapes),
         backward=(lambda c: c.g * inv_t(c.a, c.shapes[0]),),
         torch=lambda torch, args, p: torch.logdet(args[0]),
         grad_fn="WhereBackward0",
         summary="log det A (A drawn SPD); Ā = ȳ A⁻ᵀ",
         arg_names=("A",),
         domain=("spd",),
-        sympy_class=sb.LogDet,
+        sympy_class=sb.LogDetOp,
         printing=Printing(
             text="logdet({0})", latex=r"\log\det\left({0}\right)", lang="logdet({0})", torch="torch.logdet({0})"
         ),
@@ -1364,7 +1378,7 @@ register(
         syntax="inv",
         arity=1,
         shape=square_shape,
-        sympy=lambda args, shapes, p: sb.Inverse.build(args, shapes),
+        sympy=lambda args, shapes, p: sb.InverseOp.build(args, shapes),
         backward=(inv_grad,),
         torch=lambda torch, args, p: torch.inverse(args[0]),
         grad_fn="LinalgInvExBackward0",
@@ -1372,7 +1386,7 @@ register(
         arg_names=("A",),
         out_name="Y",
         domain=("invertible",),
-        sympy_class=sb.Inverse,
+        sympy_class=sb.InverseOp,
         printing=Printing(
             text="{0}⁻¹",
             latex=r"{0}^{{-1}}",
@@ -1401,13 +1415,13 @@ register(
         syntax="diag",
         arity=1,
         shape=diag_shape,
-        sympy=lambda args, shapes, p: sb.Diag.build(args, shapes),
-        backward=(lambda c: sb.Diag.build([c.g], [c.out_shape]),),
+        sympy=lambda args, shapes, p: sb.DiagOp.build(args, shapes),
+        backward=(lambda c: sb.DiagOp.build([c.g], [c.out_shape]),),
         torch=lambda torch, args, p: torch.diag(args[0]),
         grad_fn=lambda ranks, consts, params: "DiagonalBackward0_copy" if ranks[0] == 2 else "DiagEmbedBackward0",
         summary="diag(v): the diagonal matrix of a vector; diag(A): the diagonal of a square matrix; "
         "each one's gradient is the other",
-        sympy_class=sb.Diag,
+        sympy_class=sb.DiagOp,
         printing=Printing(
             text="diag({0})", latex=r"\operatorname{{diag}}\left({0}\right)", lang="diag({0})", torch="torch.diag({0})"
         ),

@@ -468,15 +468,20 @@ class _Builder:
                     ParseError, f"the exponent {exponent} is larger than {self.limits.max_exponent} (--max-exponent)", e
                 )
         if all(a.is_const for a in args):
-            if not op.elementwise or any(a.shape for a in args):
+            # A constant: folded (`2 * eye(n)` is a constant array), never a node to differentiate.
+            if not op.elementwise:
                 self._fail(ParseError, f"{op.syntax} of a constant: there is nothing to differentiate", e)
+            shapes = [a.shape for a in args]
             try:
-                value = op.sympy([a.value for a in args], [() for _ in args], params)
+                shape = op.shape(self.env, shapes, params)
+                value = op.sympy([a.value for a in args], shapes, params)
+            except ShapeMismatch as err:
+                self._fail(ShapeError, str(err), e)
             except (ZeroDivisionError, OverflowError, ValueError):
                 self._fail(ParseError, "this constant expression is not a finite real number", e)
-            if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or not value.is_real:
+            if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or value.is_real is False:
                 self._fail(ParseError, "this constant expression is not a finite real number", e)
-            return self._new(kind="const", value=value, place=place)
+            return self._new(kind="const", value=value, shape=shape, place=place)
         return self._new(kind="op", op=op, inputs=args, params=params, place=place)
 
     # --- shapes --------------------------------------------------------------------------------

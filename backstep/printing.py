@@ -20,7 +20,7 @@ from sympy import Expr
 
 from .ops import OP_OF_CLASS, OPS, PREC_ADD, PREC_ATOM, PREC_MATMUL, PREC_MUL, PREC_POSTFIX, PREC_POW, PREC_UNARY
 from .shapes import ShapeEnv
-from .symbolic import Dim, Inverse, MatrixProduct, OuterProduct, TensorOp, TransposeOp
+from .symbolic import Dim, InverseOp, MatrixProduct, OuterProduct, TensorOp, TransposeOp
 
 MATH_FUNCTIONS = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "erf"}
 
@@ -158,7 +158,8 @@ class Printer:
             return {"text": "π", "latex": r"\pi", "lang": repr(float(sympy.pi)), "torch": "math.pi"}[
                 self.target
             ], PREC_ATOM
-        if isinstance(expr, TransposeOp) and isinstance(expr.operands[0], Inverse) and self.target in ("text", "latex"):
+        inverse_transposed = isinstance(expr, TransposeOp) and isinstance(expr.operands[0], InverseOp)
+        if inverse_transposed and self.target in ("text", "latex"):
             # X⁻ᵀ, as the Matrix Cookbook writes the inverse transposed
             base = self.wrap(expr.operands[0].operands[0], PREC_POSTFIX)
             return (base + "⁻ᵀ" if self.target == "text" else base + r"^{-\top}"), PREC_POSTFIX

@@ -204,6 +204,15 @@ class TransposeOp(TensorOp):
 class OuterProduct(TensorOp):
     n_operands = 2
 
+    @classmethod
+    def eval(cls, a, b, sa, sb):
+        # a number stands for a broadcast vector: c 𝟏 bᵀ = c bᵀ (rows), a (c 𝟏)ᵀ = c a (columns)
+        if a.is_Number:
+            return a * b
+        if b.is_Number:
+            return b * UnsqueezeOp.build([a], [shape_from_sympy(sa)], axis=1)
+        return None
+
 
 def _count(shape: Tuple, axis: Tuple) -> Expr:
     """How many entries a reduction over `axis` (all when empty) adds up."""
@@ -264,27 +273,27 @@ class NormOp(TensorOp):
     """The 2-norm of a vector, the Frobenius norm of a matrix."""
 
 
-class Trace(TensorOp):
+class TraceOp(TensorOp):
     pass
 
 
-class Det(TensorOp):
+class DetOp(TensorOp):
     pass
 
 
-class LogDet(TensorOp):
+class LogDetOp(TensorOp):
     pass
 
 
-class Inverse(TensorOp):
+class InverseOp(TensorOp):
     @classmethod
     def eval(cls, x, shape):
-        if isinstance(x, Inverse):
+        if isinstance(x, InverseOp):
             return x.operands[0]
         return None
 
 
-class Diag(TensorOp):
+class DiagOp(TensorOp):
     """torch.diag: the diagonal of a matrix, or the diagonal matrix of a vector."""
 
     @classmethod

@@ -72,8 +72,9 @@ def verify(derivation: Derivation, points: int = 3, seed: int = 0) -> Verificati
             shape = concrete(derivation.symbols.table[step.target].shape, sizes)
             value = torch.broadcast_to(evaluator(step.result), shape)
             env[step.target] = value
-            if step.partial is None:
-                tensor = nodes[by_name[step.of].id]
+            tensor = nodes[by_name[step.of].id]
+            # A value autograd does not track (the output of a comparison or step) has no .grad.
+            if step.partial is None and tensor.requires_grad:
                 compare("adjoint", step.of, value, _grad(torch, tensor))
         for name, grad in derivation.gradients.items():
             fresh = Evaluator({k: v for k, v in env.items() if k in leaves or k == derivation.seed.name}, sizes)

@@ -23,11 +23,10 @@ def renderer(name: str):
 def render(derivation: Derivation, fmt: str, **options) -> str:
     if fmt not in RENDERERS:
         _load()
-    try:
-        return RENDERERS[fmt](derivation, **options)
-    except KeyError:
-        raise ValueError(f"unknown format {fmt!r} (known: {', '.join(sorted(RENDERERS))})") from None
+    if fmt not in RENDERERS:
+        raise ValueError(f"unknown format {fmt!r} (known: {', '.join(sorted(RENDERERS))})")
+    return RENDERERS[fmt](derivation, **options)
 
 
 def _load() -> None:
-    from . import json, terminal  # noqa: F401  (each module registers itself)
+    from . import json, latex, markdown, terminal  # noqa: F401  (each module registers itself)

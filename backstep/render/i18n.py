@@ -9,6 +9,7 @@ its name to ``OP_NAMES`` in every language (a test generated from the op table c
 
 from __future__ import annotations
 
+import datetime
 import string
 
 LANGS = ("en", "zh")
@@ -34,27 +35,43 @@ MESSAGES: dict[str, dict[str, str]] = {
         "col_rule": "rule",
         "col_gradient": "gradient",
         "col_variable": "variable",
-        "col_needs_grad": "needs gradient",
+        "col_role": "role",
+        "role_input_grad": "input (gradient wanted)",
+        "role_input_const": "input (a constant)",
+        "role_output": "output",
         "col_domain": "drawn from",
         "col_check": "quantity",
         "col_abs_err": "max abs error",
         "col_rel_err": "max rel error",
         "col_result": "result",
-        "yes": "yes",
-        "no": "no (a constant)",
         "scalar": "scalar",
         # the derivation
         "seed": "seed",
-        "seed_sentence": "The backward pass starts from the seed {seed}.",
+        "seed_sentence": "The backward pass starts from the seed {seed} and applies the chain rule node by node, "
+        "from the output back to the inputs.",
+        "forward_intro": "Every intermediate value gets a name, in the order torch computes it:",
+        "gradients_intro": "Each gradient in terms of the inputs, with the shape of its variable:",
+        "gradients_intro_long": (
+            "Each gradient in terms of the inputs — or, where that is too long to print, of the named steps "
+            "of the backward pass — with the shape of its variable:"
+        ),
+        "colon": ": ",
+        "list_sep": ", ",
         "wrt_only": "gradients with respect to {wrt} (the others are constants)",
         "at_values": "at {values}",
+        "values_at": "Every step below is also evaluated at {values}.",
         "feeds_several": "{name} feeds several nodes",
         "chain_rule_sum": "multivariable chain rule: add the contributions",
         "chain_rule_short": "multivariable chain rule",
         "too_long": "in terms of the named steps: expanded it is too long to read",
+        "see_step": "step ({step})",
         "note": "note: {note}",
         "graph_legend": (
-            "Forward edges carry values from left to right; the label under each edge is the gradient "
+            "Forward edges carry values from the inputs to the output; the red label beside each edge is the "
+            "gradient that flows back along it in the backward pass."
+        ),
+        "graph_legend_plain": (
+            "Edges carry values forward, from the inputs to the output; the label on each edge is the gradient "
             "that flows back along it in the backward pass."
         ),
         "graph_too_large": "The graph has {count} nodes: too many to draw legibly.",
@@ -65,7 +82,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         # the verification report
         "verified": "verified",
         "mismatch": "MISMATCH",
-        "verified_with": "with PyTorch autograd ({dtype}, {points} random points{sizes})",
+        "verified_with": " with PyTorch autograd ({dtype}, {points} random points{sizes})",
+        "sizes_suffix": ", {sizes}",
         "every_intermediate": "every intermediate (retain_grad)",
         "forward_values": "forward values",
         "grad_fn_names": "grad_fn names",
@@ -116,25 +134,36 @@ MESSAGES: dict[str, dict[str, str]] = {
         "col_rule": "规则",
         "col_gradient": "梯度",
         "col_variable": "变量",
-        "col_needs_grad": "是否求梯度",
+        "col_role": "角色",
+        "role_input_grad": "输入（求梯度）",
+        "role_input_const": "输入（常量）",
+        "role_output": "输出",
         "col_domain": "取值范围",
         "col_check": "检验项",
         "col_abs_err": "最大绝对误差",
         "col_rel_err": "最大相对误差",
         "col_result": "结果",
-        "yes": "是",
-        "no": "否（常量）",
         "scalar": "标量",
         "seed": "初始梯度",
-        "seed_sentence": "反向传播从初始梯度 {seed} 开始。",
+        "seed_sentence": "反向传播从初始梯度 {seed} 开始，从输出到输入逐个节点应用链式法则。",
+        "forward_intro": "按 torch 的计算顺序，为每个中间值命名：",
+        "gradients_intro": "用输入表示的各个梯度，以及对应变量的形状：",
+        "gradients_intro_long": (
+            "用输入表示的各个梯度（展开后过长的，用反向传播中具名的步骤表示），以及对应变量的形状："
+        ),
+        "colon": "：",
+        "list_sep": "、",
         "wrt_only": "只对 {wrt} 求梯度（其余变量视为常量）",
         "at_values": "取值：{values}",
+        "values_at": "下面的每一步同时在 {values} 处求值。",
         "feeds_several": "{name} 流向多个节点",
         "chain_rule_sum": "多元链式法则：把各条路径的贡献相加",
         "chain_rule_short": "多元链式法则",
         "too_long": "用具名的中间步骤表示：完全展开后过长，难以阅读",
+        "see_step": "见第 ({step}) 步",
         "note": "注：{note}",
-        "graph_legend": "前向边自左向右传递数值；每条边下方标注的是反向传播时沿这条边传回的梯度。",
+        "graph_legend": "前向边从输入向输出传递数值；每条边旁的红色标注是反向传播时沿这条边传回的梯度。",
+        "graph_legend_plain": "边从输入向输出传递数值；每条边上标注的是反向传播时沿这条边传回的梯度。",
         "graph_too_large": "计算图有 {count} 个节点，太多，无法清楚地画出。",
         "domain_real": "实数",
         "domain_positive": "正数",
@@ -142,7 +171,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "domain_nonzero": "非零数",
         "verified": "已验证",
         "mismatch": "不一致",
-        "verified_with": "与 PyTorch 自动求导比对（{dtype}，{points} 个随机点{sizes}）",
+        "verified_with": "（与 PyTorch 自动求导比对：{dtype}，{points} 个随机点{sizes}）",
+        "sizes_suffix": "，{sizes}",
         "every_intermediate": "所有中间量（retain_grad）",
         "forward_values": "前向值",
         "grad_fn_names": "grad_fn 名称",
@@ -177,7 +207,7 @@ OP_NAMES: dict[str, dict[str, str]] = {
     "en": {
         "add": "addition",
         "sub": "subtraction",
-        "mul": "elementwise product",
+        "mul": "product",
         "div": "division",
         "pow": "power",
         "neg": "negation",
@@ -228,11 +258,22 @@ OP_NAMES: dict[str, dict[str, str]] = {
         "inv": "inverse",
         "diag": "diagonal",
         "eye": "identity",
+        "conv2d": "convolution",
+        "conv2d_grad_input": "transposed convolution",
+        "conv2d_grad_weight": "kernel gradient",
+        "max_pool2d": "max pooling",
+        "maxpool_route": "max-pooling routing",
+        "maxpool_gather": "max-pooling gather",
+        "avg_pool2d": "average pooling",
+        "avgpool_spread": "average-pooling spread",
+        "flatten": "flatten",
+        "unflatten": "unflatten",
+        "reshape": "reshape",
     },
     "zh": {
         "add": "加法",
         "sub": "减法",
-        "mul": "逐元素乘法",
+        "mul": "乘法",
         "div": "除法",
         "pow": "幂",
         "neg": "取负",
@@ -283,6 +324,17 @@ OP_NAMES: dict[str, dict[str, str]] = {
         "inv": "逆矩阵",
         "diag": "对角",
         "eye": "单位矩阵",
+        "conv2d": "卷积",
+        "conv2d_grad_input": "转置卷积",
+        "conv2d_grad_weight": "卷积核梯度",
+        "max_pool2d": "最大池化",
+        "maxpool_route": "最大池化路由",
+        "maxpool_gather": "最大池化取值",
+        "avg_pool2d": "平均池化",
+        "avgpool_spread": "平均池化展开",
+        "flatten": "展平",
+        "unflatten": "反展平",
+        "reshape": "重塑形状",
     },
 }
 
@@ -315,6 +367,20 @@ class Messages:
         if len(items) <= 1:
             return "".join(items)
         return sep.join(items[:-1]) + last + items[-1]
+
+
+MONTHS_EN = ("January February March April May June July August September October November December").split()
+
+
+def format_date(text: str, lang: str = "en") -> str:
+    """An ISO date (2026-03-02) as the language writes it (2 March 2026, 2026年3月2日); other text as is."""
+    try:
+        day = datetime.date.fromisoformat(text.strip())
+    except ValueError:
+        return text
+    if lang == "zh":
+        return f"{day.year}年{day.month}月{day.day}日"
+    return f"{day.day} {MONTHS_EN[day.month - 1]} {day.year}"
 
 
 def fields_of(template: str) -> set[str]:

@@ -9,21 +9,21 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import BackwardStep, Derivation
-from ..shapes import format_shape
 from . import renderer
 from .common import Notation, format_number, format_value
 
 
-def build(d: Derivation) -> Group:
-    n = Notation(d)
+def build(d: Derivation, notation: str = "bar", lang: str = "en") -> Group:
+    """The terminal view; `notation` names the adjoints (bar, partial, delta), `lang` is the prose's language."""
+    n = Notation(d, notation, lang)
     parts = [header(d, n), Text()]
     parts += [forward_table(d, n), Text()]
     parts += [backward_table(d, n), Text()]
     parts += [gradient_table(d, n)]
     if d.verification is not None:
-        parts += [Text(), verification_block(d)]
+        parts += [Text(), verification_block(d, n)]
     for note in d.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
+        parts.append(Text(n.msg("note", note=note), style="yellow"))
     return Group(*parts)
 
 
@@ -35,26 +35,27 @@ def header(d: Derivation, n: Notation) -> Text:
     else:
         t.append(f"{d.output} = {n.text(d.output_expr)}", style="bold")
         t.append("\n")
-    shapes = "   ".join(f"{v.name}: {format_shape(v.shape)}" for v in d.variables)
-    t.append(f"{shapes}   →   {d.output}: {format_shape(d.output_shape)}", style="dim")
+    shapes = "   ".join(f"{v.name}: {n.shape_text(v.shape)}" for v in d.variables)
+    t.append(f"{shapes}   →   {d.output}: {n.shape_text(d.output_shape)}", style="dim")
     wrt = d.wrt
     if len(wrt) < len(d.variables):
-        t.append(f"\ngradients with respect to {', '.join(wrt)} (the others are constants)", style="dim")
+        t.append("\n" + n.msg("wrt_only", wrt=n.msg("list_sep").join(wrt)), style="dim")
     if d.at:
         given = ", ".join(f"{k} = {format_value(v, 6)}" for k, v in d.at.items())
-        t.append(f"\nat {given}", style="dim")
+        t.append("\n" + n.msg("at_values", values=given), style="dim")
     return t
 
 
 def forward_table(d: Derivation, n: Notation) -> Table:
-    table = Table(title="Forward pass", title_justify="left", title_style="bold cyan", box=None, pad_edge=False)
-    table.add_column("step")
-    table.add_column("shape", style="dim")
+    msg = n.msg
+    table = Table(title=msg("forward"), title_justify="left", title_style="bold cyan", box=None, pad_edge=False)
+    table.add_column(msg("col_step"))
+    table.add_column(msg("col_shape"), style="dim")
     if d.at:
-        table.add_column("value", style="green")
-    table.add_column("torch", style="magenta")
+        table.add_column(msg("col_value"), style="green")
+    table.add_column(msg("col_torch"), style="magenta")
     for s in d.forward:
-        row = [f"{s.name} = {n.text(s.expr)}", format_shape(s.shape)]
+        row = [f"{s.name} = {n.text(s.expr)}", n.shape_text(s.shape)]
         if d.at:
             row.append(format_value(s.value))
         row.append(s.grad_fn or "—")
@@ -73,7 +74,7 @@ def step_text(s: BackwardStep, n: Notation) -> str:
 def rule_text(s: BackwardStep, n: Notation) -> tuple[str, str]:
     """(the node the step belongs to, the general rule) for the 'from' and 'rule' columns."""
     if s.kind == "sum":
-        return f"{s.of} feeds several nodes", "multivariable chain rule: add the contributions"
+        return n.msg("feeds_several", name=s.of), n.msg("chain_rule_sum")
     r = s.rule
     forward = next(f for f in n.d.forward if f.name == s.node)
     return (
@@ -83,19 +84,20 @@ def rule_text(s: BackwardStep, n: Notation) -> tuple[str, str]:
 
 
 def backward_table(d: Derivation, n: Notation) -> Table:
+    msg = n.msg
     table = Table(
-        title=f"Backward pass   seed: {n.seed_text()}",
+        title=f"{msg('backward')}   {msg('seed')}{msg('colon')}{n.seed_text()}",
         title_justify="left",
         title_style="bold cyan",
         box=None,
         pad_edge=False,
     )
     table.add_column("#", justify="right", style="dim")
-    table.add_column("step")
+    table.add_column(msg("col_step"))
     if d.at:
-        table.add_column("value", style="green")
-    table.add_column("from", style="dim")
-    table.add_column("rule", style="dim")
+        table.add_column(msg("col_value"), style="green")
+    table.add_column(msg("col_from"), style="dim")
+    table.add_column(msg("col_rule"), style="dim")
     for s in d.backward:
         row = [str(s.index), step_text(s, n)]
         if d.at:
@@ -106,27 +108,30 @@ def backward_table(d: Derivation, n: Notation) -> Table:
 
 
 def gradient_table(d: Derivation, n: Notation) -> Table:
-    table = Table(title="Gradients", title_justify="left", title_style="bold cyan", box=None, pad_edge=False)
-    table.add_column("gradient", style="bold")
-    table.add_column("shape", style="dim")
+    msg = n.msg
+    table = Table(title=msg("gradients"), title_justify="left", title_style="bold cyan", box=None, pad_edge=False)
+    table.add_column(msg("col_gradient"), style="bold")
+    table.add_column(msg("col_shape"), style="dim")
     for name in d.wrt:
         g = d.gradients[name]
         text = f"{n.partial(name)} = {n.text(g.expr)}"
         if g.value is not None:
             text += f" = {format_value(g.value)}"
         if not g.in_inputs:
-            text += "   (in terms of the named steps: expanded it is too long to read)"
-        table.add_row(Text(text), Text(format_shape(g.shape)))
+            text += f"   ({msg('too_long')})"
+        table.add_row(Text(text), Text(n.shape_text(g.shape)))
     return table
 
 
-def verification_block(d: Derivation) -> Text:
+def verification_block(d: Derivation, n: Notation) -> Text:
     v = d.verification
+    msg = n.msg
     sizes = " ".join(f"{k}={s}" for k, s in v.sizes.items())
     t = Text()
-    status = ("✓ verified", "bold green") if v.ok else ("✗ MISMATCH", "bold red")
+    status = (f"✓ {msg('verified')}", "bold green") if v.ok else (f"✗ {msg('mismatch')}", "bold red")
     t.append(status[0], style=status[1])
-    t.append(f" with PyTorch autograd ({v.dtype}, {v.points} random points{', ' + sizes if sizes else ''})\n")
+    suffix = msg("sizes_suffix", sizes=sizes) if sizes else ""
+    t.append(msg("verified_with", dtype=v.dtype, points=v.points, sizes=suffix) + "\n")
     items = []
     for c in v.gradients:
         items.append((f"{c.name}.grad", c))
@@ -138,22 +143,26 @@ def verification_block(d: Derivation) -> Text:
     n_adj = len(v.adjoints)
     ok_adj = sum(c.ok for c in v.adjoints)
     n_fwd = sum(c.ok for c in v.forward)
-    t.append(f"\n  every intermediate (retain_grad): {ok_adj}/{n_adj} ✓   forward values: {n_fwd}/{len(v.forward)} ✓")
+    colon = msg("colon")
+    t.append(f"\n  {msg('every_intermediate')}{colon}{ok_adj}/{n_adj} ✓")
+    t.append(f"   {msg('forward_values')}{colon}{n_fwd}/{len(v.forward)} ✓")
     bad_fn = [c for c in v.grad_fns if not c.ok]
-    t.append(f"   grad_fn names: {len(v.grad_fns) - len(bad_fn)}/{len(v.grad_fns)} ✓")
+    t.append(f"   {msg('grad_fn_names')}{colon}{len(v.grad_fns) - len(bad_fn)}/{len(v.grad_fns)} ✓")
     failure = v.first_failure
     if failure is not None:
-        t.append(f"\n  first mismatch: {failure.kind} of {failure.name}: {failure.detail or ''}", style="bold red")
+        kind = msg(f"kind_{failure.kind}") if f"kind_{failure.kind}" in msg.table else failure.kind
+        mismatch = msg("first_mismatch", kind=kind, name=failure.name, detail=failure.detail or "")
+        t.append("\n  " + mismatch, style="bold red")
         if failure.kind != "grad_fn":
-            t.append(f" (max abs error {failure.max_abs_err:.3g})", style="bold red")
+            t.append(f" ({msg('max_abs_error', error=f'{failure.max_abs_err:.3g}')})", style="bold red")
     for p in v.problems:
         t.append(f"\n  {p}", style="bold red")
     return t
 
 
 @renderer("text")
-def render_text(d: Derivation, width: int = 120, color: bool = False) -> str:
+def render_text(d: Derivation, width: int = 120, color: bool = False, notation: str = "bar", lang: str = "en") -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, color_system="standard" if color else None)
-    console.print(build(d))
+    console.print(build(d, notation=notation, lang=lang))
     return buffer.getvalue()

@@ -1,0 +1,219 @@
+"""The computational graph of a derivation, laid out for drawing (TikZ) and listed for Mermaid.
+
+Read from the model only: the nodes are the variables and the forward steps, the edges are
+``Derivation.edges``, and the gradient annotated on an edge ``a -> v`` is the symbol defined by
+the backward step whose ``of`` is ``a`` and whose ``node`` is ``v`` (its contribution to ā).
+
+The layout is a small layered drawing, left to right. An op node's column is one more than its
+deepest op input (then as far right as its consumers allow); a variable sits in the column just
+before its first consumer. Within a
+column, op nodes take the mean row of their op inputs (so a chain is a straight line) and are
+pushed apart where they collide; variables are then placed beside their consumer — an input
+written before an op input goes above, one written after it goes below — in the nearest free row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import Derivation
+
+MAX_DRAWN_NODES = 60  # beyond this a drawing is no longer legible
+
+
+@dataclass
+class GraphNode:
+    id: str  # a safe identifier for TikZ and Mermaid: n1, n2, ...
+    name: str
+    kind: str  # "variable", "op" or "output"
+    op: str | None
+    shape: tuple
+    requires_grad: bool
+    col: int = 0
+    row: float = 0.0
+    x: float = 0.0  # where it is drawn, in columns (a variable may sit between two)
+
+
+@dataclass
+class GraphEdge:
+    source: GraphNode
+    target: GraphNode
+    adjoint: str | None  # the symbol of the gradient flowing back along this edge
+    step: int | None  # the backward step that defines it
+    parallel: int = 0  # 0 for a single edge; 1, 2, ... for repeated edges between the same nodes
+
+
+@dataclass
+class Graph:
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+    @property
+    def width(self) -> int:
+        return max((n.col for n in self.nodes), default=0) + 1
+
+    @property
+    def rows(self) -> tuple[float, float]:
+        return min((n.row for n in self.nodes), default=0.0), max((n.row for n in self.nodes), default=0.0)
+
+    @property
+    def drawable(self) -> bool:
+        return len(self.nodes) <= MAX_DRAWN_NODES
+
+
+def build_graph(d: Derivation) -> Graph:
+    nodes: dict[str, GraphNode] = {}
+    for v in d.variables:
+        nodes[v.name] = GraphNode("", v.name, "variable", None, tuple(v.shape), v.requires_grad)
+    for f in d.forward:
+        kind = "output" if f.name == d.output else "op"
+        nodes[f.name] = GraphNode("", f.name, kind, f.op, tuple(f.shape), False)
+    for i, node in enumerate(nodes.values(), 1):
+        node.id = f"n{i}"
+    requires = _requires_grad(d, nodes)
+    for name, node in nodes.items():
+        node.requires_grad = requires.get(name, node.requires_grad)
+
+    edges: list[GraphEdge] = []
+    seen: dict[tuple[str, str], int] = {}
+    used_steps: set[int] = set()
+    for a, v in d.edges:
+        if a not in nodes or v not in nodes:
+            continue
+        k = seen.get((a, v), 0)
+        seen[(a, v)] = k + 1
+        step = next(
+            (s for s in d.backward if s.kind == "rule" and s.of == a and s.node == v and s.index not in used_steps),
+            None,
+        )
+        if step is not None:
+            used_steps.add(step.index)
+        edges.append(GraphEdge(nodes[a], nodes[v], step.target if step else None, step.index if step else None, k))
+    for e in edges:  # number parallel edges 1, 2, ... only where there are several
+        if seen[(e.source.name, e.target.name)] > 1:
+            e.parallel += 1
+    _layout(d, nodes, edges)
+    return Graph(list(nodes.values()), edges)
+
+
+def _requires_grad(d: Derivation, nodes: dict[str, GraphNode]) -> dict[str, bool]:
+    req = {v.name: v.requires_grad for v in d.variables}
+    for f in d.forward:
+        req[f.name] = any(req.get(a, False) for a, v in d.edges if v == f.name)
+    return req
+
+
+def _layout(d: Derivation, nodes: dict[str, GraphNode], edges: list[GraphEdge]) -> None:
+    ops = [f.name for f in d.forward if f.name in nodes]
+    inputs: dict[str, list[str]] = {name: [] for name in nodes}
+    consumers: dict[str, list[str]] = {name: [] for name in nodes}
+    for e in edges:
+        inputs[e.target.name].append(e.source.name)
+        consumers[e.source.name].append(e.target.name)
+    is_op = set(ops)
+
+    # Columns: ops by depth; a variable just before its first consumer.
+    for name in ops:
+        nodes[name].col = 1 + max((nodes[a].col for a in inputs[name] if a in is_op), default=0)
+    # An op whose value is needed only further right moves right, next to its first consumer
+    # (`exp(y)` beside `sin(x**2)`, not under `x**2`): the edges stay short.
+    for name in reversed(ops):
+        later = [nodes[c].col for c in consumers[name]]
+        if later:
+            nodes[name].col = max(nodes[name].col, min(later) - 1)
+    for v in d.variables:
+        if v.name in nodes:
+            cols = [nodes[c].col for c in consumers[v.name]]
+            nodes[v.name].col = min(cols) - 1 if cols else 0
+
+    # Rows of op nodes: the mean of their op inputs, pushed apart within a column.
+    by_col: dict[int, list[str]] = {}
+    for name in ops:
+        by_col.setdefault(nodes[name].col, []).append(name)
+
+    def mean(names: list[str], default: float) -> float:
+        rows = [nodes[a].row for a in names if a in is_op]
+        return sum(rows) / len(rows) if rows else default
+
+    def sweep_right() -> None:
+        for col in sorted(by_col):
+            _spread(nodes, by_col[col], {n: mean(inputs[n], nodes[n].row) for n in by_col[col]})
+
+    sweep_right()
+    # Then an op fed only by variables lines up with what it feeds, and the rest follows again.
+    for col in sorted(by_col, reverse=True):
+        wanted = {
+            n: nodes[n].row if any(a in is_op for a in inputs[n]) else mean(consumers[n], nodes[n].row)
+            for n in by_col[col]
+        }
+        _spread(nodes, by_col[col], wanted)
+    sweep_right()
+
+    # Variables: beside their first consumer, in the nearest free place. One that joins a chain of
+    # ops (`H @ W2`) hangs half a column before its consumer, above it if written before the op
+    # input and below if after; one that starts the graph sits a whole column before it.
+    for node in nodes.values():
+        node.x = float(node.col)
+    taken = [(nodes[name].x, nodes[name].row) for name in ops]
+    for v in d.variables:  # a variable feeding several nodes sits at their mean row
+        users = list(dict.fromkeys(consumers.get(v.name, [])))
+        if len(users) > 1:
+            near = sum(nodes[c].row for c in users) / len(users)
+            node = nodes[v.name]
+            node.row = _free_row(taken, node.x, near, above=True, alone=True)
+            taken.append((node.x, node.row))
+    for name in ops:
+        leaves = [
+            a
+            for a in dict.fromkeys(inputs[name])
+            if a not in is_op and consumers[a][0] == name and len(set(consumers[a])) == 1
+        ]
+        if not leaves:
+            continue
+        node = nodes[name]
+        args = list(dict.fromkeys(inputs[name]))
+        first_op = next((i for i, a in enumerate(args) if a in is_op), None)
+        x = node.col - (1.0 if first_op is None else 0.5)
+        if first_op is None and _free(taken, x, [node.row + j - (len(leaves) - 1) / 2 for j in range(len(leaves))]):
+            # Only variables feed this node, and there is room: centre them on it.
+            for j, leaf in enumerate(leaves):
+                nodes[leaf].x, nodes[leaf].row = x, node.row + j - (len(leaves) - 1) / 2
+                taken.append((x, nodes[leaf].row))
+            continue
+        for leaf in leaves:
+            above = first_op is not None and args.index(leaf) < first_op
+            nodes[leaf].x = x
+            nodes[leaf].row = _free_row(taken, x, node.row, above, alone=len(args) == 1)
+            taken.append((x, nodes[leaf].row))
+
+    # Variables used by no op (the output is a variable): first column.
+    if not ops:
+        for i, v in enumerate(d.variables):
+            nodes[v.name].x, nodes[v.name].row = 0.0, float(i)
+
+
+def _spread(nodes: dict[str, GraphNode], names: list[str], wanted: dict[str, float]) -> None:
+    """Rows as close to `wanted` as possible, at least 1 apart, keeping the wanted order."""
+    order = sorted(names, key=lambda n: wanted[n])
+    rows: list[float] = []
+    for n in order:
+        rows.append(wanted[n] if not rows else max(wanted[n], rows[-1] + 1))
+    shift = sum(wanted[n] - r for n, r in zip(order, rows)) / len(rows)
+    for n, r in zip(order, rows):
+        nodes[n].row = r + shift
+
+
+def _free(taken: list[tuple[float, float]], x: float, rows: list[float]) -> bool:
+    """No node drawn near (x, row) for any of `rows`: nodes less than 0.75 columns apart need a row between them."""
+    return all(abs(row - r) >= 1 for row in rows for tx, r in taken if abs(tx - x) < 0.75)
+
+
+def _free_row(taken: list[tuple[float, float]], x: float, near: float, above: bool, alone: bool) -> float:
+    """The free row nearest `near` at `x`, on the preferred side (above: a smaller row)."""
+    candidates = [near] if alone else []
+    for k in range(1, 200):
+        candidates += [near - k, near + k] if above else [near + k, near - k]
+    for row in candidates:
+        if _free(taken, x, [row]):
+            return row
+    return near + 200

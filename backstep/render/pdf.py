@@ -1,0 +1,144 @@
+"""`--format pdf`: a complete LaTeX document compiled by a real engine, `latexmk -xelatex`.
+
+xelatex is used for every language: it reads the document as UTF-8, takes Latin Modern from the
+system's OpenType fonts, and with xeCJK sets Chinese in a CJK font (the preamble picks Noto Serif
+CJK SC, then AR PL UMing, then Fandol). The document is compiled in a fresh temporary folder; on
+success the PDF is copied to the output and the folder removed. On failure the error is shown
+as LaTeX reports it — the `! …` line or `file:line: …`, the `l.N` context and the offending line
+of the source — and the folder is kept so that the whole log can be read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..errors import BackstepError
+from ..model import Derivation
+
+INSTALL = (
+    "apt-get install --no-install-recommends latexmk texlive-xetex texlive-lang-chinese fonts-noto-cjk "
+    "(Debian/Ubuntu; elsewhere: TeX Live with latexmk, xetex, xecjk and ctex)"
+)
+ENGINE = "xelatex"
+TIMEOUT = 300  # seconds for one document
+
+
+class PdfError(BackstepError):
+    """No LaTeX engine, or LaTeX could not compile the document (kept, with its log, in `folder`)."""
+
+    kind = "pdf error"
+    folder: Path | None = None
+
+
+def missing_engine(lang: str = "en") -> str | None:
+    """What is missing to compile a PDF in `lang`, as a message that says how to get it; None: nothing."""
+    missing = [tool for tool in ("latexmk", ENGINE) if shutil.which(tool) is None]
+    if missing:
+        return (
+            f"PDF output needs a LaTeX engine ({' and '.join(missing)} not found): {INSTALL}; "
+            "or use --format latex --standalone to get the LaTeX source and compile it elsewhere"
+        )
+    if lang == "zh" and not (_has_tex_file("xeCJK.sty") and _has_tex_file("ctexhook.sty")):
+        return (
+            "a PDF in Chinese needs xeCJK and a CJK font: apt-get install --no-install-recommends "
+            "texlive-lang-chinese fonts-noto-cjk; or use --format latex --standalone --lang zh"
+        )
+    return None
+
+
+def _has_tex_file(name: str) -> bool:
+    kpsewhich = shutil.which("kpsewhich")
+    if kpsewhich is None:
+        return True  # cannot tell: let LaTeX say
+    try:
+        found = subprocess.run([kpsewhich, name], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return bool(found.stdout.strip())
+
+
+def write_pdf(
+    d: Derivation, output: Path, notation: str = "bar", lang: str = "en", template_dir: Path | str | None = None
+) -> None:
+    """The derivation as a PDF: the standalone LaTeX document (document.tex.j2), compiled."""
+    from .latex import render_latex
+
+    problem = missing_engine(lang)
+    if problem:
+        raise PdfError(problem)
+    tex = render_latex(d, standalone=True, notation=notation, lang=lang, template_dir=template_dir)
+    compile_pdf(tex, Path(output), lang=lang, name=Path(output).stem)
+
+
+def compile_pdf(tex: str, output: Path, lang: str = "en", name: str = "document") -> None:
+    """Compile the complete LaTeX document `tex` to the PDF file `output`; PdfError if it cannot."""
+    problem = missing_engine(lang)
+    if problem:
+        raise PdfError(problem)
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "document"
+    folder = Path(tempfile.mkdtemp(prefix="backstep-pdf-"))
+    source = folder / f"{name}.tex"
+    source.write_text(tex, encoding="utf-8")
+    command = ["latexmk", f"-{ENGINE}", "-norc", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
+    env = dict(os.environ, max_print_line="10000", error_line="254", half_error_line="238")
+    try:
+        run = subprocess.run(
+            [*command, source.name],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env=env,
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise PdfError(
+            f"LaTeX took longer than {TIMEOUT} s on {source}; its log is {folder / (name + '.log')}"
+        ) from None
+    pdf = folder / f"{name}.pdf"
+    if run.returncode != 0 or not pdf.is_file():
+        log = folder / f"{name}.log"
+        log_text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else run.stdout + run.stderr
+        err = PdfError(describe_failure(log_text, tex, source.name) + f"\n  (the document and its full log: {folder})")
+        err.folder = folder
+        raise err
+    output = Path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pdf, output)
+    except OSError as err:
+        raise PdfError(f"cannot write {output}: {err.strerror or err}") from None
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def describe_failure(log: str, tex: str, filename: str = "document.tex") -> str:
+    """The errors of a LaTeX log, each with its context line and the source line it points at."""
+    lines = log.splitlines()
+    source = tex.splitlines()
+    found: list[str] = []
+    i = 0
+    pattern = re.compile(rf"^(?:\./)?{re.escape(filename)}:(\d+): (.*)$")
+    while i < len(lines) and len(found) < 12:
+        line = lines[i]
+        m = pattern.match(line)
+        if m or line.startswith("! "):
+            found.append("  " + line.strip())
+            number = int(m.group(1)) if m else None
+            for follow in lines[i + 1 : i + 8]:  # TeX's context: up to the `l.N …` line
+                context = re.match(r"^l\.(\d+) ?(.*)$", follow)
+                if context:
+                    number = number or int(context.group(1))
+                    found.append("  " + follow.rstrip())
+                    break
+            if number and 1 <= number <= len(source):
+                found.append(f"  line {number} of the document: {source[number - 1].strip()}")
+        i += 1
+    if not found:
+        tail = [line for line in lines[-15:] if line.strip()]
+        found = ["  " + line for line in tail]
+    return "LaTeX could not compile the document:\n" + "\n".join(dict.fromkeys(found))
