@@ -208,7 +208,7 @@ class _Sweep:
             source=g.source,
             output=out.name,
             output_shape=out.shape,
-            output_expr=self.expand(self.sym[out.id]) or self._definitions.get(self.sym[out.id], self.sym[out.id]),
+            output_expr=self.output_expression(out),
             variables=variables,
             dims=g.dims,
             forward=forward,
@@ -221,6 +221,13 @@ class _Sweep:
             program=list(g.statements),
             graph=g,
         )
+
+    def output_expression(self, out: Node) -> Expr:
+        """The output in terms of the inputs, or its own definition when that is too large."""
+        full = self.expand(self.sym[out.id])
+        if full is not None:  # (0 is a full answer too)
+            return full
+        return self._definitions.get(self.sym[out.id], self.sym[out.id])
 
     def requires_grad(self) -> dict[int, bool]:
         """PyTorch's requires_grad: a wanted leaf, or an op with such an input."""

@@ -1048,7 +1048,8 @@ def param_function(
 param_function(
     "leaky_relu",
     sb.LeakyRelu,
-    lambda c: c.g * (sb.Step(c.a) + sympy.Float(c.params["negative_slope"]) * sb.Step(-c.a)),
+    # torch takes the slope at the kink itself: 1[x > 0] + s·(1 − 1[x > 0])
+    lambda c: c.g * (sb.Step(c.a) + number(c.params["negative_slope"]) * (1 - sb.Step(c.a))),
     "max(x, 0) + s·min(x, 0); derivative 1[x > 0] + s·1[x < 0]",
     lambda torch, args, p: torch.nn.functional.leaky_relu(args[0], p["negative_slope"]),
     "LeakyReluBackward0",
@@ -1060,7 +1061,7 @@ param_function(
     "elu",
     sb.Elu,
     # for x > 0 the slope is 1, else α eˣ = y + α (the forward value again)
-    lambda c: c.g * (sb.Step(c.a) + sb.Step(-c.a) * (c.y + number(c.params["alpha"]))),
+    lambda c: c.g * (sb.Step(c.a) + (1 - sb.Step(c.a)) * (c.y + number(c.params["alpha"]))),
     "x for x > 0, α(eˣ − 1) else; derivative 1[x > 0] + 1[x < 0] (y + α)",
     lambda torch, args, p: torch.nn.functional.elu(args[0], p["alpha"]),
     "EluBackward0",
@@ -1182,8 +1183,9 @@ elementwise(
     "where",
     3,
     lambda args, shapes, p: sb.Where(*args),
-    (lambda c: S.Zero, lambda c: c.g * c.args[0], lambda c: c.g * (1 - c.args[0])),
-    "where(cond, a, b): a where cond holds, else b; cond is a comparison such as x > 0",
+    # the condition holds where it is positive (a comparison gives 1 or 0): 1[c > 0]
+    (lambda c: S.Zero, lambda c: c.g * sb.Step(c.args[0]), lambda c: c.g * (1 - sb.Step(c.args[0]))),
+    "where(cond, a, b): a where cond > 0 (a comparison such as x > 0 holds), else b",
     sb.Where,
     Printing(
         text="where({0}, {1}, {2})",
@@ -1191,7 +1193,7 @@ elementwise(
         lang="where({0}, {1}, {2})",
         torch="torch.where({0} > 0, {1}, {2})",
     ),
-    lambda torch, args, p: torch.where(torch.as_tensor(args[0]) > 0.5, args[1], args[2]),
+    lambda torch, args, p: torch.where(torch.as_tensor(args[0]) > 0, args[1], args[2]),
     "WhereBackward0",
     arg_names=("c", "a", "b"),
     example="a: (n, d); b: (n, d)\nwhere(a > b, a, 2 * b)",

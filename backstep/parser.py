@@ -469,8 +469,6 @@ class _Builder:
                 )
         if all(a.is_const for a in args):
             # A constant: folded (`2 * eye(n)` is a constant array), never a node to differentiate.
-            if not op.elementwise:
-                self._fail(ParseError, f"{op.syntax} of a constant: there is nothing to differentiate", e)
             shapes = [a.shape for a in args]
             try:
                 shape = op.shape(self.env, shapes, params)
@@ -506,6 +504,8 @@ class _Builder:
             if node.annotated is not None:
                 self._check_annotation(node, node.annotated)
         dims = self._name_dims(nodes)
+        for const in (n for n in self.nodes if n.id in live and n.is_const):  # `1 / n` uses n too
+            dims += sorted({s.name for s in const.value.free_symbols if isinstance(s, Dim)} - set(dims))
         self._name_intermediates(nodes, output)
         return Graph(
             source=self.source,

@@ -63,6 +63,8 @@ class Step(Function):
     def eval(cls, x):
         if x.is_Number:
             return S.One if x > 0 else S.Zero
+        if isinstance(x, (Step, StepGE)):
+            return x  # an indicator is positive exactly where it holds
         return None
 
     def fdiff(self, argindex=1):

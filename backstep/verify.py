@@ -131,9 +131,8 @@ def _draw_point(torch, generator, graph, derivation, sizes, domains, requires, p
 
 def const_value(torch, node, sizes):
     """A number as a Python float (so torch names its grad_fn as for a literal); an array as a tensor."""
-    if not node.shape:
-        return float(node.value.subs({d: sizes[d.name] for d in node.value.free_symbols if d.name in sizes}))
-    return Evaluator({}, sizes)(node.value)
+    value = Evaluator({}, sizes)(node.value)
+    return float(value) if not node.shape else value
 
 
 def _run(torch, graph, leaves, sizes):
