@@ -27,6 +27,7 @@ import collections
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -49,7 +50,7 @@ COUNTS: collections.Counter = collections.Counter()
 OPS_USED: collections.Counter = collections.Counter()
 
 DEFAULT_EXAMPLES = 150
-SLOW_EXAMPLES = 1000
+SLOW_EXAMPLES = int(os.environ.get("BACKSTEP_PROPERTY_EXAMPLES", "1000"))  # nightly: 10000 (README)
 
 # --- known bugs: a formula that shows each, and what the generator avoids while it still fails ----
 
