@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import ast
 import re
-import signal
-import threading
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from itertools import combinations
@@ -42,6 +39,7 @@ import sympy
 from sympy import Expr
 
 from . import symbolic as sb
+from .budget import BudgetExpired, TimeBudget, can_interrupt
 from .derive import MAX_EXPANDED_SIZE, TooLarge, _expand, build_derivation, reevaluate, sum_to
 from .errors import BackstepError, DomainError, ParseError, UsageError
 from .ops import OPS, Ctx
@@ -299,28 +297,6 @@ def _close(torch, a, b) -> bool:
 
 
 # --- symbolic proof ----------------------------------------------------------------------------
-
-
-class _Timeout(Exception):
-    pass
-
-
-@contextmanager
-def _time_budget(seconds: float):
-    """Interrupt SymPy after `seconds` (SIGALRM; only in the main thread, else no budget is run)."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        raise _Timeout
-
-    def alarm(signum, frame):
-        raise _Timeout
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 _LINEAR = (sb.TransposeOp, sb.SumOp, sb.MeanOp, sb.UnsqueezeOp)
@@ -1007,13 +983,15 @@ class Problem:
                 return len(info.shape)
             return len(scope.shape_of.get(symbol.name, (0, 0)))
 
+        if self.budget <= 0 or not can_interrupt():  # no budget could stop it: numbers decide
+            return False
         try:
-            with _time_budget(self.budget), deep_recursion():
+            with TimeBudget(self.budget), deep_recursion():
                 diff = normalize(diff, rank_of)
                 if diff == 0:
                     return True
                 return _collapse(diff) == 0
-        except (_Timeout, RecursionError, TypeError, ValueError, AttributeError, NotImplementedError):
+        except (BudgetExpired, RecursionError, TypeError, ValueError, AttributeError, NotImplementedError):
             return False
 
     # --- a counterexample ----------------------------------------------------------------------

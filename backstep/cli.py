@@ -115,6 +115,14 @@ def derive(
     max_depth: Annotated[int, typer.Option(help="Deepest nesting accepted.")] = 500,
     max_nodes: Annotated[int, typer.Option(help="Most operations accepted in one formula.")] = 20_000,
     max_exponent: Annotated[int, typer.Option(help="Largest constant exponent accepted.")] = 1_000,
+    simplify_budget: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds SymPy may spend simplifying one step or one gradient; past it, the step is shown "
+            "as built and says so. 0: no limit.",
+        ),
+    ] = 5.0,
     torch_model: Annotated[
         Optional[str],
         typer.Option(
@@ -140,7 +148,13 @@ def derive(
         from .derive import derive as run_derive
         from .parser import Limits
 
-        limits = Limits(max_chars=max_chars, max_depth=max_depth, max_nodes=max_nodes, max_exponent=max_exponent)
+        limits = Limits(
+            max_chars=max_chars,
+            max_depth=max_depth,
+            max_nodes=max_nodes,
+            max_exponent=max_exponent,
+            simplify_seconds=simplify_budget,
+        )
         values = None
         if at:
             from .numeric import parse_at_value

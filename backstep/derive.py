@@ -18,6 +18,7 @@ import sympy
 from sympy import Expr
 
 from . import symbolic as sb
+from .budget import BudgetExpired, TimeBudget
 from .errors import UsageError
 from .graph import Graph, Node
 from .model import BackwardStep, Derivation, ForwardStep, Gradient, Rule, Seed, Variable
@@ -62,8 +63,9 @@ def derive(
     if isinstance(wrt, str):
         wrt = [w.strip() for w in wrt.split(",") if w.strip()]
     with deep_recursion():
+        limits = limits or Limits()
         graph = parse(source, shapes or {}, limits)
-        derivation = build_derivation(graph, wrt, assume or {})
+        derivation = build_derivation(graph, wrt, assume or {}, limits.simplify_seconds)
         if at is not None:
             from .numeric import evaluate_at
 
@@ -73,7 +75,9 @@ def derive(
     return derivation
 
 
-def build_derivation(graph: Graph, wrt: list[str] | None, assume: dict[str, str]) -> Derivation:
+def build_derivation(
+    graph: Graph, wrt: list[str] | None, assume: dict[str, str], simplify_seconds: float | None = None
+) -> Derivation:
     names = [v.name for v in graph.variables]
     if wrt:
         unknown = [w for w in wrt if w not in names]
@@ -88,12 +92,14 @@ def build_derivation(graph: Graph, wrt: list[str] | None, assume: dict[str, str]
         if kind not in ASSUMPTIONS:
             raise UsageError(f"--assume {name}={kind}: unknown domain (known: {', '.join(ASSUMPTIONS)})")
     wanted = set(wrt) if wrt else set(names)
-    return _Sweep(graph, wanted, assume).run()
+    seconds = Limits.simplify_seconds if simplify_seconds is None else simplify_seconds
+    return _Sweep(graph, wanted, assume, seconds).run()
 
 
 class _Sweep:
-    def __init__(self, graph: Graph, wanted: set[str], assume: dict[str, str]):
+    def __init__(self, graph: Graph, wanted: set[str], assume: dict[str, str], simplify_seconds: float):
         self.graph = graph
+        self.simplify_seconds = simplify_seconds
         self.wanted = wanted
         self.assume = assume
         self.symbols = Symbols()
@@ -195,13 +201,21 @@ class _Sweep:
                 if requires[v.id]:
                     finish(v)
         for step, node, i in rule_steps:
-            step.result = reevaluate(step.applied)
+            step.result, step.unsimplified = simplify(step.applied, self.simplify_seconds)
             step.rule = self.general_rule(node, i)
         for step in self.steps:
             if step.kind == "sum":
                 step.result = sympy.Add(*step.applied.args)
 
         gradients = self.final_gradients(adjoint, seed)
+        notes = list(g.notes)
+        for step in self.steps:
+            if step.unsimplified:
+                why = step.unsimplified
+                notes.append(f"step {step.index} ({step.target}) is shown as built, not simplified: {why}")
+        for grad in gradients.values():
+            if grad.unsimplified:
+                notes.append(f"the gradient of {grad.name} is shown as built, not simplified: {grad.unsimplified}")
         variables = [Variable(v.name, v.shape, requires[v.id], self.domains[v.name]) for v in g.variables]
         edges = [(a.name, n.name) for n in g.op_nodes for a in n.inputs if not a.is_const]
         return Derivation(
@@ -217,7 +231,7 @@ class _Sweep:
             gradients=gradients,
             symbols=self.symbols,
             edges=edges,
-            notes=list(g.notes),
+            notes=notes,
             program=list(g.statements),
             graph=g,
         )
@@ -346,7 +360,8 @@ class _Sweep:
             if full is None:
                 out[v.name] = Gradient(v.name, definitions.get(named, named), v.shape, in_inputs=False)
             else:
-                out[v.name] = Gradient(v.name, tidy(full), v.shape)
+                expr, why = simplify(full, self.simplify_seconds, rebuild=False)
+                out[v.name] = Gradient(v.name, expr, v.shape, unsimplified=why)
         return out
 
     def expand(self, expr: Expr) -> Expr | None:
@@ -410,6 +425,24 @@ def reevaluate(expr: Expr) -> Expr:
 
 
 TIDY_MAX_SIZE = 300
+
+
+def simplify(expr: Expr, seconds: float | None, rebuild: bool = True) -> tuple[Expr, str]:
+    """`expr` rebuilt (SymPy's automatic simplification) and tidied, within `seconds` of wall time.
+
+    Returns (the result, "") or, when the budget runs out, (the furthest form reached, why): a
+    step that would take too long keeps its unsimplified form and says so."""
+    done = expr
+    budget = TimeBudget(seconds)
+    try:
+        with budget:
+            if rebuild:
+                done = _expand(expr, {}, {})
+            return tidy(done), ""
+    except BudgetExpired as e:
+        if e.budget is not budget:
+            raise
+        return done, f"simplifying it took longer than {seconds:g} s (--simplify-budget)"
 
 
 def tidy(expr: Expr) -> Expr:

@@ -62,6 +62,7 @@ class BackwardStep:
     result: Expr  # the simplified result
     partial: int | None = None  # k when this is the k-th contribution to `of`
     value: Value = None  # with --at
+    unsimplified: str = ""  # why `result` is shown as built (simplification ran out of time)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Gradient:
     shape: tuple
     in_inputs: bool = True  # False: too large to expand, written with named intermediates
     value: Value = None  # with --at
+    unsimplified: str = ""  # why `expr` is shown as built (simplification ran out of time)
 
 
 @dataclass

@@ -49,6 +49,7 @@ class Limits:
     max_depth: int = 500
     max_nodes: int = 20_000
     max_exponent: int = 1_000
+    simplify_seconds: float = 5.0  # per step and per final gradient; 0: no limit
 
 
 BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}

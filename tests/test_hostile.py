@@ -9,14 +9,20 @@ BackstepError.
 from __future__ import annotations
 
 import ast
+import json
+import signal
 import string
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from backstep import BackstepError, Limits, parse
+from backstep import BackstepError, Limits, derive, parse
+from backstep.budget import BudgetExpired, TimeBudget, can_interrupt
 from backstep.cli import app
 
 CANARY = "backstep_canary_file"
@@ -132,6 +138,9 @@ def test_twenty_thousand_parentheses_are_a_clean_error():
         parse("-" * 20_000 + "x")
     with pytest.raises(BackstepError):
         parse("sin(" * 5_000 + "x" + ")" * 5_000)
+    result = CliRunner().invoke(app, ["derive", "(" * 20_000 + "x" + ")" * 20_000, "--no-verify"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--max-depth" in result.output or "nest" in result.output, result.output
 
 
 def test_a_long_flat_sum_is_limited_not_a_recursion_error():
@@ -149,6 +158,79 @@ def test_limits_are_flags_with_documented_defaults():
         parse("x ** 100000")
     with pytest.raises(BackstepError, match="--max-nodes"):
         parse("x * y * z * w", limits=Limits(max_nodes=3))
+
+
+def test_every_limit_flag_and_its_default_is_in_the_readme():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for flag, default in [
+        ("--max-chars", "100000"),
+        ("--max-depth", "500"),
+        ("--max-nodes", "20000"),
+        ("--max-exponent", "1000"),
+        ("--simplify-budget", "default 5"),
+    ]:
+        assert flag in readme and default in readme, flag
+    assert Limits().simplify_seconds == 5.0
+
+
+# --- the simplification budget: SymPy made slow on purpose, so that it must run out ---------------
+
+
+@pytest.fixture()
+def slow_factoring(monkeypatch):
+    """factor_terms (the tidying step) takes 10 s: any budget below that must cut it short."""
+    derive_module = sys.modules["backstep.derive"]
+    real = derive_module.sympy.factor_terms
+
+    def slow(expr, *args, **kwargs):
+        time.sleep(10)
+        return real(expr, *args, **kwargs)
+
+    monkeypatch.setattr(derive_module.sympy, "factor_terms", slow)
+
+
+@pytest.mark.skipif(not can_interrupt(), reason="the budget needs SIGALRM")
+def test_a_step_over_the_simplification_budget_is_kept_as_built_and_says_so(slow_factoring):
+    d = derive("sum((relu(X@W1)@W2 - Y)**2)", shapes={"Y": ("n", "o")}, limits=Limits(simplify_seconds=0.05))
+    assert all(s.unsimplified for s in d.backward if s.kind == "rule")
+    assert all(g.unsimplified for g in d.gradients.values())
+    assert any("step 1 " in note and "--simplify-budget" in note for note in d.notes)
+    d.verify(points=1)  # as built is still right
+    assert d.verification.ok
+
+
+@pytest.mark.skipif(not can_interrupt(), reason="the budget needs SIGALRM")
+def test_the_simplify_budget_flag_reaches_every_output(slow_factoring):
+    args = ["derive", "sum(sin(x@W)*x@W)", "--no-verify", "--simplify-budget", "0.05"]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert all(step["unsimplified"] for step in data["backward"] if step["kind"] == "rule")
+    assert all(g["unsimplified"] for g in data["gradients"].values())
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0 and "as built" in text.output and "--simplify-budget" in text.output
+
+
+def test_without_a_budget_problem_nothing_is_marked():
+    d = derive("sum((relu(X@W1)@W2 - Y)**2)")
+    assert not any(s.unsimplified for s in d.backward) and not any(g.unsimplified for g in d.gradients.values())
+    assert not any("--simplify-budget" in note for note in d.notes)
+
+
+@pytest.mark.skipif(not can_interrupt(), reason="the budget needs SIGALRM")
+def test_time_budgets_nest():
+    with TimeBudget(5) as outer:  # an inner budget that ends first leaves the outer one running
+        with pytest.raises(BudgetExpired) as caught, TimeBudget(0.05) as inner:
+            time.sleep(10)
+        assert caught.value.budget is inner
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 5
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    with pytest.raises(BudgetExpired) as caught, TimeBudget(0.05) as outer:  # the outer ends first: it fires
+        with TimeBudget(10):
+            time.sleep(10)
+    assert caught.value.budget is outer
+    with TimeBudget(0):  # 0: no limit
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
 # --- fuzzing --------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chain_rule_sum": "multivariable chain rule: add the contributions",
         "chain_rule_short": "multivariable chain rule",
         "too_long": "in terms of the named steps: expanded it is too long to read",
+        "not_simplified": "as built: simplifying it ran out of time, see the notes",
         "see_step": "step ({step})",
         "note": "note: {note}",
         "graph_legend": (
@@ -160,6 +161,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chain_rule_sum": "多元链式法则：把各条路径的贡献相加",
         "chain_rule_short": "多元链式法则",
         "too_long": "用具名的中间步骤表示：完全展开后过长，难以阅读",
+        "not_simplified": "未化简：化简超时，见注",
         "see_step": "见第 ({step}) 步",
         "note": "注：{note}",
         "graph_legend": "前向边从输入向输出传递数值；每条边旁的红色标注是反向传播时沿这条边传回的梯度。",

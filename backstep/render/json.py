@@ -64,6 +64,7 @@ def to_dict(d: Derivation) -> dict:
                 },
                 "applied": expression(n, s.applied),
                 "result": expression(n, s.result),
+                "unsimplified": s.unsimplified or None,
                 **({"value": s.value} if d.at else {}),
             }
             for s in d.backward
@@ -73,6 +74,7 @@ def to_dict(d: Derivation) -> dict:
                 **expression(n, g.expr),
                 "shape": list(g.shape),
                 "in_terms_of_inputs": g.in_inputs,
+                "unsimplified": g.unsimplified or None,
                 **({"value": g.value} if g.value is not None else {}),
             }
             for name, g in d.gradients.items()

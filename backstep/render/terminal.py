@@ -66,9 +66,10 @@ def forward_table(d: Derivation, n: Notation) -> Table:
 def step_text(s: BackwardStep, n: Notation) -> str:
     lhs = n.text(n.sym(s.target))
     applied, result = n.text(s.applied), n.text(s.result)
-    if applied == result:
-        return f"{lhs} = {result}"
-    return f"{lhs} = {applied} = {result}"
+    line = f"{lhs} = {result}" if applied == result else f"{lhs} = {applied} = {result}"
+    if s.unsimplified:
+        line += f"   ({n.msg('not_simplified')})"
+    return line
 
 
 def rule_text(s: BackwardStep, n: Notation) -> tuple[str, str]:
@@ -119,6 +120,8 @@ def gradient_table(d: Derivation, n: Notation) -> Table:
             text += f" = {format_value(g.value)}"
         if not g.in_inputs:
             text += f"   ({msg('too_long')})"
+        if g.unsimplified:
+            text += f"   ({msg('not_simplified')})"
         table.add_row(Text(text), Text(n.shape_text(g.shape)))
     return table
 
