@@ -16,6 +16,7 @@ Accepted:
 from __future__ import annotations
 
 import ast
+import itertools
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -584,7 +585,8 @@ class _Builder:
     def _name_dims(self, nodes: list[Node]) -> list[str]:
         """Resolve every shape; give inferred dimensions textbook names (n, d, h, o, …)."""
         taken = {n.name for n in nodes if n.name} | self.dim_names
-        nice = iter([d for d in NICE_DIM_NAMES if d not in taken] + [f"n{i}" for i in range(1, 1000)])
+        numbered = (f"n{i}" for i in itertools.count(1))  # as many as a deep network needs
+        nice = (d for d in itertools.chain(NICE_DIM_NAMES, numbered) if d not in taken)
         rename: dict[str, str] = {}
         order: list[str] = []
         for n in nodes:

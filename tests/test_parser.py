@@ -404,3 +404,12 @@ def test_nothing_is_evaluated():
     finally:
         builtins.__import__ = original
     assert "subprocess" not in calls
+
+
+def test_a_deep_network_gets_a_name_for_every_inferred_dimension():
+    # 1,200 layers infer ~1,200 dimensions: past the textbook letters, n1, n2, … (never a name in use)
+    layers = 1_200
+    lines = ["h0 = X + n1"] + [f"h{i} = relu(h{i - 1} @ W{i})" for i in range(1, layers + 1)]
+    graph = parse("\n".join(lines), limits=Limits(max_depth=5_000))
+    dims = [d for v in graph.variables for d in v.shape]
+    assert "n1" not in dims and len(set(dims)) == layers + 2  # X: (n, d), then one per layer
