@@ -111,6 +111,7 @@ class _Sweep:
         self._expanded_sizes: dict[Expr, int] = {}
         self._rules: dict[tuple, Rule] = {}  # general rules, one per op, input and shapes
         self._definitions: dict[Expr, Expr] = {}  # name -> definition, forward and backward
+        self._estimates: dict[Expr, int] = {}  # expanded tree sizes before simplification
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -130,7 +131,8 @@ class _Sweep:
 
     def run(self) -> Derivation:
         g = self.graph
-        self.domains = {v.name: self.assume.get(v.name) or infer_domain(g, v) for v in g.variables}
+        inferred = infer_domains(g)
+        self.domains = {v.name: self.assume.get(v.name) or inferred[v.name] for v in g.variables}
         requires = self.requires_grad()
         for node in g.nodes:
             self.sym[node.id] = sb.var(node.name)
@@ -367,11 +369,38 @@ class _Sweep:
     def expand(self, expr: Expr) -> Expr | None:
         """Every named intermediate and adjoint replaced by its definition, recursively;
         None when the result would be too large to read."""
+        if _estimated_size(expr, self._definitions, self._estimates) > ESTIMATE_MARGIN * MAX_EXPANDED_SIZE:
+            return None  # far too large: not worth building (most gradients of a deep network)
         try:
             full = _expand(expr, self._definitions, self._expanded, MAX_EXPANDED_SIZE, self._expanded_sizes)
         except TooLarge:
             return None
-        return full if expr_size(full) <= MAX_EXPANDED_SIZE else None
+        size = self._expanded_sizes.get(expr, 1)  # _expand measured it (a leaf has none: 1)
+        return full if size <= MAX_EXPANDED_SIZE else None
+
+
+# SymPy's automatic simplification while expanding seldom shrinks a tree by more than this.
+ESTIMATE_MARGIN = 4
+
+
+def _estimated_size(expr: Expr, defs: dict, memo: dict) -> int:
+    """The tree size of expr with every name replaced by its definition, before any
+    simplification: counted, not built, so that it costs one pass over the definitions."""
+    stack = [(expr, False)]
+    while stack:
+        e, ready = stack.pop()
+        if e in memo:
+            continue
+        parts = (defs[e],) if e.is_Symbol and e in defs else e.args
+        if not parts:
+            memo[e] = 1
+        elif ready:
+            own = 0 if e.is_Symbol else 1  # a name is replaced by its definition
+            memo[e] = min(own + sum(memo[a] for a in parts), 1 << 62)
+        else:
+            stack.append((e, True))
+            stack.extend((a, False) for a in parts if a not in memo)
+    return memo[expr]
 
 
 WORK_PER_BUDGET = 5  # how much building an expansion may cost, in multiples of its size budget
@@ -449,7 +478,7 @@ def tidy(expr: Expr) -> Expr:
     """Pull common factors out of sums, as a person writes them: (a − b)/4, not a/4 − b/4.
 
     Bounded: an expression above TIDY_MAX_SIZE nodes is left as it is (the step stays linear)."""
-    if expr_size(expr) > TIDY_MAX_SIZE:
+    if size_exceeds(expr, TIDY_MAX_SIZE):
         return expr
     return sympy.factor_terms(collect_products(expr))
 
@@ -476,6 +505,18 @@ def collect_products(expr: Expr) -> Expr:
     return expr
 
 
+def size_exceeds(expr: Expr, limit: int) -> bool:
+    """Whether expr_size(expr) > limit, looking at no more than limit + 1 nodes."""
+    count = 0
+    stack = [expr]
+    while stack:
+        count += 1
+        if count > limit:
+            return True
+        stack.extend(stack.pop().args)
+    return False
+
+
 def expr_size(expr: Expr) -> int:
     """The number of nodes of the printed tree (shared subtrees counted each time)."""
     memo: dict = {}
@@ -496,9 +537,10 @@ def expr_size(expr: Expr) -> int:
 POSITIVE_THROUGH = {"add", "mul", "div", "sum", "mean", "transpose", "matmul", "sqrt", "unsqueeze", "outer"}
 
 
-def infer_domain(graph: Graph, var: Node) -> str:
-    """Where a variable is drawn, from the ops that use it: positive if a log/sqrt/… needs it,
-    SPD under logdet, invertible under inv/det, class indices or probabilities as targets."""
+def infer_domains(graph: Graph) -> dict[str, str]:
+    """Where each variable is drawn, from the ops that use it: positive if a log/sqrt/… needs it,
+    SPD under logdet, invertible under inv/det, class indices or probabilities as targets.
+    One backward pass over the graph for all variables."""
     demands: dict[int, set[str]] = {}
     for node in reversed(graph.op_nodes):
         wants_here = demands.get(node.id, set())
@@ -524,7 +566,10 @@ def infer_domain(graph: Graph, var: Node) -> str:
                 need.add("positive")
             if need:
                 demands.setdefault(a.id, set()).update(need)
-    wants = demands.get(var.id, set())
+    return {v.name: _domain(demands.get(v.id, set())) for v in graph.variables}
+
+
+def _domain(wants: set[str]) -> str:
     for kind in ("spd", "invertible", "probability"):
         if kind in wants:
             return kind
