@@ -4,8 +4,7 @@ Bad input of any kind is a BackstepError: it is printed as one clear message wit
 (and a caret under it) on stderr, with exit code 2 and no traceback.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer would then eval() every annotation at start-up.
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
