@@ -46,9 +46,12 @@ INTRO = """# Benchmarks
   fresh process, with and without `--no-verify`, against `python -c "import sympy"` and
   `python -c "import torch"`. backstep imports SymPy always and torch only to verify (or for `--at`),
   so those two imports are the floor.
-- **(b) scaling** — `backstep.derive(..., verify=False)` on programs with named intermediates
-  (`v1 = sin(x)*x + x; v2 = sin(v1)*v1 + x; …`), 3 graph nodes per line, at about 10, 100, 1000
-  (and 3000) nodes: the time per node shows whether the derivation stays linear.
+- **(b) scaling** — `backstep.derive(..., verify=False)` on two families of programs with named
+  intermediates, 3 graph nodes per line, at about 10, 100, 1,000 and 5,000 nodes: a chain
+  (`v1 = sin(x)*x + x; v2 = sin(v1)*v1 + x; …`) and an MLP (`h1 = relu(h0 @ W1 + b1); …;
+  L = sum((hL @ V - Y)**2)`, a weight and a bias per layer, so the number of gradients grows with
+  the depth). Time per node and output size per node (tree nodes of the backward steps' results,
+  and of the forward steps) show whether the derivation stays linear.
 - **(c) against SymPy** — the same swell family f_{k+1} = sin(f_k)·f_k + x at depth k = 8 … 14, as one
   nested SymPy expression differentiated by `sympy.diff`, then shortened by `sympy.cse`, against
   backstep on the program with k named intermediates. Size is the number of nodes of the expression
@@ -154,39 +157,66 @@ def cold_start(runs: int) -> tuple[str, dict]:
 # --- (b) scaling ---------------------------------------------------------------------------------
 
 
+def mlp_program(layers: int) -> str:
+    """An MLP with a squared loss, one line per layer: h_i = relu(h_{i-1} @ W_i + b_i), 3 nodes each."""
+    lines = ["h0 = X"] + [f"h{i} = relu(h{i - 1} @ W{i} + b{i})" for i in range(1, layers + 1)]
+    return "\n".join(lines + [f"L = sum((h{layers} @ V - Y)**2)"])
+
+
+FAMILIES = {
+    # name: (program of about `nodes` graph nodes, what it is)
+    "chain": (lambda nodes: swell_program(max(1, round(nodes / 3))), "swell chain v_{j+1} = sin(v_j)·v_j + x"),
+    "mlp": (lambda nodes: mlp_program(max(1, round((nodes - 4) / 3))), "MLP relu(h @ W + b), squared loss"),
+}
+
+
 def scaling(targets: list[int], repeats: int) -> tuple[str, list]:
     rows, data = [], []
     backstep.derive(swell_program(34), verify=False)  # warm-up: the first derivations in a process are slower
-    for target in targets:
-        k = max(1, round(target / 3))
-        src = swell_program(k)
-        reps = repeats if target <= 1000 else max(1, repeats // 2)
-        t, d = median_time(lambda src=src: backstep.derive(src, verify=False), reps)
-        nodes = len(d.forward)
-        data.append((nodes, t))
-        rows.append(
-            [
-                target,
-                k,
-                nodes,
-                len(d.backward),
-                fmt_s(t),
-                f"{t / nodes * 1e3:.3f} ms",
-                "yes" if d.gradients["x"].in_inputs else "no (named)",
-            ]
-        )
-    text = table(
-        [
-            "≈ nodes",
-            "lines",
-            "graph nodes",
-            "backward steps",
-            f"derive (median of {repeats})",
-            "per node",
-            "∂/∂x expanded",
-        ],
-        rows,
-    )
+    for family, (program, _) in FAMILIES.items():
+        for target in targets:
+            src = program(target)
+            reps = repeats if target <= 1000 else 1
+            t, d = median_time(lambda src=src: backstep.derive(src, verify=False), reps)
+            nodes = len(d.forward)
+            size_bwd = sum(expr_size(s.result) for s in d.backward)
+            size_fwd = sum(expr_size(s.expr) for s in d.forward)
+            expanded = sum(g.in_inputs for g in d.gradients.values())
+            data.append({"family": family, "nodes": nodes, "seconds": t, "size_per_node": size_bwd / nodes})
+            rows.append(
+                [
+                    family,
+                    nodes,
+                    len(d.backward),
+                    len(d.gradients),
+                    fmt_s(t),
+                    f"{t / nodes * 1e3:.3f} ms",
+                    f"{size_bwd / nodes:.1f}",
+                    f"{size_fwd / nodes:.1f}",
+                    f"{expanded} of {len(d.gradients)}",
+                ]
+            )
+    headers = [
+        "family",
+        "graph nodes",
+        "backward steps",
+        "gradients",
+        f"derive (median of {repeats}; 1 above 1000 nodes)",
+        "per node",
+        "backward size per node",
+        "forward size per node",
+        "gradients in terms of the inputs",
+    ]
+    text = table(headers, rows)
+    for family in FAMILIES:  # how the time per node grows from the smallest run above 100 nodes to the largest
+        runs = [r for r in data if r["family"] == family and r["nodes"] >= 100]
+        if len(runs) >= 2:
+            a, b = runs[0], runs[-1]
+            growth = (b["seconds"] / b["nodes"]) / (a["seconds"] / a["nodes"])
+            text += (
+                f"\n\n{family}: time per node ×{growth:.2f} from {a['nodes']} to {b['nodes']} nodes "
+                f"(1 would be exactly linear)"
+            )
     return text, data
 
 
@@ -400,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     print(sections[0][1], flush=True)
     steps = [
         ("(a) Cold start", lambda: cold_start(runs=2 if quick else 5)),
-        ("(b) Scaling", lambda: scaling([10, 100] if quick else [10, 100, 1000, 3000], repeats=1 if quick else 3)),
+        ("(b) Scaling", lambda: scaling([10, 100] if quick else [10, 100, 1000, 5000], repeats=1 if quick else 3)),
         (
             "(c) Against sympy.diff and sympy.cse",
             lambda: against_sympy([8, 10] if quick else [8, 10, 12, 14], repeats=1 if quick else 3),
