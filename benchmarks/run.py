@@ -127,7 +127,9 @@ def swell_sympy(k: int, x: sympy.Symbol) -> sympy.Expr:
 
 
 def cold_start(runs: int) -> tuple[str, dict]:
-    exe = shutil.which("backstep")
+    # The entry point beside this interpreter (a version manager's shim on PATH adds its own start-up).
+    beside = Path(sys.executable).parent / "backstep"
+    exe = str(beside) if beside.exists() else shutil.which("backstep")
     cli = [exe] if exe else [sys.executable, "-m", "backstep"]
     formula = "relu(x@W1)@W2"
     commands = {
