@@ -294,18 +294,22 @@ class CodePrinter(Printer):
         if op.name == "logsumexp" and params.get("axis") is not None:
             # the table's torch template reduces over every axis; this one reduces over one
             return f"torch.logsumexp({self.print(operands[0])[0]}, dim={params['axis']})", PREC_ATOM
-        if any(isinstance(v, str) and v in self.dim_names for v in params.values()):
-            params = dict(params)  # a size named by a dimension (onehot's classes, eye's n)
-            for k, v in params.items():
-                if isinstance(v, str) and v in self.dim_names:
-                    self.used.add(v)
-                    params[k] = self.dim_names[v]
+        params = {k: self._sizes(v) for k, v in params.items()}  # dimension names: onehot's classes, a shape
         if not getattr(op.printing, "torch", ""):
             raise CodegenError(
                 f"the op {op.name} has no torch code template yet (ops.py: its Printing lacks torch=...), "
                 "so backstep cannot write this derivation as code"
             )
         return super()._op(op, operands, params, in_shapes)
+
+    def _sizes(self, value):
+        """A parameter that names dimensions, with those names as the code has them (and marked used)."""
+        if isinstance(value, tuple):
+            return tuple(self._sizes(v) for v in value)
+        if isinstance(value, str) and value in self.dim_names:
+            self.used.add(value)
+            return self.dim_names[value]
+        return value
 
     # Formatting as ruff does -------------------------------------------------------------------
 

@@ -99,7 +99,11 @@ class Evaluator:
 
 def concrete_params(params: dict, sizes: dict[str, int]) -> dict:
     """Parameters naming a dimension (onehot's classes, eye's n) get that dimension's size."""
-    return {k: sizes.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+
+    def size(v):
+        return sizes.get(v, v) if isinstance(v, str) else v
+
+    return {k: tuple(map(size, v)) if isinstance(v, tuple) else size(v) for k, v in params.items()}
 
 
 # --- drawing points ----------------------------------------------------------------------------

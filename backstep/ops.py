@@ -2306,6 +2306,50 @@ register(
     )
 )
 
+
+def broadcast_to_shape(env: ShapeEnv, shapes, params) -> Shape:
+    target = params.get("shape")
+    if not isinstance(target, tuple):
+        raise ShapeMismatch("broadcast_to needs the shape to broadcast to: broadcast_to(x, (n, d))")
+    s = env.resolve(shapes[0])
+    if len(s) > len(target):
+        raise ShapeMismatch(f"broadcast_to cannot lower the rank: {fmt(s)} to {fmt(target)}")
+    for have, want in zip(reversed(s), reversed(target)):
+        if have != 1:
+            try:
+                env.unify(have, want)
+            except ShapeMismatch:
+                raise ShapeMismatch(f"broadcast_to: {fmt(s)} does not broadcast to {fmt(target)}") from None
+    return env.resolve(target)
+
+
+register(
+    Op(
+        name="broadcast_to",
+        syntax="broadcast_to",
+        arity=1,
+        shape=broadcast_to_shape,
+        sympy=lambda args, shapes, p: sb.BroadcastTo.build(args, shapes, **p),
+        # the copies' gradients add up: summed back over the axes the broadcast created
+        backward=(lambda c: sum_to(c.g, c.out_shape, c.shapes[0]),),
+        torch=lambda torch, args, p: torch.broadcast_to(args[0], p["shape"]),
+        grad_fn="ExpandBackward0",
+        summary="broadcast_to(x, (n, d)): x repeated along new leading axes and its size-1 axes, as NumPy "
+        "broadcasting does implicitly (sizes are numbers or dimension names); x̄ = ȳ summed over those axes. "
+        "backstep writes it where a gradient relies on broadcasting inside @ or a reduction",
+        example="b: (d,); X: (n, d)\nsum(broadcast_to(b, (n, d)) * X)",
+        params={"shape": None},
+        sympy_class=sb.BroadcastTo,
+        printing=Printing(
+            text="broadcast_to({0}, {shape})",
+            latex=r"\operatorname{{broadcast}}_{{{shape}}}\left({0}\right)",
+            lang="broadcast_to({0}, {shape})",
+            torch="torch.broadcast_to({0}, {shape})",
+        ),
+    )
+)
+
+
 # Ops by their spelling in the input language, and the SymPy classes that mean an op (for the
 # printers and the numeric evaluator). Add, Mul and Pow are SymPy's own algebra; the printers
 # and the evaluator handle them by structure.

@@ -425,10 +425,14 @@ class _Builder:
             # a pair, stride=(2, 1), or a shape, reshape(x, (-1, 96))
             items = []
             for item in node.elts:
+                if pname == "shape" and isinstance(item, ast.Name) and item.id in self.dim_names:
+                    items.append(item.id)  # broadcast_to(b, (n, d)); the op's shape rule decides
+                    continue
                 neg = isinstance(item, ast.UnaryOp) and isinstance(item.op, ast.USub)
                 value = item.operand if neg else item
                 if not (isinstance(value, ast.Constant) and type(value.value) is int):
-                    self._fail(ParseError, f"{pname} must be an integer or a tuple of integers", item)
+                    names = " or a dimension name from a shape" if pname == "shape" else ""
+                    self._fail(ParseError, f"{pname} must be an integer or a tuple of integers{names}", item)
                 items.append(-value.value if neg else value.value)
             return tuple(items)
         sign = 1

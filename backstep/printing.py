@@ -19,7 +19,7 @@ import sympy
 from sympy import Expr
 
 from .ops import OP_OF_CLASS, OPS, PREC_ADD, PREC_ATOM, PREC_MATMUL, PREC_MUL, PREC_POSTFIX, PREC_POW, PREC_UNARY
-from .shapes import ShapeEnv
+from .shapes import ShapeEnv, ShapeMismatch, fmt_shape_plain
 from .symbolic import Dim, InverseOp, MatrixProduct, OuterProduct, TensorOp, TransposeOp
 
 MATH_FUNCTIONS = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "erf"}
@@ -131,6 +131,37 @@ class Symbols:
         memo[expr] = r
         return r
 
+    def shape(self, expr: Expr, memo: dict | None = None) -> tuple | None:
+        """The shape of an expression over these symbols (None where it cannot be told)."""
+        memo = {} if memo is None else memo
+        if expr in memo:
+            return memo[expr]
+        if isinstance(expr, Dim) or expr.is_Number or expr.is_NumberSymbol:
+            out = ()
+        elif expr.is_Symbol:
+            info = self.table.get(expr.name)
+            out = info.shape if info else None
+        elif isinstance(expr, TensorOp):
+            op = OP_OF_CLASS[type(expr)]
+            try:
+                out = tuple(op.shape(ShapeEnv(), list(expr.in_shapes), expr.params))
+            except ShapeMismatch:
+                out = None
+        else:  # elementwise: NumPy broadcasting of the operands' shapes
+            shapes = [self.shape(a, memo) for a in expr.args]
+            out = None if any(s is None for s in shapes) else _broadcast_plain(shapes)
+        memo[expr] = out
+        return out
+
+
+def _broadcast_plain(shapes: list[tuple]) -> tuple:
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(1, rank + 1):
+        sizes = {s[-i] for s in shapes if i <= len(s)} - {1}
+        out.append(sizes.pop() if len(sizes) == 1 else (1 if not sizes else min(sizes, key=str)))
+    return tuple(reversed(out))
+
 
 class Printer:
     def __init__(self, target: str, symbols: Symbols | None = None):
@@ -140,6 +171,7 @@ class Printer:
         self.code = target in ("lang", "torch")  # Python syntax: * and @ share a precedence
         self.symbols = symbols or Symbols()
         self._rank_memo: dict = {}
+        self._shape_memo: dict = {}
 
     def __call__(self, expr) -> str:
         return self.print(sympy.sympify(expr))[0]
@@ -322,8 +354,16 @@ class Printer:
                 need = PREC_MATMUL + 1
             if f"{{{i}}}." in template:
                 need = max(need, PREC_POSTFIX)  # `(x @ W).dtype`, never `x @ W.dtype`
+            if i < len(in_shapes) and self._is_broadcast(a, in_shapes[i]):
+                # SymPy's cancellations can leave a smaller operand that the op broadcasts
+                # (inv(A)ᵀ 1 1ᵀ → a column): say so, or the shapes would not agree on paper
+                # and the code would not parse back
+                printed.append(self._op(OPS["broadcast_to"], [a], {"shape": tuple(in_shapes[i])})[0])
+                continue
             printed.append(self.wrap(a, need))
         extra = {k: ("" if v is None else v) for k, v in params.items()}
+        if isinstance(template, str):  # (n, d), not ('n', 'd'); a ByParams template takes the values
+            extra = {k: fmt_shape_plain(v) if isinstance(v, tuple) else v for k, v in extra.items()}
         extra.update(axis_kw="", axis_sub="", params_kw="", reduction_kw="")
         if params.get("axis") is not None:
             extra["axis_kw"] = f", axis={params['axis']}"
@@ -343,6 +383,10 @@ class Printer:
         shown = {k: v for k, v in params.items() if k not in ("axis", "keepdims", "reduction", "classes", "n")}
         extra["params_kw"] = "".join(f", {k}={v!r}" for k, v in shown.items() if v is not None and v != op.params[k])
         return template.format(*printed, **extra), rule.prec
+
+    def _is_broadcast(self, operand: Expr, shape: tuple) -> bool:
+        actual = self.symbols.shape(operand, self._shape_memo)
+        return actual is not None and tuple(actual) != tuple(shape)
 
     @staticmethod
     def _is_mul(expr: Expr) -> bool:

@@ -133,8 +133,9 @@ def _param_to_sympy(value):
         return Tuple(sympy.Float(value))
     if isinstance(value, str):
         return Tuple(Symbol(value))
-    if isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return Tuple(Tuple(*[Integer(v) for v in value]))  # a pair (stride=(2, 1)) or a shape
+    if isinstance(value, tuple) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+        # a pair (stride=(2, 1)) or a shape, whose sizes may be dimension names: (n, 3)
+        return Tuple(Tuple(*[Symbol(v) if isinstance(v, str) else Integer(v) for v in value]))
     raise TypeError(f"unsupported op parameter {value!r}")
 
 
@@ -144,7 +145,7 @@ def _param_from_sympy(value):
             return None
         v = value.args[0]
         if isinstance(v, Tuple):
-            return tuple(int(d) for d in v.args)
+            return tuple(d.name if d.is_Symbol else int(d) for d in v.args)
         if v.is_Symbol:
             return v.name
         return int(v) if v.is_Integer else float(v)
@@ -422,6 +423,10 @@ class AvgPoolSpread(TensorOp):
     """avgpool_spread(ȳ): each entry of ȳ copied over its window (the adjoint of sum-pooling)."""
 
     param_names = ("kernel_size", "stride", "size")
+
+
+class BroadcastTo(TensorOp):
+    param_names = ("shape",)
 
 
 class Flatten(TensorOp):

@@ -14,10 +14,9 @@ For every formula: ``derive(..., verify=True, points=2)`` verifies against torch
 ``--format json`` gradient ``expr`` strings parse back with ``backstep.parse`` and evaluate to the
 same numbers as the gradients; text and JSON rendering succeed and are deterministic.
 
-Bugs these tests found are listed in ``KNOWN_BUGS`` with the smallest formula that shows each. The
-generator steers clear of a bug only while that formula still fails (once it is fixed, the formulas
-that would show it are generated again), and the terminal summary says which it is avoiding. Each
-one is also a strict xfail in tests/test_ops_generated.py (``BUGS``).
+Bugs these tests found become strict xfails in tests/test_ops_generated.py (``BUGS``) with the
+smallest formula that shows each, and regression tests there once fixed (an operand relying on
+broadcasting inside an array op, an output that simplifies to 0). The generator avoids none.
 """
 
 from __future__ import annotations
@@ -31,19 +30,17 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
-import sympy
 import torch
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
-from backstep import BackstepError, derive, parse
+from backstep import derive, parse
 from backstep import parser as backstep_parser
 from backstep.numeric import Evaluator
 from backstep.numeric import draw as draw_value
 from backstep.ops import OPS, Op
 from backstep.render import render
 from backstep.shapes import ShapeEnv, ShapeMismatch, concrete
-from backstep.symbolic import TensorOp
 
 # How many formulas went through every check, and what they contained (see the terminal summary).
 COUNTS: collections.Counter = collections.Counter()
@@ -51,54 +48,6 @@ OPS_USED: collections.Counter = collections.Counter()
 
 DEFAULT_EXAMPLES = 150
 SLOW_EXAMPLES = int(os.environ.get("BACKSTEP_PROPERTY_EXAMPLES", "1000"))  # nightly: 10000 (README)
-
-# --- known bugs: a formula that shows each, and what the generator avoids while it still fails ----
-
-
-def _verifies(source: str, shapes: dict) -> bool:
-    """Verifies, or is refused with backstep's own error (a formula it rightly does not take)."""
-    try:
-        return derive(source, shapes=shapes, verify=True, points=1).verification.ok
-    except BackstepError:
-        return True
-    except Exception:
-        return False
-
-
-def _json_gradient_parses_back(source: str, shapes: dict, name: str) -> bool:
-    try:
-        d = derive(source, shapes=shapes)
-        text = json.loads(render(d, "json"))["gradients"][name]["expr"]
-        parse(f"({text}) + 0 * probe", {**shapes, d.seed.name: d.seed.shape, "probe": ()})
-        return True
-    except Exception:
-        return False
-
-
-def _printed_output_is_the_output() -> bool:
-    shapes = {"a": (1, 3), "b": (2, 3)}
-    printed = json.loads(render(derive("sum(a + (b - b))", shapes=shapes), "json"))["output"]["expr"]
-    a, b = torch.rand(1, 3, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64)
-    value = Evaluator({"a": a, "b": b}, {})(derive(printed, shapes=shapes).output_expr)
-    return bool(torch.allclose(value, (a + (b - b)).sum()))
-
-
-def _output_expr_in_inputs(source: str, shapes: dict) -> bool:
-    return {s.name for s in derive(source, shapes=shapes).output_expr.free_symbols} <= set(shapes)
-
-
-KNOWN_BUGS = {
-    "broadcast_operand_printing": (
-        lambda: _json_gradient_parses_back("sum(inv(A))", {"A": (3, 3)}, "A") and _printed_output_is_the_output(),
-        "an array operand that is a broadcast scalar prints as it is: the gradient of A in sum(inv(A)) is "
-        "'-sum(inv(A).T, axis=1, keepdims=True) @ inv(A).T' ((3, 1) @ (3, 3)), sum(a + (b - b)) prints as sum(a)",
-    ),
-    "output_expr_zero": (
-        lambda: _output_expr_in_inputs("sin(x) - sin(x)", {"x": (3,)}),
-        "an output that simplifies to 0 keeps its named intermediates (v1 - v2) in output_expr and JSON",
-    ),
-}
-ACTIVE_BUGS = {name: reason for name, (still_fine, reason) in KNOWN_BUGS.items() if not still_fine()}
 
 # --- what the generator knows about the op table -----------------------------------------------------
 
@@ -345,17 +294,6 @@ def forward_is_tame(d, sizes: dict) -> bool:
     return True
 
 
-def has_broadcast_operand(expr, env: dict, sizes: dict) -> bool:
-    """Does an array op in `expr` take an operand smaller than its recorded shape (a broadcast)?"""
-    evaluator = Evaluator(dict(env), sizes)
-    for e in sympy.preorder_traversal(expr):
-        if isinstance(e, TensorOp):
-            for operand, shape in zip(e.operands, e.in_shapes):
-                if tuple(evaluator(operand).shape) != concrete(shape, sizes):
-                    return True
-    return False
-
-
 def value_of_text(text: str, shapes: dict, env: dict, sizes: dict):
     """Parse `text` back with backstep and evaluate it (step by step: the forward steps' own
     expressions, so that this does not lean on Derivation.output_expr)."""
@@ -388,17 +326,10 @@ def round_trip(d, doc: dict, sizes: dict) -> int:
         values[step.target] = torch.broadcast_to(evaluator(step.result), shape)
     checked = 0
     output = values[d.output]
-    skip_output = "output_expr_zero" in ACTIVE_BUGS and not bool(output.any())
-    if "broadcast_operand_printing" in ACTIVE_BUGS and has_broadcast_operand(d.output_expr, values, sizes):
-        skip_output = True  # sum(x1 + (x0 - x0)) prints as sum(x1)
-    if not skip_output:
-        got = value_of_text(doc["output"]["expr"], shapes, env, sizes)
-        assert torch.allclose(torch.broadcast_to(got, output.shape), output, rtol=1e-9, atol=1e-9), doc["output"]
+    got = value_of_text(doc["output"]["expr"], shapes, env, sizes)
+    assert torch.allclose(torch.broadcast_to(got, output.shape), output, rtol=1e-9, atol=1e-9), doc["output"]
     for name, g in doc["gradients"].items():
         gradient = d.gradients[name]
-        if "broadcast_operand_printing" in ACTIVE_BUGS and has_broadcast_operand(gradient.expr, values, sizes):
-            COUNTS["expr strings not parsed back (known bug broadcast_operand_printing)"] += 1
-            continue
         if not gradient.in_inputs:  # written with named intermediates: parsing back is the check
             parse(g["expr"], shapes)
             continue
@@ -489,8 +420,6 @@ class _Summary:
             tr.write_line("ops the generator can build but did not this run: " + ", ".join(unused))
         if SKIPPED_OPS:
             tr.write_line("ops the generator cannot build: " + ", ".join(SKIPPED_OPS))
-        for name, reason in ACTIVE_BUGS.items():
-            tr.write_line(f"avoiding known bug {name}: {reason}")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -271,6 +271,7 @@ OP_NAMES: dict[str, dict[str, str]] = {
         "flatten": "flatten",
         "unflatten": "unflatten",
         "reshape": "reshape",
+        "broadcast_to": "broadcast",
     },
     "zh": {
         "add": "加法",
@@ -337,6 +338,7 @@ OP_NAMES: dict[str, dict[str, str]] = {
         "flatten": "展平",
         "unflatten": "反展平",
         "reshape": "重塑形状",
+        "broadcast_to": "广播",
     },
 }
 
