@@ -23,6 +23,10 @@ point is reported; otherwise the answer is "I could not name the mistake".
 Derivation files (one ``name = expression`` per line) are checked line by line against the true
 adjoint of each named node; every adjoint a line uses is bound to its *true* value, so that a
 line is judged as if the lines before it were right.
+
+Circular claims. Since the adjoints a claim uses are bound to their true values, a claim may use
+only what the true derivation has before the quantity it claims (see ``Problem.circular``):
+otherwise ``grad_W1 = grad_W1``, or two lines that each use the other's adjoint, would be right.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from .budget import BudgetExpired, TimeBudget, can_interrupt
 from .derive import MAX_EXPANDED_SIZE, TooLarge, _expand, build_derivation, reevaluate, sum_to
 from .errors import BackstepError, DomainError, ParseError, UsageError
 from .ops import OPS, Ctx
-from .parser import Limits, deep_recursion, parse, parse_expression
+from .parser import Limits, deep_recursion, lookalike_note, parse, parse_expression, unknown_name_message
 from .printing import to_lang, to_text
 from .shapes import SAMPLE_SIZES, ShapeEnv, ShapeMismatch, concrete, fmt_shape_plain
 
@@ -536,9 +540,8 @@ class Problem:
             node_names = {n.name for n in graph.nodes}
             for w in wrt or []:
                 if w not in node_names:
-                    raise UsageError(
-                        f"--wrt names {w}, which is not a name of the formula (its variables: {', '.join(var_names)})"
-                    )
+                    then = f", which is not a name of the formula (its variables: {', '.join(var_names)})"
+                    raise UsageError(unknown_name_message("--wrt names", w, var_names, then=then))
             wrt_vars = list(wrt) if wrt and all(w in var_names for w in wrt) else None
             self.derivation = d = build_derivation(graph, wrt_vars, assume or {})
         self.graph = graph
@@ -577,6 +580,13 @@ class Problem:
             self.defs[sb.var(s.target)] = s.result
         if d.seed.is_one:
             self.defs[sb.var(d.seed.name)] = sympy.Integer(1)
+        self.adjoint_node = {symbol: node for node, symbol in self.adjoint.items()}
+        self._inputs_of = {n.name: [a.name for a in n.inputs if not a.is_const] for n in graph.nodes}
+        self._users_of: dict[str, list[str]] = {n.name: [] for n in graph.nodes}
+        for n in graph.nodes:
+            for a in self._inputs_of[n.name]:
+                self._users_of[a].append(n.name)
+        self._relatives: dict[str, tuple[set[str], set[str]]] = {}
         self._expand_memo: dict = {}
         self._points: list[Point] | None = None
         self._sites = None
@@ -622,8 +632,11 @@ class Problem:
                 return m.group(0)  # a true division, or not a derivative of the loss
             node = scope.node_of.get(den)
             if node not in self.adjoint:
-                what = "needs no gradient here" if node is not None else "is not a node of the formula"
-                raise ParseError(f"{m.group(0)}: {den} {what}")
+                if node is not None:
+                    raise ParseError(f"{m.group(0)}: {den} needs no gradient here")
+                raise ParseError(
+                    unknown_name_message(f"{m.group(0)}:", den, scope.node_of, then=" is not a node of the formula")
+                )
             return self.adjoint[node]
 
         return _FRACTION.sub(sub, text)
@@ -633,8 +646,9 @@ class Problem:
         if name not in self.adjoint:
             if name in self.node_shape:
                 raise UsageError(f"{name} needs no gradient here (it does not depend on a variable in --wrt)")
-            names = ", ".join(v.name for v in self.derivation.variables)
-            raise UsageError(f"--wrt names {name}, which is not a name of the formula (its variables: {names})")
+            names = [v.name for v in self.derivation.variables]
+            then = f", which is not a name of the formula (its variables: {', '.join(names)})"
+            raise UsageError(unknown_name_message("--wrt names", name, names, then=then))
         return Target(name, "adjoint", self.node_shape[name], self.adjoint[name], self.label(name))
 
     def label(self, node: str, ascii_only: bool = False) -> str:
@@ -643,6 +657,67 @@ class Problem:
         text = text if text.isidentifier() else f"({text})"
         loss = self.notation.loss_name()
         return f"d{loss}/d{text}" if ascii_only else f"∂{loss}/∂{text}"
+
+    def relatives(self, node: str) -> tuple[set[str], set[str]]:
+        """(the nodes `node` is computed from, the nodes computed from it), by name; per node on
+        demand, since all of them at once would be quadratic in a long chain."""
+        if node not in self._relatives:
+            self._relatives[node] = (_reach(node, self._inputs_of), _reach(node, self._users_of))
+        return self._relatives[node]
+
+    def circular(self, target: Target, term: Term, scope: Scope) -> str | None:
+        """Why a claim may not use something it uses, or None.
+
+        Every adjoint a claim uses is bound to its true value, so a claim for ∂L/∂T may use only
+        what the true backward pass has before ∂L/∂T and computes it from: the forward values, the
+        seed, and the adjoints of the nodes computed from T. Its own adjoint would make
+        `grad_W1 = grad_W1` right, an upstream one (computed from ∂L/∂T) a cycle of two lines, and
+        one of another path a pair of lines that vouch for each other. A forward line for T may use
+        the variables and the values T is computed from."""
+        upstream, downstream = self.relatives(target.node)
+        reasons = []  # (how bad, why): the claim's own quantity is named first
+        for symbol in self._symbols_used(term, scope):
+            node = self.adjoint_node.get(symbol)
+            if target.kind == "forward":
+                if node is not None:
+                    why = f"the line uses {self.label(node)}, a gradient: a forward value comes before any gradient"
+                    reasons.append((2, why))
+                elif symbol == target.node:
+                    reasons.append((0, f"circular: the line uses {symbol}, the value it claims"))
+                elif symbol in downstream:
+                    reasons.append((1, f"circular: the line uses {symbol}, which is computed from {target.node}"))
+                elif symbol in self.forward_names and symbol not in upstream:
+                    reasons.append((2, f"the line uses {symbol}, which {target.node} is not computed from"))
+                continue
+            if node is None or node == self.derivation.output or node in downstream:
+                continue  # a forward value, the seed, or an adjoint ∂L/∂T is computed from
+            used = self.label(node)
+            if node == target.node:
+                reasons.append((0, f"circular: the claim uses {used}, the gradient it claims"))
+            elif node in upstream:
+                reasons.append((1, f"circular: the claim uses {used}, which is computed from {target.label}"))
+            else:
+                why = (
+                    f"the claim uses {used}, which is not available for {target.label}: a claim may use the seed "
+                    f"and the adjoints of the nodes computed from {self.node_text(target.node)}"
+                )
+                reasons.append((2, why))
+        return min(reasons, key=lambda r: r[0])[1] if reasons else None
+
+    def _symbols_used(self, term: Term, scope: Scope) -> list[str]:
+        """The canonical symbols a claim's value depends on, through the student's own names too."""
+        helpers = {h.name: h.expr for h in scope.helpers}
+        written = [t.name for _, t in _walk(term) if t.kind == "var"]
+        todo = [scope.name_of.get(name, name) for name in written]
+        seen: dict[str, None] = {}
+        while todo:
+            symbol = todo.pop(0)
+            if symbol in seen:
+                continue
+            seen[symbol] = None
+            if symbol in helpers:
+                todo += sorted(s.name for s in helpers[symbol].free_symbols if not isinstance(s, sb.Dim))
+        return list(seen)
 
     def resolve_lhs(self, lhs: str, scope: Scope) -> tuple[str, str | None]:
         """A derivation line's left side -> ("adjoint", node), ("forward", node), ("alias", node)
@@ -657,10 +732,8 @@ class Problem:
             return "alias", scope.node_of[text]
         m = _FRACTION.fullmatch(text) or _ADJOINT_LIKE.fullmatch(text)
         if m:
-            raise ParseError(
-                f"{lhs.strip()}: {m.group(m.lastindex)} is not a node of the formula "
-                "(use the formula's names, or define it first, e.g. Z = X @ W1)"
-            )
+            then = " is not a node of the formula (use the formula's names, or define it first, e.g. Z = X @ W1)"
+            raise ParseError(unknown_name_message(f"{lhs.strip()}:", m.group(m.lastindex), scope.node_of, then=then))
         if text.isidentifier() and text not in scope.name_of and text not in self.derivation.dims:
             return "helper", None
         if text in scope.name_of:
@@ -888,6 +961,10 @@ class Problem:
         term = self.parse_claim(claim, scope)
         result = Result("wrong", "", target=target.label, claim=claim.strip(), expected_shape=target.shape)
         self._fill_expected(result, target, local)
+        circular = self.circular(target, term, scope)
+        if circular is not None:  # wrong whatever its value: nothing is tested (points stays 0)
+            result.reason = circular
+            return result
         result.sizes = self.sizes_text()
         result.points = len(self.points)
         shape_problem = None
@@ -1058,7 +1135,9 @@ class Problem:
                     except ClaimShapeError as err:
                         raise ParseError(f"{name} does not type-check: {err.message}") from None
                     scope.add_helper(Helper(name, term_to_sympy(term, shapes, scope.name_of), shapes[term]))
-                    r = Result("defined", f"defines {name} (a name of your own, not checked)", claim=rhs.strip())
+                    # a look-alike letter makes grаd_W1 (Cyrillic а) a name of the student's own: say so
+                    what = f"defines {name}{lookalike_note(name)} (a name of your own, not checked)"
+                    r = Result("defined", what, claim=rhs.strip())
                     r.step = name
                 else:
                     if kind == "adjoint":
@@ -1125,6 +1204,18 @@ class Problem:
                     if all(_close(torch, v, p.env[node.name]) for v, p in zip(values, self.points)):
                         self.alias(scope, name, node.name)
                         break
+
+
+def _reach(start: str, edges: dict[str, list[str]]) -> set[str]:
+    """Every node reachable from `start` along `edges`, without `start` itself."""
+    out: set[str] = set()
+    stack = list(edges.get(start, ()))
+    while stack:
+        name = stack.pop()
+        if name not in out:
+            out.add(name)
+            stack.extend(edges.get(name, ()))
+    return out
 
 
 def _strip_lhs(claim: str, problem: Problem, target: Target, scope: Scope) -> str:

@@ -6,9 +6,12 @@ over the cores, and writes what a person (a table) or another tool (JSON, CSV) r
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from pathlib import Path
 from .check import Problem, Result
 from .errors import BackstepError, UsageError
 from .shapes import parse_shape_text
+from .userfiles import check_output_path, csv_cell, open_output, printable, write_output
 
 CHECK_SCHEMA = "backstep.check/1"
 FILE_SCHEMA = "backstep.check-file/1"
@@ -57,47 +61,53 @@ def claim_json(problem: Problem, wrt: str, result: Result) -> dict:
 def print_claim(result: Result, console=None) -> None:
     from rich.text import Text
 
+    # Text, never markup, and every user-written piece through printable: a claim or a name may
+    # carry `[/x]` (a crash), `[conceal]` (hidden text) or an ANSI escape (a cleared screen).
     console = console or _console()
+    target, claim = printable(result.target), printable(result.claim)
     t = Text()
     if result.verdict == "right":
         t.append("✓ right", style="bold green")
-        t.append(f"  {result.target} = {result.claim}\n")
-        t.append(f"  {result.reason}{_sizes_line(result)}", style="dim")
+        t.append(f"  {target} = {claim}\n")
+        t.append(f"  {printable(result.reason)}{_sizes_line(result)}", style="dim")
         console.print(t)
         return
     t.append("✗ wrong", style="bold red")
-    t.append(f"  {result.target} = {result.claim}\n")
+    t.append(f"  {target} = {claim}\n")
     t.append("  why       ", style="dim")
-    t.append(result.reason + "\n")
+    t.append(printable(result.reason) + "\n")
     if result.mistake is not None:
         t.append("  mistake   ", style="dim")
-        t.append(result.mistake.message + "\n", style="bold yellow")
+        t.append(printable(result.mistake.message) + "\n", style="bold yellow")
         if result.mistake.fix:
             t.append("  fixed     ", style="dim")
-            t.append(result.mistake.fix)
+            t.append(printable(result.mistake.fix))
             t.append("   (equals the true gradient at every point)\n", style="dim")
     if result.expected_text:
         t.append("  correct   ", style="dim")
-        t.append(f"{result.target} = {result.expected_text}\n", style="green")
+        t.append(f"{target} = {printable(result.expected_text)}\n", style="green")
         if result.expected and result.expected != result.expected_text:
-            t.append(f"            {result.expected}\n", style="dim")
+            t.append(f"            {printable(result.expected)}\n", style="dim")
     cx = result.counterexample
     if cx:
         sizes = " ".join(f"{k}={v}" for k, v in cx["sizes"].items())
+        values = ", ".join(f"{k} = {_value(v)}" for k, v in cx["values"].items())
         t.append("  at        ", style="dim")
-        t.append((sizes + ": " if sizes else "") + ", ".join(f"{k} = {_value(v)}" for k, v in cx["values"].items()))
+        t.append(printable((sizes + ": " if sizes else "") + values))
         t.append("\n            ")
         t.append(f"claim = {_value(cx['claim'])}", style="red")
         t.append(", ")
         t.append(f"true = {_value(cx['expected'])}", style="green")
         t.append("\n")
-    t.append(f"  tested at {result.points} random points (float64){_sizes_line(result)}", style="dim")
+    if result.points:  # a circular claim is refused before any point is drawn
+        t.append(f"  tested at {result.points} random points (float64){_sizes_line(result)}", style="dim")
+    t.rstrip()
     console.print(t)
 
 
 def _sizes_line(result: Result) -> str:
     sets = "; ".join(" ".join(f"{k}={v}" for k, v in s.items()) for s in result.sizes if s)
-    return f", sizes {sets}" if sets else ""
+    return printable(f", sizes {sets}") if sets else ""
 
 
 # --- a derivation file -------------------------------------------------------------------------
@@ -147,8 +157,10 @@ def print_file(results: list[Result], console=None) -> None:
         note = r.reason if r.verdict != "right" else ("proved" if r.proof == "symbolic" else "checked numerically")
         if r.mistake is not None:
             note = f"{r.mistake.message}"
+        # a student's line is Text, not markup: `[/x]` would crash rich, `[conceal]` hide the rest
+        written = Text(printable(r.written or ""))
         table.add_row(
-            str(r.line), Text(mark, style=style), r.written or "", Text(note, style=style if mark != "✓" else "dim")
+            str(r.line), Text(mark, style=style), written, Text(printable(note), style=style if mark != "✓" else "dim")
         )
     console.print(table)
     first = next((r for r in results if r.verdict in ("wrong", "error")), None)
@@ -161,12 +173,12 @@ def print_file(results: list[Result], console=None) -> None:
             t.append("no line gives an adjoint to check", style="bold magenta")
     else:
         t.append(f"first wrong line: {first.line}", style="bold red")
-        t.append(f"  {first.written}\n")
-        t.append(f"  {first.reason}\n", style="dim")
+        t.append(f"  {printable(first.written)}\n")
+        t.append(f"  {printable(first.reason)}\n", style="dim")
         if first.mistake is not None:
-            t.append(f"  mistake: {first.mistake.message}\n", style="bold yellow")
+            t.append(f"  mistake: {printable(first.mistake.message)}\n", style="bold yellow")
         if first.expected:
-            t.append(f"  expected: {first.step} = {first.expected}\n", style="green")
+            t.append(f"  expected: {printable(first.step)} = {printable(first.expected)}\n", style="green")
         t.append("  later lines are checked as if the earlier ones were right", style="dim")
     console.print(t)
 
@@ -320,11 +332,42 @@ class Task:
     path: str | None  # the file to read
     section: bool = False  # the file holds several problems in [id] sections
     note: str | None = None  # why there is nothing to check (a missing file)
+    refused: str | None = None  # why the submission is not read (a link, a FIFO): an error row
+
+
+def _refusal(path: Path) -> str | None:
+    """Why the submission `path` is not read, or None for a regular file or folder. Looked at with
+    lstat, never through a link: a link would copy any file the grader can read into the grades,
+    and opening a FIFO would block the grading for ever."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError as err:
+        return f"refused: cannot look at it ({err.strerror or err})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "refused: a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "refused: a FIFO, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "refused: a socket, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "refused: a device, not a regular file"
+    return "refused: not a regular file"
+
+
+def _is_folder(path: Path) -> bool:
+    """A real folder, not a link to one (Path.is_dir follows links)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def find_submissions(root: Path, specs: list[ProblemSpec]) -> list[Task]:
     """`root/<student>/<problem id>.txt` (any of .txt .md .bs .deriv or none), or `root/<student>.txt`
-    holding every problem in `[id]` sections (or the whole file, for a key with one problem)."""
+    holding every problem in `[id]` sections (or the whole file, for a key with one problem).
+    A link or a special file where a submission would be is refused (an error row), never read."""
     if not root.is_dir():
         raise UsageError(f"--grade {root}: not a directory")
     ids = [s.id for s in specs]
@@ -332,17 +375,29 @@ def find_submissions(root: Path, specs: list[ProblemSpec]) -> list[Task]:
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name.startswith("_"):
             continue
-        if entry.is_dir():
-            files = sorted(f for f in entry.iterdir() if f.is_file() and not f.name.startswith("."))
+        refused = _refusal(entry)
+        if refused is not None:
+            student = entry.stem if entry.suffix in SUBMISSION_SUFFIXES else entry.name
+            tasks.extend(Task(student, pid, None, refused=refused) for pid in ids)
+        elif _is_folder(entry):
+            # every entry but a folder: a link or a FIFO named like a submission is refused, not skipped
+            try:
+                files = sorted(f for f in entry.iterdir() if not f.name.startswith(".") and not _is_folder(f))
+            except OSError as err:
+                refused = f"refused: cannot list the folder ({err.strerror or err})"
+                tasks.extend(Task(entry.name, pid, None, refused=refused) for pid in ids)
+                continue
             for pid in ids:
                 match = [f for f in files if f.stem == pid and f.suffix in SUBMISSION_SUFFIXES]
                 if not match and len(ids) == 1 and len(files) == 1:
                     match = files
                 if match:
-                    tasks.append(Task(entry.name, pid, str(match[0])))
+                    refused = _refusal(match[0])
+                    path = None if refused else str(match[0])
+                    tasks.append(Task(entry.name, pid, path, refused=refused))
                 else:
                     tasks.append(Task(entry.name, pid, None, note=f"no file {entry.name}/{pid}.txt"))
-        elif entry.is_file():
+        else:
             for pid in ids:
                 tasks.append(Task(entry.stem, pid, str(entry), section=len(ids) > 1))
     if not tasks:
@@ -362,6 +417,21 @@ def _section(text: str, pid: str) -> str | None:
             continue
         out.append(line if inside else "")
     return "\n".join(out) if found else None
+
+
+class _Refused(Exception):
+    """A submission that is not a regular file when it is opened."""
+
+
+def _read_submission(path: str) -> str:
+    """The text of a submission, opened without following a link and without waiting for a FIFO's
+    writer, then read only if it is a regular file: the folder may have changed since it was listed."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    with open(fd, encoding="utf-8") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Refused("refused: not a regular file")
+        return f.read()
 
 
 _WORKER_PROBLEMS: dict = {}
@@ -392,13 +462,19 @@ def grade_task(spec: ProblemSpec, task: Task, points: int, seed: int, budget: fl
         }
 
     try:
+        if task.refused is not None:
+            return [row("", "error", reason=task.refused)]
         if task.path is None:
             return [row("", "missing", reason=task.note or "no submission")]
         try:
-            text = Path(task.path).read_text(encoding="utf-8")
+            text = _read_submission(task.path)
         except UnicodeDecodeError:
             return [row("", "error", reason=f"cannot read {task.path}: not UTF-8 text")]
+        except _Refused as err:
+            return [row("", "error", reason=str(err))]
         except OSError as err:
+            if err.errno == errno.ELOOP:  # O_NOFOLLOW met a link put there since find_submissions
+                return [row("", "error", reason="refused: a symbolic link")]
             return [row("", "error", reason=f"cannot read {task.path}: {err.strerror or err}")]
         if task.section:
             text = _section(text, task.problem)
@@ -532,11 +608,19 @@ def _grade_parallel(tasks, by_id, points, seed, budget, jobs, results, bar, hand
                     bar.advance(handle)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
+def _csv_text(value):
+    """A cell of grades.csv: a name or a line a student wrote is never a live formula (`=HYPERLINK`),
+    and never an escape sequence for whoever runs `cat grades.csv`."""
+    return csv_cell(printable(value)) if isinstance(value, str) else value
+
+
+def write_csv(rows: list[dict], path: Path, inputs: Iterable[Path | str | None] = ()) -> None:
+    """All the rows at once, by a temporary file renamed over `path`; never through a link, never over
+    one of `inputs` (the key, a submission)."""
+    with open_output(path, inputs, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _csv_text(v) for k, v in r.items()} for r in rows)
 
 
 def print_grades(rows: list[dict], csv_path: Path | None) -> None:
@@ -550,10 +634,12 @@ def print_grades(rows: list[dict], csv_path: Path | None) -> None:
         mine = [r for r in rows if r["problem"] == pid]
         steps = list(dict.fromkeys(r["step"] for r in mine if r["step"]))
         students = list(dict.fromkeys(r["student"] for r in mine))
-        table = Table(title=f"problem {pid}", title_justify="left", title_style="bold cyan", header_style="bold")
+        # every name here (a folder, a step, a problem id) is Text, never markup, and printable
+        title = Text(printable(f"problem {pid}"), style="bold cyan")
+        table = Table(title=title, title_justify="left", header_style="bold")
         table.add_column("student")
         for step in steps:
-            table.add_column(step, justify="center")
+            table.add_column(Text(printable(step)), justify="center")
         table.add_column("score", justify="right")
         table.add_column("first mistake")
         for student in students:
@@ -583,11 +669,13 @@ def print_grades(rows: list[dict], csv_path: Path | None) -> None:
                     x for x in (f"line {first['line']}" if first["line"] != "" else "", first["step"]) if x
                 )
                 what = first["mistake"] or first["reason"]
-                note = Text(f"{where}: {what}" if where else what, style="red" if first["verdict"] == "wrong" else "")
-            table.add_row(student, *marks, f"{right}/{len(graded)}", note)
+                note = Text(
+                    printable(f"{where}: {what}" if where else what), style="red" if first["verdict"] == "wrong" else ""
+                )
+            table.add_row(Text(printable(student)), *marks, f"{right}/{len(graded)}", note)
         console.print(table)
     if csv_path is not None:
-        console.print(f"[dim]wrote {csv_path} ({len(rows)} rows)[/]")
+        console.print(Text(printable(f"wrote {csv_path} ({len(rows)} rows)"), style="dim"))
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -619,8 +707,10 @@ def run_check_command(
     jobs: int | None,
     fmt: str,
     output: Path | None,
+    source_file: Path | None = None,
 ) -> int:
-    """`backstep check`: returns the exit code (0 right, 1 wrong); bad input raises a BackstepError."""
+    """`backstep check`: returns the exit code (0 right, 1 wrong); bad input raises a BackstepError.
+    `source_file` is the file the formula was read from (-f), which -o must not overwrite."""
     modes = [name for name, given in (("--claim", claim), ("--derivation", derivation), ("--batch", batch)) if given]
     if grade is not None:
         modes.append("--grade")
@@ -633,6 +723,9 @@ def run_check_command(
         return _grade_command(grade, key, points, seed, budget, jobs, fmt, output)
     if batch is not None:
         return _batch_command(batch, points, seed, budget, output)
+    inputs = [p for p in (source_file, derivation) if p is not None and str(p) != "-"]
+    if output is not None:
+        check_output_path(output, inputs)  # refused before any work, not after it
     if claim is not None:
         if not wrt:
             raise UsageError("--claim needs --wrt NAME: the variable whose gradient the claim is")
@@ -640,63 +733,79 @@ def run_check_command(
             raise UsageError("--wrt names one variable for a claim")
         problem = Problem(source, shapes, [wrt.strip()], assume, points=points, seed=seed, budget=budget)
         result = problem.check_claim(wrt.strip(), claim)
-        _emit(fmt, output, lambda: claim_json(problem, wrt.strip(), result), lambda c: print_claim(result, c))
+        _emit(fmt, output, inputs, lambda: claim_json(problem, wrt.strip(), result), lambda c: print_claim(result, c))
         return result.exit_code
     text = _read(derivation, "derivation file")
     problem = Problem(source, shapes, None, assume, points=points, seed=seed, budget=budget)
     results = problem.check_lines(text)
-    _emit(fmt, output, lambda: file_json(problem, results), lambda c: print_file(results, c))
+    _emit(fmt, output, inputs, lambda: file_json(problem, results), lambda c: print_file(results, c))
     return file_exit_code(results)
 
 
-def _emit(fmt: str, output: Path | None, as_json, as_text) -> None:
+def _emit(fmt: str, output: Path | None, inputs: list[Path], as_json, as_text) -> None:
+    """To stdout, or to `output` by a temporary file (never through a link, never over an input)."""
     try:
         if fmt == "json":
             text = json.dumps(as_json(), ensure_ascii=False, indent=2) + "\n"
             if output is None:
                 sys.stdout.write(text)
             else:
-                output.write_text(text, encoding="utf-8")
+                write_output(output, text, inputs)
         elif output is None:
             as_text(None)
         else:
-            with output.open("w", encoding="utf-8") as f:
+            with open_output(output, inputs) as f:
                 as_text(_console(file=f))
     except OSError as err:
         raise UsageError(f"cannot write {output}: {err.strerror or err}") from None
 
 
 def _batch_command(batch: Path, points: int, seed: int, budget: float, output: Path | None) -> int:
+    inputs = [] if str(batch) == "-" else [batch]
+    if output is not None:
+        check_output_path(output, inputs)  # before the batch is read: -o must never be the batch itself
     if str(batch) == "-":
         lines: Iterable[str] = sys.stdin
     else:
         text = _read(batch, "batch file")
         lines = text.splitlines()
-    try:
-        out = sys.stdout if output is None else output.open("w", encoding="utf-8")
-    except OSError as err:
-        raise UsageError(f"cannot write {output}: {err.strerror or err}") from None
+    if output is None:
+        return _write_batch(sys.stdout, lines, points, seed, budget)
+    with open_output(output, inputs) as out:
+        return _write_batch(out, lines, points, seed, budget)
+
+
+def _write_batch(out, lines: Iterable[str], points: int, seed: int, budget: float) -> int:
     all_right = True
-    try:
-        for obj in run_batch(lines, points=points, seed=seed, budget=budget):
-            all_right = all_right and obj["verdict"] == "right"
-            out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-            out.flush()
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    for obj in run_batch(lines, points=points, seed=seed, budget=budget):
+        all_right = all_right and obj["verdict"] == "right"
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        out.flush()
     return 0 if all_right else 1
+
+
+def _submission_files(root: Path) -> list[Path]:
+    """Every regular file a student handed in (one and two levels down), which -o must not overwrite."""
+    files: list[Path] = []
+    if not root.is_dir():
+        return files  # find_submissions says so
+    for entry in root.iterdir():
+        if _is_folder(entry):
+            with contextlib.suppress(OSError):  # a folder that cannot be listed holds nothing to overwrite
+                files.extend(f for f in entry.iterdir() if _refusal(f) is None and not _is_folder(f))
+        elif _refusal(entry) is None:
+            files.append(entry)
+    return files
 
 
 def _grade_command(root, key, points, seed, budget, jobs, fmt, output) -> int:
     if key is None:
         raise UsageError("--grade needs --key KEY.toml (the problems: [[problem]] function = ..., wrt = [...])")
-    rows = grade(root, key, points=points, seed=seed, budget=budget, jobs=jobs, progress=fmt == "text")
     csv_path = output or Path("grades.csv")
-    try:
-        write_csv(rows, csv_path)
-    except OSError as err:
-        raise UsageError(f"cannot write {csv_path}: {err.strerror or err}") from None
+    inputs = [key, *_submission_files(root)]
+    check_output_path(csv_path, inputs)  # refused now, not after minutes of grading
+    rows = grade(root, key, points=points, seed=seed, budget=budget, jobs=jobs, progress=fmt == "text")
+    write_csv(rows, csv_path, inputs)
     if fmt == "json":
         sys.stdout.write(json.dumps({"csv": str(csv_path), "rows": rows}, ensure_ascii=False, indent=2) + "\n")
     else:

@@ -16,15 +16,28 @@ project's settings: a step too long for one line is split into named parts (``t1
 
 ``--check`` and ``--against`` run code: the generated module (backstep's own text) and, for
 ``--against``, the user's file, which is imported as Python (that is what the user asks for).
+So no user text ever becomes code in the module: the program, its comments and the regenerate
+command reach it only inside the docstring, written by ``literal_text`` (every quote that could
+close it, every backslash, every control or line-separator character escaped); names only as
+identifiers in the form Python reads them (NFKC) that clash with nothing; comments only through
+``comment`` (control characters made visible). ``generate`` parses the module it made and checks
+its docstring and its top level before handing it out. The user's own code runs only inside
+``user_code``: sys.exit() in it, or a run over ``USER_CODE_SECONDS``, is a UsageError (exit 2),
+never backstep's exit (exit 0 from ``--against`` says that every gradient agrees).
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import importlib.util
 import keyword
 import re
 import sys
 import textwrap
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +45,7 @@ from types import ModuleType
 import sympy
 from sympy import Expr, Function
 
+from .budget import TimeBudget
 from .errors import UnsupportedError, UsageError
 from .model import Derivation
 from .ops import OP_OF_CLASS, PREC_ADD, PREC_ATOM, PREC_MUL, PREC_POSTFIX, PREC_POW, PREC_UNARY
@@ -441,24 +455,82 @@ class Block:
     lines: list[str] = field(default_factory=list)
 
 
+def python_name(name: str) -> str:
+    """`name` as Python reads an identifier (NFKC): a --shape dimension ｔｏｒｃｈ is torch to Python."""
+    return unicodedata.normalize("NFKC", name)
+
+
 def safe_names(d: Derivation, class_name: str) -> dict[str, str]:
-    """Every name of the derivation as a Python identifier that does not clash with the module's."""
+    """Every name of the derivation as a Python identifier that does not clash with the module's
+    names nor with another name of the derivation (ﬁ and fi are one name to Python)."""
     names = list(d.symbols.table) + list(d.dims)
-    taken = set(names) | RESERVED | {class_name}
+    for name in names:
+        if not python_name(name).isidentifier():  # the parser and --shape allow only identifiers
+            raise CodegenError(f"internal: the name {name!r} is not a Python identifier")
+    taken = {python_name(n) for n in names} | RESERVED | {class_name}
+    given: set[str] = set()
     out = {}
     for name in names:
-        new = name
-        if new in RESERVED or new == class_name or keyword.iskeyword(new):
-            while new in taken or keyword.iskeyword(new):
+        new = python_name(name)
+        if new in RESERVED or new == class_name or keyword.iskeyword(new) or new in given:
+            while new in taken or new in given or keyword.iskeyword(new):
                 new += "_"
             taken.add(new)
+        given.add(new)
         out[name] = new
     return out
 
 
+def visible(text: str) -> str:
+    """`text` with each control, format or separator character (other than a space) written as an
+    escape: in a comment of the module none can end the line (\\r does, for Python; \\x1c and
+    \\u2028 do, for str.splitlines() and editors) or reorder what a reader sees (\\u202e)."""
+    return "".join(ch if ch.isprintable() else escape_char(ch) for ch in text)
+
+
+def escape_char(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def literal_text(text: str) -> str:
+    """`text` as the inside of a \"\"\"-quoted string literal that reads back as exactly `text`:
+    backslashes doubled, each quote that could close the literal (one followed by a quote, or the
+    last character) escaped, control and line-separator characters written as escapes."""
+    out = []
+    for i, ch in enumerate(text):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"' and (i + 1 == len(text) or text[i + 1] == '"'):
+            out.append('\\"')
+        else:
+            out.append(ch if ch.isprintable() else escape_char(ch))
+    return "".join(out)
+
+
 def comment(text: str, indent: int) -> list[str]:
     width = LINE - indent - 2
-    return ["# " + line for line in textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)]
+    wrapped = textwrap.wrap(visible(text), width, break_long_words=True, break_on_hyphens=False)
+    return ["# " + line for line in wrapped]
+
+
+def check_class_name(name: str, option: str = "--name") -> str:
+    """`name` if the generated class can take it, else a UsageError that says why: an ASCII
+    identifier that is no keyword, no builtin and no name of the module's own (the module reads
+    torch, math, its builtins and gradcheck at module level; a class named so would hide one)."""
+    if not (name.isascii() and name.isidentifier()):
+        why = "not a Python class name (ASCII letters, digits and _, not starting with a digit)"
+    elif keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        why = "a Python keyword"
+    elif name in RESERVED or (name.startswith("__") and name.endswith("__")):
+        why = "a name that the generated module uses itself"
+    elif name in dir(builtins):
+        why = "a Python builtin, which the class would hide from the generated module"
+    else:
+        return name
+    raise UsageError(f"{option} {name!r}: {why}; choose another class name")
 
 
 def class_name_for(path: Path | None) -> str:
@@ -468,7 +540,8 @@ def class_name_for(path: Path | None) -> str:
     name = "".join(w[:1].upper() + w[1:] for w in words) or "Derived"
     if name[0].isdigit():
         name = "F" + name
-    return name if name.endswith("Function") else name + "Function"
+    name = name if name.endswith("Function") else name + "Function"
+    return check_class_name(name, f"-o {path}")
 
 
 @dataclass
@@ -483,8 +556,7 @@ def generate(d: Derivation, class_name: str = "DerivedFunction", command: str | 
     """The module text for derivation `d` (see the module docstring)."""
     from .verify import sample_sizes
 
-    if not class_name.isidentifier() or keyword.iskeyword(class_name):
-        raise UsageError(f"--name {class_name}: not a Python class name")
+    check_class_name(class_name)
     if not d.forward:
         raise CodegenError(f"the output {d.output} is an input itself: there is no computation to write")
     rename = safe_names(d, class_name)
@@ -569,9 +641,10 @@ def generate(d: Derivation, class_name: str = "DerivedFunction", command: str | 
     module_uses_math = "math." in code_text or any("math." in line for line in forward_lines)
 
     sizes = sample_sizes(d.dims)
+    doc = module_doc(d, class_name, command)
     context = {
         "class_name": class_name,
-        "doc": module_doc(d, class_name, command),
+        "doc": [literal_text(line) for line in doc],
         "import_math": module_uses_math,
         "forward_def": bracketed("def forward(", ["ctx"] + [rename[n] for n in inputs], "):", INDENT),
         "backward_def": bracketed("def backward(", ["ctx", rename.get(seed, seed)], "):", INDENT),
@@ -596,7 +669,28 @@ def generate(d: Derivation, class_name: str = "DerivedFunction", command: str | 
         "check": gradcheck_context(d, class_name, rename, sizes),
     }
     code = render_template(context)
+    check_module_text(code, "\n".join(doc) + "\n", class_name)
     return Generated(code=code, class_name=class_name, inputs=inputs, sizes=sizes)
+
+
+def check_module_text(code: str, doc: str, class_name: str) -> None:
+    """Defence in depth: the module parses, each of its lines is one line to every reader, its
+    docstring is exactly `doc` (no user text closed it) and its top level is the template's."""
+    if code.splitlines() != code.split("\n")[:-1] or "\r" in code or "\x0c" in code:
+        raise CodegenError("internal: the generated module has a line break other than \\n")
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as err:
+        raise CodegenError(f"internal: the generated module does not parse ({err.msg}, line {err.lineno})") from None
+    body = [node for node in tree.body if not isinstance(node, ast.Import)]
+    imports = [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+    shape = [type(node).__name__ + ":" + getattr(node, "name", "") for node in body]
+    if (
+        ast.get_docstring(tree, clean=False) != doc
+        or shape != ["Expr:", f"ClassDef:{class_name}", "FunctionDef:gradcheck", "If:"]
+        or not set(imports) <= {"math", "torch"}
+    ):
+        raise CodegenError("internal: the generated module is not laid out as its template lays it out")
 
 
 def bracketed(head: str, items: list[str], tail: str, indent: int, one_tuple: bool = False) -> list[str]:
@@ -680,9 +774,9 @@ def step_comment(d: Derivation, s, text: Printer) -> str:
 def module_doc(d: Derivation, class_name: str, command: str | None) -> list[str]:
     lines = [f"{class_name}: a torch.autograd.Function generated by backstep from", ""]
     for src in d.source.strip().splitlines():
-        src = src.replace("\\", "\\\\").rstrip()
+        src = src.rstrip()
         wrapped = textwrap.wrap(src, LINE - 8, break_long_words=True, subsequent_indent="    ") or [""]
-        lines += ["    " + w for w in wrapped]
+        lines += [("    " + w).rstrip() for w in wrapped]  # a blank line with no trailing spaces
     lines.append("")
     shapes = ", ".join(f"{v.name}: {shape_tuple(v.shape)}" for v in d.variables)
     grads = [v.name for v in d.variables if v.requires_grad]
@@ -696,7 +790,8 @@ def module_doc(d: Derivation, class_name: str, command: str | None) -> list[str]
     )
     lines += textwrap.wrap(info, LINE - 4)
     if command:
-        lines += [""] + textwrap.wrap(f"Regenerate with: {command}", LINE - 4, break_on_hyphens=False)
+        # a newline or tab in an argument shown as an escape, not silently wrapped into a space
+        lines += [""] + textwrap.wrap(f"Regenerate with: {visible(command)}", LINE - 4, break_on_hyphens=False)
     return lines
 
 
@@ -718,6 +813,8 @@ def gradcheck_context(d: Derivation, class_name: str, rename: dict[str, str], si
         steps = []  # statements that make the value; the last one gives it
         if domain.startswith("class_index"):
             classes = domain.split(":", 1)[1]
+            if not (classes.isdigit() or classes in rename):  # a count or a dimension, never other text
+                raise CodegenError(f"internal: the number of classes {classes!r} is neither a number nor a size")
             steps.append(f"torch.randint({rename.get(classes, classes)}, {shape_t}, generator=generator)")
         elif domain == "onehot":
             lead = dims[:-1]
@@ -784,8 +881,10 @@ def template_dir() -> Path:
 
 def render_template(context: dict) -> str:
     import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
 
-    env = jinja2.Environment(
+    # sandboxed although the template is backstep's own: defence in depth, it can reach no Python internals
+    env = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -806,8 +905,51 @@ def load_generated(code: str, name: str = "backstep_generated") -> ModuleType:
     return module
 
 
+# How long the user's code may run at a time (importing the file, tracing, one call of a backward):
+# a file that loops or waits at import must not hang backstep. Tests lower it.
+USER_CODE_SECONDS = 60.0
+
+
+class UserCodeTimeout(BaseException):
+    """Raised inside the user's code when its time is up: a BaseException, so that an `except
+    Exception` in the user's code cannot swallow it."""
+
+    def __init__(self, budget: TimeBudget):
+        super().__init__(f"over {budget.seconds:g} s")
+        self.budget = budget
+
+
+class UserCodeBudget(TimeBudget):
+    """A TimeBudget (SIGALRM, restored afterwards) whose expiry is a UserCodeTimeout."""
+
+    def _expire(self, signum, frame):
+        raise UserCodeTimeout(self)
+
+
+@contextmanager
+def user_code(where: str, doing: str, seconds: float | None = None) -> Iterator[None]:
+    """Run the user's code for at most `seconds` (USER_CODE_SECONDS; 0: no limit here, each call
+    timed by a UserCodeBudget inside). sys.exit() in it, or running out of time, is a UsageError
+    (exit 2) that says `where` (`--torch model.py:Net`) and `doing` (`while backstep imported
+    model.py`): never backstep's own exit, whose 0 would say that all went well."""
+    try:
+        with UserCodeBudget(USER_CODE_SECONDS if seconds is None else seconds):
+            yield
+    except SystemExit as err:
+        raise UsageError(
+            f"{where}: its code called sys.exit({err.code!r}) {doing}; that is an error here, "
+            "never backstep's own exit status"
+        ) from None
+    except UserCodeTimeout as err:
+        raise UsageError(
+            f"{where}: its code was still running after {err.budget.seconds:g} s {doing} "
+            "(an endless loop, or waiting for input?); backstep stopped it"
+        ) from None
+
+
 def load_user_object(spec: str, option: str):
-    """`path.py:Name` -> the object. This imports (runs) the user's file, as the option asks."""
+    """`path.py:Name` -> the object. This imports (runs) the user's file, as the option asks,
+    within user_code's limits."""
     path_text, sep, attr = spec.rpartition(":")
     if not sep or not path_text or not attr:
         raise UsageError(f"{option} {spec}: write FILE.py:NAME (e.g. my_function.py:MyFunction)")
@@ -819,21 +961,29 @@ def load_user_object(spec: str, option: str):
     if spec_obj is None or spec_obj.loader is None:
         raise UsageError(f"{option} {spec}: cannot import {path}")
     module = importlib.util.module_from_spec(spec_obj)
+    import torch  # noqa: F401 (before the clock starts: torch's first import takes seconds that are not the file's)
+
     sys.modules[module_name] = module
     directory = str(path.resolve().parent)
     sys.path.insert(0, directory)  # the file may import its neighbours
     try:
-        spec_obj.loader.exec_module(module)
-    except Exception as err:  # the user's code: any failure is theirs to see, as one line
-        raise UsageError(f"{option} {spec}: importing {path} failed: {type(err).__name__}: {err}") from None
+        with user_code(f"{option} {spec}", f"while backstep imported {path}"):
+            try:
+                spec_obj.loader.exec_module(module)
+            except Exception as err:  # the user's code: any failure is theirs to see, as one line
+                raise UsageError(f"{option} {spec}: importing {path} failed: {type(err).__name__}: {err}") from None
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
     finally:
         if sys.path and sys.path[0] == directory:
             sys.path.pop(0)
     obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"{option} {spec}: {path} has no {attr}")
-        obj = getattr(obj, part)
+    with user_code(f"{option} {spec}", f"while backstep looked up {attr} in {path}"):  # a module __getattr__ may run
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise UsageError(f"{option} {spec}: {path} has no {attr}")
+            obj = getattr(obj, part)
     return obj, path
 
 
@@ -909,68 +1059,74 @@ def compare_against(d: Derivation, derived_class, user_class, user_name: str, po
     from .numeric import draw
     from .shapes import concrete
 
-    for point in range(points):
-        leaves, _ = _draw_point(torch, generator, d.graph, d, sizes, domains, requires, point)
-        base = []
-        for v in d.variables:
-            t = leaves[v.name].detach()
-            base.append(t.long() if v.domain.startswith("class_index") else t)
-        upstream = draw(torch, generator, concrete(d.output_shape, sizes), "real")
+    # sys.exit() anywhere in the user's code is an error; each call of it is timed in run()
+    with user_code(f"--against {user_name}", "while backstep ran it", seconds=0):
+        for point in range(points):
+            leaves, _ = _draw_point(torch, generator, d.graph, d, sizes, domains, requires, point)
+            base = []
+            for v in d.variables:
+                t = leaves[v.name].detach()
+                base.append(t.long() if v.domain.startswith("class_index") else t)
+            upstream = draw(torch, generator, concrete(d.output_shape, sizes), "real")
 
-        def run(cls, base=base, upstream=upstream, only=None):
-            xs = [t.clone().requires_grad_(requires[n] and (only is None or n == only)) for n, t in zip(names, base)]
-            out = cls.apply(*xs)
-            grads = torch.autograd.grad(
-                out, [x for x in xs if x.requires_grad], upstream, allow_unused=True, materialize_grads=True
-            )
-            it = iter(grads)
-            return out.detach(), [next(it) if x.requires_grad else None for x in xs]
+            def run(cls, base=base, upstream=upstream, only=None):
+                xs = [
+                    t.clone().requires_grad_(requires[n] and (only is None or n == only)) for n, t in zip(names, base)
+                ]
+                # a UserCodeTimeout (a BaseException) passes the `except Exception` around the user's runs
+                with UserCodeBudget(USER_CODE_SECONDS if cls is user_class else 0):
+                    out = cls.apply(*xs)
+                    grads = torch.autograd.grad(
+                        out, [x for x in xs if x.requires_grad], upstream, allow_unused=True, materialize_grads=True
+                    )
+                it = iter(grads)
+                return out.detach(), [next(it) if x.requires_grad else None for x in xs]
 
-        out_derived, grads_derived = run(derived_class)
-        try:
-            out_user, grads_user = run(user_class)
-        except Exception as err:  # the user's function: a failure is a finding, not a crash
-            grads_user = None
-            message = f"{type(err).__name__}: {first_line(err)}"
-            m = INDEX_IN_ERROR.search(str(err))
-            if m and int(m.group(1)) < len(names):
-                report.inputs[int(m.group(1))].ok = False
-                report.inputs[int(m.group(1))].error = message
-            else:
-                blamed = False
+            out_derived, grads_derived = run(derived_class)
+            try:
+                out_user, grads_user = run(user_class)
+            except Exception as err:  # the user's function: a failure is a finding, not a crash
+                grads_user = None
+                message = f"{type(err).__name__}: {first_line(err)}"
+                m = INDEX_IN_ERROR.search(str(err))
+                if m and int(m.group(1)) < len(names):
+                    report.inputs[int(m.group(1))].ok = False
+                    report.inputs[int(m.group(1))].error = message
+                else:
+                    blamed = False
+                    for i, n in enumerate(names):
+                        if not requires[n]:
+                            continue
+                        try:
+                            run(user_class, only=n)
+                        except Exception as err_i:  # noqa: BLE001
+                            report.inputs[i].ok = False
+                            report.inputs[i].error = f"{type(err_i).__name__}: {first_line(err_i)}"
+                            blamed = True
+                    if not blamed:
+                        report.error = message
+                # compare what can be compared: each input alone
                 for i, n in enumerate(names):
-                    if not requires[n]:
+                    if not requires[n] or report.inputs[i].error:
                         continue
                     try:
-                        run(user_class, only=n)
-                    except Exception as err_i:  # noqa: BLE001
-                        report.inputs[i].ok = False
-                        report.inputs[i].error = f"{type(err_i).__name__}: {first_line(err_i)}"
-                        blamed = True
-                if not blamed:
-                    report.error = message
-            # compare what can be compared: each input alone
-            for i, n in enumerate(names):
-                if not requires[n] or report.inputs[i].error:
-                    continue
-                try:
-                    out_user, g_i = run(user_class, only=n)
-                except Exception:  # noqa: BLE001
-                    continue
-                record(report.inputs[i], grads_derived[i], g_i[i], torch)
-            continue
-        diff = forward_diff(out_derived, out_user, torch)
-        if diff is None:
-            report.forward_ok = False
-            report.forward_error = f"shape {tuple(out_user.shape)}, not {tuple(out_derived.shape)}"
-        else:
-            report.forward_err = max(report.forward_err, diff)
-            if not close(out_user, out_derived, torch):
-                report.forward_ok = False
-        for i, _n in enumerate(names):
-            if grads_derived[i] is None or report.inputs[i].error:
+                        out_user, g_i = run(user_class, only=n)
+                    except Exception:  # noqa: BLE001
+                        continue
+                    record(report.inputs[i], grads_derived[i], g_i[i], torch)
                 continue
-            record(report.inputs[i], grads_derived[i], grads_user[i], torch)
+            diff = forward_diff(out_derived, out_user, torch)
+            if diff is None:
+                report.forward_ok = False
+                report.forward_error = f"shape {tuple(out_user.shape)}, not {tuple(out_derived.shape)}"
+            else:
+                report.forward_err = max(report.forward_err, diff)
+                if not close(out_user, out_derived, torch):
+                    report.forward_ok = False
+            for i, _n in enumerate(names):
+                if grads_derived[i] is None or report.inputs[i].error:
+                    continue
+                record(report.inputs[i], grads_derived[i], grads_user[i], torch)
     return report
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .safetext import printable
+
 
 @dataclass(frozen=True)
 class Place:
@@ -37,10 +39,12 @@ class BackstepError(Exception):
         return self
 
     def render(self) -> str:
-        """The message as the CLI prints it: `kind at line:col: message`, the line, a caret."""
+        """The message as the CLI prints it: `kind at line:col: message`, the line, a caret.
+        Control characters of the user's text are shown as escapes (`\\x1b`), never sent as is."""
+        message = printable(self.message, keep_newlines=True)
         if self.place is None:
-            return f"{self.kind}: {self.message}"
-        head = f"{self.kind} at {self.place.line}:{self.place.col}: {self.message}"
+            return f"{self.kind}: {message}"
+        head = f"{self.kind} at {self.place.line}:{self.place.col}: {message}"
         if not self.source:
             return head
         lines = self.source.splitlines() or [""]
@@ -56,8 +60,11 @@ class BackstepError(Exception):
         width = 1
         if self.place.end_col is not None and self.place.end_col > self.place.col:
             width = min(self.place.end_col - self.place.col, max(1, len(text) - col + 1))
-        caret = " " * (col - 1) + "^" * width
-        return f"{head}\n  {text}\n  {caret}"
+        # the caret moves with the escapes written before it, and widens over those under it
+        before = len(printable(text[: col - 1]))
+        under = len(printable(text[col - 1 : col - 1 + width])) or 1
+        caret = " " * before + "^" * under
+        return f"{head}\n  {printable(text)}\n  {caret}"
 
     def __str__(self) -> str:
         return self.render()

@@ -174,7 +174,7 @@ class Printer:
         self._shape_memo: dict = {}
 
     def __call__(self, expr) -> str:
-        return self.print(sympy.sympify(expr))[0]
+        return self.print(sympy.sympify(expr, strict=True))[0]  # numbers and expressions, never text
 
     # Each _print_* returns (string, precedence).
     def print(self, expr: Expr) -> tuple[str, int]:

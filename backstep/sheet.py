@@ -20,6 +20,18 @@ Every problem is derived and verified against PyTorch; the exercise sheet shows 
 Both come from the templates ``exercises.tex.j2`` and ``solutions.tex.j2`` (``--template DIR``
 overrides them). Bad input — TOML that does not parse, an unknown key, a formula that does not
 derive — is a UsageError that names the file, the problem and the line.
+
+Problem files are shared, so untrusted. Their text (`title`, `course`, `instructions`, and a
+problem's `title` and `text`) is plain prose: every character prints as itself (`&`, `%`, `#`,
+`_`, `\\`, `{`). Only `$…$` is LaTeX, and only math: letters, digits, punctuation, `^ _ & ~`,
+balanced braces, the math commands of ``backstep.render.documents.MATH_COMMANDS`` (Greek letters,
+`\\frac`, `\\partial`, `\\sum`, `\\sqrt`, `\\log`, `\\exp`, `\\cdot`, `\\times`, `\\top`,
+`\\mathbf`, `\\mathbb`, `\\left`/`\\right`, `\\nabla`, `\\in`, `\\le`, `\\ldots`, accents, arrows,
+…), `\\,` `\\;` `\\{` `\\}` `\\%` and the like, and the matrix and `cases` environments. Any other
+command (`\\input`, `\\include`, `\\openin`, `\\read`, `\\write`, `\\csname`, `\\catcode`, `\\def`,
+`\\usepackage`, …), a bare `%` or `#`, `^^` and control characters are refused: a SheetError that
+names the field and what is refused. The sheets are written beside the problem file (or into
+``--output-dir``), never through a symbolic link and never over the problem file itself.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from pathlib import Path
 
 from .errors import BackstepError, Place, UsageError
 from .model import Derivation
+from .userfiles import check_output_path, write_output
 
 SHEET_KEYS = ("title", "course", "date", "instructions", "problem")
 PROBLEM_KEYS = ("function", "wrt", "shapes", "assume", "title", "text")
@@ -109,6 +122,8 @@ def load_sheet(path: Path) -> Sheet:
     for key in ("course", "instructions"):
         if key in data and not isinstance(data[key], str):
             raise fail(f"{key} must be a string", key_place(key))
+    for key in ("title", "course", "instructions"):
+        _check_text(data.get(key, ""), key, lambda message, key=key: fail(message, key_place(key)))
     date = data.get("date", "")
     if isinstance(date, (datetime.date, datetime.datetime)):
         date = date.isoformat()[:10]
@@ -143,6 +158,7 @@ def load_sheet(path: Path) -> Sheet:
             if key in table:
                 if not isinstance(table[key], str):
                     raise fail(f"{where}: {key} must be a string", place(key))
+                _check_text(table[key], key, lambda m, key=key, where=where: fail(f"{where}: {m}", place(key)))
                 setattr(problem, key, table[key])
         if "wrt" in table:
             wrt = table["wrt"]
@@ -167,6 +183,20 @@ def load_sheet(path: Path) -> Sheet:
         instructions=data.get("instructions", "").strip(),
         problems=problems,
     )
+
+
+def _check_text(text: str, key: str, fail) -> None:
+    """A teacher's text: its `$…$` math may use only what `check_math` allows (nothing that reads
+    or writes a file); anything else is refused by name, not silently printed as text."""
+    from .render.documents import check_math, math_in_text
+
+    for math in math_in_text(text):
+        problem = check_math(math)
+        if problem is not None:
+            raise fail(
+                f"{key}: {problem} is not allowed in $…$ math (only math commands such as \\frac, \\partial, "
+                "\\sum, Greek letters; write a literal dollar sign as \\$)"
+            )
 
 
 def _first_table_line(lines: list[str]) -> int:
@@ -277,15 +307,20 @@ def write_sheets(
     derivations = derive_problems(sheet, points=points, seed=seed)
     documents = render_sheets(sheet, derivations, lang=lang, notation=notation, template_dir=template_dir, date=date)
     folder = Path(output_dir) if output_dir is not None else sheet.path.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".tex" if fmt == "latex" else ".pdf"
+    targets = {kind: folder / f"{sheet.path.stem}-{kind}{suffix}" for kind in documents}
+    for target in targets.values():  # both refused before either is written (a link, the problem file)
+        check_output_path(target, inputs=[sheet.path])
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot write into {folder}: {err.strerror or err}") from None
     written = []
     for kind, tex in documents.items():
-        name = f"{sheet.path.stem}-{kind}"
+        target = targets[kind]
         if fmt == "latex":
-            target = folder / f"{name}.tex"
-            target.write_text(tex, encoding="utf-8")
+            write_output(target, tex, inputs=[sheet.path])
         else:
-            target = folder / f"{name}.pdf"
-            compile_pdf(tex, target, lang=lang, name=name)
+            compile_pdf(tex, target, lang=lang, name=target.stem, inputs=[sheet.path])
         written.append(target)
     return written, derivations

@@ -10,6 +10,8 @@ and is shown as ``fc1.weight``); the forward's arguments are variables whose sha
 the model's line.
 
 Loading ``model.py`` runs it: that is what ``--torch`` asks for (the file is the user's own code).
+Importing it, creating the model and tracing it run inside ``codegen.user_code``: a sys.exit() in
+the model's code, or code that never returns, is an error (exit 2), not backstep's exit or a hang.
 """
 
 from __future__ import annotations
@@ -76,31 +78,33 @@ class SizeOf:
 
 def trace_model(spec: str, shapes: dict[str, tuple]) -> Traced:
     """Trace `path.py:name` (an nn.Module instance or class, or a function of tensors)."""
-    from .codegen import load_user_object
+    from .codegen import load_user_object, user_code
 
     obj, path = load_user_object(spec, "--torch")
     import torch
     import torch.fx
 
     if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
-        try:
-            obj = obj()
-        except TypeError as err:
-            raise UsageError(
-                f"--torch {spec}: {obj.__name__}() needs arguments ({err}); create the model in the file, "
-                f"e.g. model = {obj.__name__}(...), and give --torch {path}:model"
-            ) from None
+        with user_code(f"--torch {spec}", f"while backstep created {obj.__name__}()"):
+            try:
+                obj = obj()
+            except TypeError as err:
+                raise UsageError(
+                    f"--torch {spec}: {obj.__name__}() needs arguments ({err}); create the model in the file, "
+                    f"e.g. model = {obj.__name__}(...), and give --torch {path}:model"
+                ) from None
     if not (isinstance(obj, torch.nn.Module) or callable(obj)):
         raise UsageError(f"--torch {spec}: neither an nn.Module nor a function")
     tracer = torch.fx.Tracer()
     tracer.record_stack_traces = True
-    try:
-        graph = tracer.trace(obj)
-    except Exception as err:  # the model's own code, run by fx: any failure is a message
-        raise UnsupportedError(
-            f"--torch {spec}: torch.fx cannot trace it ({type(err).__name__}: {first_line(err)}); "
-            "backstep needs a forward without data-dependent control flow"
-        ) from None
+    with user_code(f"--torch {spec}", "while torch.fx traced it"):
+        try:
+            graph = tracer.trace(obj)
+        except Exception as err:  # the model's own code, run by fx: any failure is a message
+            raise UnsupportedError(
+                f"--torch {spec}: torch.fx cannot trace it ({type(err).__name__}: {first_line(err)}); "
+                "backstep needs a forward without data-dependent control flow"
+            ) from None
     root = obj if isinstance(obj, torch.nn.Module) else torch.nn.Module()
     builder = _Builder(spec, Path(path), root, shapes)
     builder.traced = obj

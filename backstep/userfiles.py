@@ -1,11 +1,10 @@
-"""Files and text that come from users, and the files backstep writes for them.
+"""Files that come from users, and the files backstep writes for them.
 
-Everything a user hands backstep (a program, a submission, a folder name, a comment) is untrusted:
-it is shown only through `printable` (control characters made visible, so an ANSI escape cannot
-clear a screen or forge a line) and written into a CSV only through `csv_cell` (no live
-spreadsheet formula). Every file backstep writes goes through `write_output`: never through a
+Every file backstep writes goes through `write_output` (or `open_output`): never through a
 symbolic link, never over one of the command's own input files, and by a temporary file beside the
-target renamed over it, so a failed write never destroys the previous PDF, CSV or JSON.
+target renamed over it, so a failed write never destroys the previous PDF, CSV or JSON. The
+helpers for user-written text (`printable`, `markup_safe`, `csv_cell`) live in `safetext` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -13,54 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from .errors import UsageError
-
-# --- text shown to a person -------------------------------------------------------------------
-
-
-def printable(text: object, keep_newlines: bool = False) -> str:
-    """`text` with every control or format character written as a visible escape (`\\x1b`,
-    `\\u202e`): shown on a terminal or in a table, it can move no cursor, clear no screen and
-    reorder no letters. Newlines and tabs stay when `keep_newlines` is set."""
-    out = []
-    for ch in str(text):
-        if keep_newlines and ch in "\n\t":
-            out.append(ch)
-            continue
-        category = unicodedata.category(ch)
-        if category in ("Cc", "Cf", "Zl", "Zp") or ch == "\x7f":
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def markup_safe(text: object, keep_newlines: bool = False) -> str:
-    """`printable(text)` with rich's markup escaped, for a string that rich will parse as markup."""
-    from rich.markup import escape
-
-    return escape(printable(text, keep_newlines=keep_newlines))
-
-
-# OWASP's list: a cell that begins with one of these is read by a spreadsheet as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
-
-
-def csv_cell(value: object) -> object:
-    """A value made safe for a CSV cell that a spreadsheet will open: text that a spreadsheet
-    would read as a formula gets a leading `'` (OWASP's advice). Numbers stay numbers."""
-    if not isinstance(value, str):
-        return value
-    if value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
+from .safetext import csv_cell, markup_safe, printable  # noqa: F401  (re-exported: the helpers for user text)
 
 # --- files written ------------------------------------------------------------------------------
 
@@ -90,8 +47,9 @@ def open_output(
     """A file to write `path` through: a temporary file beside it, renamed over `path` when the
     block ends without an error, removed when it fails (the previous `path` stays as it was)."""
     path = check_output_path(path, inputs)
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise UsageError(f"cannot write {path}: {err.strerror or err}") from None

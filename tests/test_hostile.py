@@ -162,15 +162,27 @@ def test_limits_are_flags_with_documented_defaults():
 
 def test_every_limit_flag_and_its_default_is_in_the_readme():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
+    limits_row = next(line for line in readme.splitlines() if "`--max-chars`" in line)
     for flag, default in [
         ("--max-chars", "100000"),
         ("--max-depth", "500"),
         ("--max-nodes", "20000"),
         ("--max-exponent", "1000"),
-        ("--simplify-budget", "default 5"),
     ]:
-        assert flag in readme and default in readme, flag
-    assert Limits().simplify_seconds == 5.0
+        assert flag in limits_row and default in limits_row, flag
+    budget_row = next(line for line in readme.splitlines() if line.startswith("| `--simplify-budget"))
+    assert "default 5;" in budget_row and Limits().simplify_seconds == 5.0
+    help_text = CliRunner().invoke(app, ["derive", "--help"]).output
+    assert all(flag in help_text for flag in ("--max-chars", "--max-depth", "--max-nodes", "--simplify-budget"))
+
+
+def test_the_printer_takes_expressions_never_text():
+    from sympy import SympifyError
+
+    from backstep.printing import to_lang
+
+    with pytest.raises(SympifyError):
+        to_lang("__import__('os').system('true')")
 
 
 # --- the simplification budget: SymPy made slow on purpose, so that it must run out ---------------

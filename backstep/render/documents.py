@@ -3,28 +3,47 @@
 A template reads one object per derivation, ``D``, built here from the model by ``view``: every
 expression already printed (LaTeX, through ``backstep.printing`` in the chosen notation), every
 sentence from the message catalogue, the graph laid out. Templates lay these out; they never
-compute math. ``D.d`` is the derivation itself, for a teacher's template that wants more.
+compute math. ``D.d`` is the derivation itself, for a teacher's template that wants more (its
+attributes may be read; its methods, and those of the SymPy expressions in it, not called).
 
 Two jinja2 environments share one loader. Templates whose name ends in ``.tex.j2`` use
 LaTeX-safe delimiters — ``\\BLOCK{for s in D.backward}``, ``\\VAR{s.lhs}``, ``\\#{a comment}`` —
 so that LaTeX's ``{%`` and ``{{`` never collide with jinja2's; the others (Markdown) use jinja2's own.
 A ``--template DIR`` is searched first, then the default templates: a teacher overrides only the
 files they want.
+
+Templates are shared between teachers, so untrusted: every one renders in jinja2's immutable
+sandbox (no ``__globals__``, no ``_private`` attributes, no changing what it is handed), may call
+only macros, the catalogue, ``format_value``, jinja2's helpers and plain methods of strings,
+lists and dicts (not the methods of the SymPy expressions and models in ``D``: SymPy's ``diff``
+or ``equals`` evaluate a string as Python, ``to_pdf`` writes a file), and may
+include, import or extend only the files of its folders (no ``..``, no link out). Anything that
+goes wrong while one renders is a TemplateError naming the file and the line. User text is put
+into a document only through the filters here: ``tex`` (LaTeX-escaped, control characters made
+visible), ``tex_text`` (a teacher's prose with restricted ``$…$`` math, see ``check_math``),
+``md`` and ``md_code`` (a code block whose fence is longer than any backticks in it).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sysconfig
+import traceback
+import unicodedata
 from pathlib import Path
 from types import SimpleNamespace as Row
 from typing import Any
 
 import jinja2
+import jinja2.runtime
+import jinja2.sandbox
+import jinja2.utils
 
-from ..errors import UsageError
+from ..errors import BackstepError, UsageError
 from ..model import Derivation
 from ..printing import latex_name
+from ..userfiles import printable
 from .common import Notation, format_error, format_value, latex_error, latex_value
 from .graph import build_graph
 
@@ -69,6 +88,108 @@ def default_template_dir() -> Path:
     )
 
 
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """FileSystemLoader (which already refuses `..` and looks an absolute name up inside its
+    folders), also refusing a template that is a symbolic link to a file outside them. backstep's
+    own templates (`trusted`) may be links, as some packagers install data files."""
+
+    def __init__(self, searchpath: list[str], trusted: str):
+        super().__init__(searchpath)
+        self.roots = [os.path.join(os.path.realpath(folder), "") for folder in searchpath]
+        self.trusted = os.path.join(os.path.abspath(trusted), "")
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        if not os.path.abspath(filename).startswith(self.trusted) and not any(map(real.startswith, self.roots)):
+            raise jinja2.TemplateNotFound(f"{template} (a link to a file outside the template folders)")
+        return source, filename, uptodate
+
+
+# What a template may call: its macros, jinja2's own helpers, the catalogue, and the methods of
+# plain values (`line.strip()`, `d.items()`); the immutable sandbox already refuses those that
+# change a list or dict. Everything else is refused: the methods of SymPy expressions (`diff`,
+# `equals` sympify a string, which runs it), of the derivation (`to_pdf` writes a file), of tensors.
+_CALLABLE_TYPES = (
+    jinja2.runtime.Macro,
+    jinja2.runtime.BlockReference,
+    jinja2.runtime.LoopContext,  # loop(...) in a recursive loop
+    jinja2.utils.Joiner,
+)
+_METHOD_OWNERS = (
+    str,
+    int,
+    float,
+    bool,
+    tuple,
+    list,
+    dict,
+    set,
+    frozenset,
+    jinja2.runtime.LoopContext,
+    jinja2.utils.Cycler,
+)
+MAX_POWER = 1000  # `10 ** 10 ** 10` would keep the CPU busy for ever
+MAX_REPEAT = 1_000_000  # `"x" * 10 ** 12` would take all memory
+
+
+class Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """jinja2's immutable sandbox that calls only what a document template needs (see above)."""
+
+    intercepted_binops = frozenset(["**", "*"])
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        # range (the sandbox's, bounded), dict, lipsum, cycler, joiner, namespace; and format_value
+        self.safe_functions = (*self.globals.values(), format_value)
+
+    def is_safe_callable(self, obj: Any) -> bool:
+        if not super().is_safe_callable(obj):
+            return False
+        if isinstance(obj, _CALLABLE_TYPES) or _is_catalogue(obj) or _is_sandboxed_format(obj):
+            return True
+        if any(obj is f for f in self.safe_functions):  # `is`: comparing a stranger's object runs its __eq__
+            return True
+        owner = getattr(obj, "__self__", None)
+        return type(owner) in _METHOD_OWNERS or _is_catalogue(owner)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja2's signature)
+        if not __self.is_safe_callable(__obj):
+            raise jinja2.sandbox.SecurityError(
+                f"calling {_callable_name(__obj)} (a template may call its macros, msg, format_value, "
+                "and the methods of strings, lists and dicts)"
+            )
+        return __context.call(__obj, *args, **kwargs)
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_POWER:
+            raise jinja2.sandbox.SecurityError(f"a power above {MAX_POWER}")
+        if operator == "*":
+            sized, times = (left, right) if isinstance(right, int) else (right, left)
+            if isinstance(sized, (str, list, tuple)) and isinstance(times, int) and len(sized) * times > MAX_REPEAT:
+                raise jinja2.sandbox.SecurityError(f"repeating text or a list to over {MAX_REPEAT} items")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_catalogue(obj: Any) -> bool:
+    from .i18n import Messages
+
+    return isinstance(obj, Messages)
+
+
+def _is_sandboxed_format(obj: Any) -> bool:
+    """`"{}".format` as the sandbox hands it out: a wrapper that formats through its own checks."""
+    code = getattr(obj, "__code__", None)
+    wrapped = getattr(obj, "__wrapped__", None)
+    from_sandbox = code is not None and code.co_filename == jinja2.sandbox.__file__
+    return from_sandbox and isinstance(getattr(wrapped, "__self__", None), str)
+
+
+def _callable_name(obj: Any) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    return printable(name)[:80]
+
+
 class Templates:
     """The two environments (LaTeX and Markdown) over `template_dir` (optional) + the defaults."""
 
@@ -81,13 +202,13 @@ class Templates:
             dirs.append(template_dir)
         dirs.append(default_template_dir())
         self.dirs = dirs
-        loader = jinja2.FileSystemLoader([str(d) for d in dirs])
+        loader = ConfinedLoader([str(d) for d in dirs], trusted=str(dirs[-1]))
         common = {"loader": loader, "undefined": jinja2.StrictUndefined, "keep_trailing_newline": True}
-        self.tex = jinja2.Environment(**common, **TEX_SYNTAX, trim_blocks=True, lstrip_blocks=True)
-        self.md = jinja2.Environment(**common, trim_blocks=True, lstrip_blocks=True)
+        self.tex = Sandbox(**common, **TEX_SYNTAX, trim_blocks=True, lstrip_blocks=True)
+        self.md = Sandbox(**common, trim_blocks=True, lstrip_blocks=True)
         for env in (self.tex, self.md):
             env.filters.update(tex=tex_escape, tex_text=tex_text, mermaid=mermaid_escape, md=md_escape)
-            env.filters.update(md_cell=md_cell, math=lambda s: f"${s}$")
+            env.filters.update(md_cell=md_cell, md_code=md_code, lines=source_lines, math=lambda s: f"${s}$")
 
     def render(self, name: str, **context: Any) -> str:
         env = self.tex if name.endswith(".tex.j2") else self.md
@@ -95,11 +216,35 @@ class Templates:
             return env.get_template(name).render(**context)
         except jinja2.TemplateNotFound as err:
             where = " or ".join(str(d) for d in self.dirs)
-            raise TemplateError(f"template {err.name} not found in {where}") from None
+            missing = printable(err.name)
+            raise TemplateError(f"{self._where(err, name)}template {missing} not found in {where}") from None
         except jinja2.TemplateSyntaxError as err:
-            raise TemplateError(f"{err.filename or err.name}:{err.lineno}: {err.message}") from None
+            raise TemplateError(f"{err.filename or err.name}:{err.lineno}: {printable(err.message)}") from None
         except jinja2.UndefinedError as err:
-            raise TemplateError(f"template {name}: {err.message}") from None
+            raise TemplateError(f"{self._where(err, name)}{printable(err.message)}") from None
+        except jinja2.sandbox.SecurityError as err:
+            raise TemplateError(f"{self._where(err, name)}not allowed in a template: {_short(err)}") from None
+        except RecursionError as err:
+            raise TemplateError(f"{self._where(err, name)}the template calls itself too deeply") from None
+        except BackstepError as err:
+            raise TemplateError(f"{self._where(err, name)}{_short(err.message)}") from None
+        except Exception as err:  # a template is code from a stranger: whatever it raises is its error
+            raise TemplateError(f"{self._where(err, name)}{type(err).__name__}: {_short(err)}") from None
+
+    def _where(self, err: BaseException | None, name: str) -> str:
+        """`file:line: ` of the innermost template line running when `err` was raised (jinja2 puts
+        the template's file and line into the traceback's frames), else `template NAME: `."""
+        if err is not None and err.__traceback__ is not None:
+            for frame in reversed(traceback.extract_tb(err.__traceback__)):
+                if frame.filename.endswith(".j2") and frame.lineno:
+                    return f"{printable(frame.filename)}:{frame.lineno}: "
+        return f"template {name}: "
+
+
+def _short(err: object, limit: int = 300) -> str:
+    """An error's message, printable and short (a template can make one a megabyte long)."""
+    text = printable(err)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # --- filters ------------------------------------------------------------------------------------
@@ -119,19 +264,118 @@ _TEX_SPECIAL = {
 
 
 def tex_escape(text: Any) -> str:
-    """Plain text made safe for LaTeX (`W1.grad`, `x_hat`, `50%`)."""
-    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+    """Plain text made safe for LaTeX (`W1.grad`, `x_hat`, `50%`); control characters made visible
+    (XeTeX ends a line at U+2028 too: inside a `%` comment the rest would be live LaTeX)."""
+    return "".join(_TEX_SPECIAL.get(c, c) for c in printable(text, keep_newlines=True))
+
+
+# The commands a teacher's `$…$` math may use: math, and nothing that reads or writes a file,
+# defines a command or changes how TeX reads its input (\input, \openin, \csname, \catcode, \def).
+MATH_COMMANDS = frozenset(
+    """
+    alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi
+    pi varpi rho varrho sigma varsigma tau upsilon phi varphi chi psi omega
+    Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega
+    frac dfrac tfrac sqrt partial nabla sum prod int oint lim limsup liminf max min sup inf arg
+    log ln exp sin cos tan sinh cosh tanh arcsin arccos arctan sec csc cot det dim ker Pr
+    mathbf mathrm mathit mathbb mathcal mathsf mathtt mathfrak boldsymbol operatorname text textrm
+    le leq ge geq ne neq approx equiv sim simeq cong propto ll gg in notin ni subset subseteq supset supseteq
+    cup cap to gets rightarrow leftarrow Rightarrow Leftarrow leftrightarrow Leftrightarrow mapsto implies iff
+    forall exists nexists mid parallel perp not land lor neg
+    cdot times div pm mp circ odot oplus otimes ominus ast star bullet setminus wedge vee
+    top intercal dagger ldots cdots vdots ddots dots infty emptyset varnothing prime ell hbar Re Im
+    hat bar tilde vec dot ddot breve check acute grave widehat widetilde overline underline overbrace underbrace
+    left right middle big Big bigg Bigg bigl bigr Bigl Bigr langle rangle lfloor rfloor lceil rceil
+    lvert rvert lVert rVert vert Vert backslash
+    quad qquad displaystyle textstyle scriptstyle limits nolimits binom tbinom dbinom
+    mathop underset overset stackrel sqcup sqcap triangle square
+    begin end
+    """.split()
+)
+MATH_SYMBOLS = frozenset(",;:! {}|\\#%&_")  # \, \; \{ \% … and \\ (a new row of a matrix)
+MATH_ENVIRONMENTS = frozenset("matrix pmatrix bmatrix Bmatrix vmatrix Vmatrix smallmatrix cases aligned".split())
+
+
+def check_math(math: str) -> str | None:
+    """Why the LaTeX `math` (the inside of a teacher's `$…$`) is not allowed, or None when it is.
+
+    Allowed: letters, digits, punctuation, `^ _ & ~`, balanced braces, the commands of
+    MATH_COMMANDS (math, and nothing else), the symbols `\\,` `\\;` `\\:` `\\!` `\\{` `\\}` `\\|` `\\%` `\\#`
+    `\\&` `\\_` `\\\\`, and the environments of MATH_ENVIRONMENTS. Refused: every other command, a bare
+    `%` (a comment would eat the rest of the line) or `#`, `^^` (TeX's way of writing any character,
+    a backslash too, without it) and control characters."""
+    for ch in math:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in "\n\t":
+            return f"the control character {printable(ch)}"
+    if "^^" in math:
+        return "^^ (a character code)"
+    bare = re.sub(r"\\.", "", math, flags=re.S)  # without \{ \} \% \\ …
+    for ch, what in (("%", "% (a comment)"), ("#", "# (a macro parameter)"), ("\\", "a lone \\ at the end")):
+        if ch in bare:
+            return what
+    depth = 0
+    for ch in bare:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return "an unbalanced }"
+    if depth:
+        return "an unbalanced {"
+    # a command's name is every letter after the backslash (in XeTeX, any Unicode letter)
+    for m in re.finditer(r"\\([^\W\d_]+|.)", math, flags=re.S):
+        name = m.group(1)
+        if not name[0].isalpha():
+            if name not in MATH_SYMBOLS:
+                return "\\" + printable(name)
+        elif name not in MATH_COMMANDS:
+            return "\\" + name
+        elif name in ("begin", "end"):
+            env = re.match(r"\s*\{([^{}]*)\}", math[m.end() :])
+            if env is None or env.group(1).strip() not in MATH_ENVIRONMENTS:
+                return "\\" + name + ("{" + env.group(1) + "}" if env else " without a known environment")
+    return None
+
+
+_MATH = re.compile(r"(?<!\\)(\$[^$]+\$)")
 
 
 def tex_text(text: Any) -> str:
-    """A teacher's text: plain prose, with `$…$` passed through as LaTeX math."""
-    parts = re.split(r"(?<!\\)(\$[^$]+\$)", str(text))
-    return "".join(p if p.startswith("$") and p.endswith("$") and len(p) > 1 else tex_escape(p) for p in parts)
+    """A teacher's text: plain prose (escaped), with `$…$` passed through as LaTeX math when
+    `check_math` allows it; math it refuses is escaped as prose, dollars and all."""
+    parts = _MATH.split(str(text))
+    out = []
+    for part in parts:
+        math = len(part) > 2 and part.startswith("$") and part.endswith("$")
+        out.append(part if math and check_math(part[1:-1]) is None else tex_escape(part))
+    return "".join(out)
+
+
+def math_in_text(text: str) -> list[str]:
+    """The `$…$` math of a teacher's text, as `tex_text` reads it."""
+    return [part[1:-1] for part in _MATH.split(str(text)) if len(part) > 2 and part[0] == part[-1] == "$"]
 
 
 def md_escape(text: Any) -> str:
-    """Plain text made safe for Markdown prose."""
-    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", str(text))
+    """Plain text made safe for Markdown prose (and control characters made visible)."""
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", printable(text))
+
+
+def source_lines(text: Any, blank: bool = True) -> list[str]:
+    """The lines of a user's program, each printable: split at newlines only, so that a character
+    Python's `splitlines` also splits at (\\x1c, \\u2028, …) stays inside its line, made visible.
+    `blank=False` leaves out the empty lines."""
+    lines = [printable(line.removesuffix("\r")) for line in str(text).split("\n")]
+    return lines if blank else [line for line in lines if line.strip()]
+
+
+def md_code(lines: Any, info: str = "") -> str:
+    """A fenced Markdown code block of `lines` (a list, or text): the fence is longer than any run
+    of backticks inside, so no line can close it (CommonMark), and every line is printable."""
+    if isinstance(lines, str):
+        lines = source_lines(lines)
+    lines = [printable(line) for line in lines]
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return "\n".join([fence + printable(info).replace("`", ""), *lines, fence])
 
 
 def md_cell(math: Any) -> str:

@@ -6,6 +6,13 @@ CJK SC, then AR PL UMing, then Fandol). The document is compiled in a fresh temp
 success the PDF is copied to the output and the folder removed. On failure the error is shown
 as LaTeX reports it — the `! …` line or `file:line: …`, the `l.N` context and the offending line
 of the source — and the folder is kept so that the whole log can be read.
+
+A document can come from a stranger's template or problem file, so LaTeX runs "paranoid"
+(kpathsea's ``openin_any=p``, ``openout_any=p``: no absolute paths, no ``..``, no dot files, for
+reading as for writing; a document reads only its own folder and the TeX installation) with shell
+escape off (``shell_escape=f`` and ``-no-shell-escape``: no ``\\write18``), and latexmk reads no rc
+file (``-norc``). The PDF is written with ``write_output``: never through a symbolic link, never
+over an input, and by a temporary file renamed over it, so a failed run leaves the old PDF.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import BackstepError
 from ..model import Derivation
+from ..userfiles import check_output_path, write_output
 
 INSTALL = (
     "apt-get install --no-install-recommends latexmk texlive-xetex texlive-lang-chinese fonts-noto-cjk "
@@ -26,6 +35,9 @@ INSTALL = (
 )
 ENGINE = "xelatex"
 TIMEOUT = 300  # seconds for one document
+# kpathsea reads these from the environment: no file outside the document's folder (and TeX's own
+# trees) is read or written, and no shell command runs, whatever the document says.
+PARANOID = {"openin_any": "p", "openout_any": "p", "shell_escape": "f"}
 
 
 class PdfError(BackstepError):
@@ -63,20 +75,32 @@ def _has_tex_file(name: str) -> bool:
 
 
 def write_pdf(
-    d: Derivation, output: Path, notation: str = "bar", lang: str = "en", template_dir: Path | str | None = None
+    d: Derivation,
+    output: Path,
+    notation: str = "bar",
+    lang: str = "en",
+    template_dir: Path | str | None = None,
+    inputs: Iterable[Path | str | None] = (),
 ) -> None:
-    """The derivation as a PDF: the standalone LaTeX document (document.tex.j2), compiled."""
+    """The derivation as a PDF: the standalone LaTeX document (document.tex.j2), compiled. The
+    PDF never replaces one of `inputs` (the files the command read)."""
     from .latex import render_latex
 
+    check_output_path(output, inputs)  # refused before LaTeX spends its time
     problem = missing_engine(lang)
     if problem:
         raise PdfError(problem)
     tex = render_latex(d, standalone=True, notation=notation, lang=lang, template_dir=template_dir)
-    compile_pdf(tex, Path(output), lang=lang, name=Path(output).stem)
+    compile_pdf(tex, Path(output), lang=lang, name=Path(output).stem, inputs=inputs)
 
 
-def compile_pdf(tex: str, output: Path, lang: str = "en", name: str = "document") -> None:
-    """Compile the complete LaTeX document `tex` to the PDF file `output`; PdfError if it cannot."""
+def compile_pdf(
+    tex: str, output: Path, lang: str = "en", name: str = "document", inputs: Iterable[Path | str | None] = ()
+) -> None:
+    """Compile the complete LaTeX document `tex` to the PDF file `output`; PdfError if it cannot.
+    `output` is refused (UsageError) when it is a symbolic link or one of `inputs`."""
+    inputs = list(inputs)
+    output = check_output_path(output, inputs)
     problem = missing_engine(lang)
     if problem:
         raise PdfError(problem)
@@ -84,8 +108,16 @@ def compile_pdf(tex: str, output: Path, lang: str = "en", name: str = "document"
     folder = Path(tempfile.mkdtemp(prefix="backstep-pdf-"))
     source = folder / f"{name}.tex"
     source.write_text(tex, encoding="utf-8")
-    command = ["latexmk", f"-{ENGINE}", "-norc", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
-    env = dict(os.environ, max_print_line="10000", error_line="254", half_error_line="238")
+    command = [
+        "latexmk",
+        f"-{ENGINE}",
+        "-norc",
+        "-latexoption=-no-shell-escape",
+        "-interaction=nonstopmode",
+        "-halt-on-error",
+        "-file-line-error",
+    ]
+    env = dict(os.environ, max_print_line="10000", error_line="254", half_error_line="238", **PARANOID)
     try:
         run = subprocess.run(
             [*command, source.name],
@@ -107,13 +139,10 @@ def compile_pdf(tex: str, output: Path, lang: str = "en", name: str = "document"
         err = PdfError(describe_failure(log_text, tex, source.name) + f"\n  (the document and its full log: {folder})")
         err.folder = folder
         raise err
-    output = Path(output)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(pdf, output)
-    except OSError as err:
-        raise PdfError(f"cannot write {output}: {err.strerror or err}") from None
-    shutil.rmtree(folder, ignore_errors=True)
+        write_output(output, pdf.read_bytes(), inputs=inputs)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def describe_failure(log: str, tex: str, filename: str = "document.tex") -> str:
