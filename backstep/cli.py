@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 
 from .errors import BackstepError, UsageError
+from .train_command import train_command
+from .userfiles import check_output_path, write_output
 
 app = typer.Typer(
     name="backstep",
@@ -33,6 +35,18 @@ def fail(err: BackstepError, source: str | None = None) -> None:
         err.with_source(source)
     stderr.print(err.render(), markup=False)
     raise typer.Exit(2)
+
+
+def input_files(file: Path | None, *models_and_values) -> list[Path]:
+    """The files a command reads (-f, --torch/--against FILE.py:NAME, --at X=file.npy): never an output."""
+    found = [file] if file is not None else []
+    for item in models_and_values:
+        for text in item if isinstance(item, list) else [item]:
+            if not text:
+                continue
+            candidate = text.split("=", 1)[1] if "=" in text else text.rsplit(":", 1)[0]
+            found.append(Path(candidate.strip()))
+    return found
 
 
 def parse_pairs(items: list[str], option: str) -> list[tuple[str, str]]:
@@ -127,15 +141,19 @@ def derive(
         typer.Option(
             "--torch",
             help="Derive a torch model instead: FILE.py:NAME, an nn.Module (instance or class) or a function of "
-            "tensors, traced with torch.fx (this runs FILE.py); give its inputs' shapes with --shape.",
+            "tensors, traced with torch.fx; give its inputs' shapes with --shape. This imports and runs FILE.py as "
+            "Python code, with your rights: use it only on files you trust.",
         ),
     ] = None,
 ) -> None:
     """Derive the backpropagation of a function: forward pass, every backward step, the gradients."""
     source = None
     traced = None
+    derive_inputs = input_files(file, torch_model, at)  # an -o that names one of these is refused
     try:
         check_document_options(fmt, output, standalone, notation, lang)
+        if output is not None:
+            check_output_path(output, derive_inputs)  # before the work, not after it
         shapes = parse_shapes(shape)
         if torch_model is not None:
             from .trace import trace_from_cli
@@ -191,8 +209,9 @@ def derive(
         from .render.pdf import write_pdf
 
         try:
+            check_output_path(output, derive_inputs)
             with deep_recursion():
-                write_pdf(derivation, output, notation=notation, lang=lang, template_dir=template)
+                write_pdf(derivation, output, notation=notation, lang=lang, template_dir=template, inputs=derive_inputs)
         except BackstepError as err:
             fail(err)
     else:
@@ -208,9 +227,9 @@ def derive(
             fail(err)
         if output is not None:
             try:
-                output.write_text(text, encoding="utf-8")
-            except OSError as err:
-                fail(UsageError(f"cannot write {output}: {err.strerror or err}"))
+                write_output(output, text, inputs=derive_inputs)
+            except BackstepError as err:
+                fail(err)
         else:
             sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
     if derivation.verification is not None and not derivation.verification.ok:
@@ -383,6 +402,7 @@ def check(
             jobs=jobs,
             fmt=fmt,
             output=output,
+            source_file=file,
         )
     except BackstepError as err:
         if fmt == "json" and grade is None and batch is None:
@@ -400,7 +420,11 @@ def codegen(
     expr: Annotated[Optional[str], typer.Argument(help='The function, e.g. "X @ W.T + b".')] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the formula or program from FILE.")] = None,
     torch_model: Annotated[
-        Optional[str], typer.Option("--torch", help="A torch model FILE.py:NAME instead of a formula (runs FILE.py).")
+        Optional[str],
+        typer.Option(
+            "--torch",
+            help="A torch model FILE.py:NAME instead of a formula (imports and runs FILE.py: only files you trust).",
+        ),
     ] = None,
     shape: Annotated[
         list[str], typer.Option("--shape", "-s", help="A shape: X=n,d or X=64x1000 or b=5 (repeat for more).")
@@ -419,7 +443,7 @@ def codegen(
         typer.Option(
             "--against",
             help="Compare your own autograd.Function FILE.py:NAME (same inputs, same order) with the derived one; "
-            "exit 1 where a gradient differs (this runs FILE.py).",
+            "exit 1 where a gradient differs (imports and runs FILE.py: only files you trust).",
         ),
     ] = None,
     points: Annotated[int, typer.Option(help="Random points for --against.", min=1, max=100)] = 3,
@@ -445,10 +469,7 @@ def codegen(
         command = cg.regenerate_command(expr, file, torch_model, shape, wrt, assume, name, output)
         generated = cg.generate(derivation, class_name, command=command)
         if output is not None:
-            try:
-                output.write_text(generated.code, encoding="utf-8")
-            except OSError as err:
-                raise UsageError(f"cannot write {output}: {err.strerror or err}") from None
+            write_output(output, generated.code, inputs=input_files(file, torch_model, [], against))
         elif against is None:
             sys.stdout.write(generated.code)
         module = cg.load_generated(generated.code) if (check or against) else None
@@ -475,6 +496,9 @@ def codegen(
         sys.stdout.write(cg.comparison_text(derivation, report, shown) + "\n")
         code = code or (0 if report.ok else 1)
     raise typer.Exit(code)
+
+
+app.command("train")(train_command)
 
 
 def main() -> None:
