@@ -9,7 +9,7 @@ symbol's exact shape (a step that relies on broadcasting is expanded), so each i
 has that input's shape, a broadcast bias included. A ``gradcheck()`` function checks the module
 against finite differences in float64.
 
-The module text comes from the jinja2 template ``templates/codegen/function.py.j2``; the code
+The module text comes from the jinja2 template ``backstep/templates/codegen/function.py.j2``; the code
 lines are made here. They are laid out the way ``ruff format`` lays them out, within 88
 columns (ruff's default), so that the module is clean under ruff's defaults and under this
 project's settings: a step too long for one line is split into named parts (``t1 = ...``).
@@ -867,16 +867,13 @@ def gradcheck_context(d: Derivation, class_name: str, rename: dict[str, str], si
 
 
 def template_dir() -> Path:
-    import sysconfig
+    """The codegen template, package data beside the document templates (`backstep/templates/codegen`)."""
+    from importlib import resources
 
-    candidates = [
-        Path(__file__).resolve().parents[1] / "templates" / "codegen",
-        Path(sysconfig.get_path("data")) / "share" / "backstep" / "templates" / "codegen",
-    ]
-    for path in candidates:
-        if (path / "function.py.j2").is_file():
-            return path
-    raise UsageError("backstep's codegen template is missing (looked in " + ", ".join(str(p) for p in candidates) + ")")
+    path = Path(str(resources.files("backstep") / "templates" / "codegen"))
+    if not (path / "function.py.j2").is_file():
+        raise UsageError(f"backstep's codegen template is missing (looked in {path}); reinstall backstep")
+    return path
 
 
 def render_template(context: dict) -> str:

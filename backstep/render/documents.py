@@ -1,4 +1,4 @@
-"""Documents (Markdown, LaTeX, exercise sheets) from jinja2 templates in ``templates/``.
+"""Documents (Markdown, LaTeX, exercise sheets) from jinja2 templates in ``backstep/templates/``.
 
 A template reads one object per derivation, ``D``, built here from the model by ``view``: every
 expression already printed (LaTeX, through ``backstep.printing`` in the chosen notation), every
@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import os
 import re
-import sysconfig
 import traceback
 import unicodedata
+from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace as Row
 from typing import Any
@@ -74,18 +74,12 @@ class TemplateError(UsageError):
 
 
 def default_template_dir() -> Path:
-    """`templates/` of the source tree (an editable install), else the copy a wheel installs."""
-    candidates = [
-        Path(__file__).resolve().parents[2] / "templates",
-        Path(sysconfig.get_path("data")) / "share" / "backstep" / "templates",
-    ]
-    for path in candidates:
-        if (path / "derivation.tex.j2").is_file():
-            return path
-    raise TemplateError(
-        "backstep's templates are missing (looked in " + ", ".join(str(p) for p in candidates) + "); "
-        "reinstall backstep with `pip install -e .` from its source tree"
-    )
+    """backstep's own templates: package data (`backstep/templates/`), found by importlib.resources,
+    so that a wheel, `pip install --user`, `--target` and an sdist all find them from any folder."""
+    path = Path(str(resources.files("backstep") / "templates"))
+    if not (path / "derivation.tex.j2").is_file():
+        raise TemplateError(f"backstep's templates are missing (looked in {path}); reinstall backstep")
+    return path
 
 
 class ConfinedLoader(jinja2.FileSystemLoader):
