@@ -19,7 +19,7 @@ from sympy import Expr
 
 from . import symbolic as sb
 from .budget import BudgetExpired, TimeBudget
-from .errors import UsageError
+from .errors import DomainError, UsageError
 from .graph import Graph, Node
 from .model import BackwardStep, Derivation, ForwardStep, Gradient, Rule, Seed, Variable
 from .ops import Ctx, sum_to
@@ -69,9 +69,9 @@ def derive(
         if at is not None:
             from .numeric import evaluate_at
 
-            evaluate_at(derivation, at, seed=seed)
+            evaluate_at(derivation, at, seed=seed, max_elements=limits.max_elements)
         if verify:
-            derivation.verify(points=points, seed=seed)
+            derivation.verify(points=points, seed=seed, max_elements=limits.max_elements)
     return derivation
 
 
@@ -112,6 +112,7 @@ class _Sweep:
         self._rules: dict[tuple, Rule] = {}  # general rules, one per op, input and shapes
         self._definitions: dict[Expr, Expr] = {}  # name -> definition, forward and backward
         self._estimates: dict[Expr, int] = {}  # expanded tree sizes before simplification
+        self.expansions_timed_out = False  # writing some result out in the inputs ran out of time
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -204,12 +205,20 @@ class _Sweep:
                     finish(v)
         for step, node, i in rule_steps:
             step.result, step.unsimplified = simplify(step.applied, self.simplify_seconds)
+            _refuse_undefined(step.result, f"step {step.index} ({step.target})", node, g.source)
             step.rule = self.general_rule(node, i)
         for step in self.steps:
             if step.kind == "sum":
                 step.result = sympy.Add(*step.applied.args)
 
         gradients = self.final_gradients(adjoint, seed)
+        output_expr = self.output_expression(out)
+        named = [(f"the value of {out.name}", output_expr)] + [
+            (f"the gradient of {n}", d.expr) for n, d in gradients.items()
+        ]
+        for what, expr in named:
+            if isinstance(expr, sympy.Basic) and expr.has(*UNDEFINED):
+                _refuse_undefined(expr, what, self.first_undefined(), g.source)
         notes = list(g.notes)
         for step in self.steps:
             if step.unsimplified:
@@ -218,13 +227,18 @@ class _Sweep:
         for grad in gradients.values():
             if grad.unsimplified:
                 notes.append(f"the gradient of {grad.name} is shown as built, not simplified: {grad.unsimplified}")
+        if self.expansions_timed_out:
+            notes.append(
+                "some results are left in terms of the named steps: writing them out in the inputs took longer "
+                f"than {self.simplify_seconds:g} s (--simplify-budget)"
+            )
         variables = [Variable(v.name, v.shape, requires[v.id], self.domains[v.name]) for v in g.variables]
         edges = [(a.name, n.name) for n in g.op_nodes for a in n.inputs if not a.is_const]
         return Derivation(
             source=g.source,
             output=out.name,
             output_shape=out.shape,
-            output_expr=self.output_expression(out),
+            output_expr=output_expr,
             variables=variables,
             dims=g.dims,
             forward=forward,
@@ -237,6 +251,15 @@ class _Sweep:
             program=list(g.statements),
             graph=g,
         )
+
+    def first_undefined(self) -> Node | None:
+        """The first op whose value, written in the inputs, SymPy finds undefined (`x - x` under a
+        log): the place to show when an expanded gradient is."""
+        for node in self.graph.op_nodes:
+            full = self.expand(self.sym[node.id])
+            if full is not None and full.has(*UNDEFINED):
+                return node
+        return None
 
     def output_expression(self, out: Node) -> Expr:
         """The output in terms of the inputs, or its own definition when that is too large."""
@@ -371,12 +394,37 @@ class _Sweep:
         None when the result would be too large to read."""
         if _estimated_size(expr, self._definitions, self._estimates) > ESTIMATE_MARGIN * MAX_EXPANDED_SIZE:
             return None  # far too large: not worth building (most gradients of a deep network)
+        budget = TimeBudget(self.simplify_seconds)  # SymPy's constructors can take long too (tanh of tanh …)
         try:
-            full = _expand(expr, self._definitions, self._expanded, MAX_EXPANDED_SIZE, self._expanded_sizes)
+            with budget:
+                full = _expand(expr, self._definitions, self._expanded, MAX_EXPANDED_SIZE, self._expanded_sizes)
         except TooLarge:
+            return None
+        except BudgetExpired as err:
+            if err.budget is not budget:
+                raise
+            self.expansions_timed_out = True
             return None
         size = self._expanded_sizes.get(expr, 1)  # _expand measured it (a leaf has none: 1)
         return full if size <= MAX_EXPANDED_SIZE else None
+
+
+UNDEFINED = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo, sympy.I)
+
+
+def _refuse_undefined(expr: Expr, what: str, node: Node | None, source: str) -> None:
+    """A derivative that SymPy works out to ∞, NaN or a complex number (`log(0)` of a constant that
+    is 0 only when simplified, `x/(x - x)`) is refused at the op it comes from: it has no finite
+    real value to print or verify."""
+    if isinstance(expr, sympy.Basic) and expr.has(*UNDEFINED):
+        kind = "complex" if expr.has(sympy.I) and not expr.has(*UNDEFINED[:4]) else "infinite or undefined"
+        place = node.place if node is not None else None
+        raise DomainError(
+            f"{what} is {kind} (a division by zero, or a log or power outside its domain): "
+            f"the formula has no finite real {'value' if what.startswith('the value') else 'derivative'} here",
+            place,
+            source,
+        )
 
 
 # SymPy's automatic simplification while expanding seldom shrinks a tree by more than this.

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 import sys
+import threading
 import unicodedata
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -32,16 +34,31 @@ from .ops import Op
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
 from .symbolic import Dim
 
+_recursion_lock = threading.Lock()
+_recursion_holders: list[int] = []  # the limits asked for by the blocks running now, in any thread
+_recursion_saved: list[int] = []  # the limit before the first of them
+
 
 @contextmanager
 def deep_recursion(limit: int = 20_000):
-    """SymPy and the printers recurse over expression trees: give deep (but limited) ones room."""
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, limit))
+    """SymPy and the printers recurse over expression trees: give deep (but limited) ones room.
+
+    The recursion limit is one number for the whole interpreter, so the blocks of every thread
+    share it: while any runs, the limit is the largest any of them asks for (and never below what
+    it was); when the last one ends, the limit is put back to what it was before the first began.
+    Each block restoring "its" old value would leave the raised limit behind whenever two threads
+    overlap (the second saves the first one's raised value and restores it last)."""
+    with _recursion_lock:
+        if not _recursion_holders:
+            _recursion_saved[:] = [sys.getrecursionlimit()]
+        _recursion_holders.append(limit)
+        sys.setrecursionlimit(max([_recursion_saved[0], *_recursion_holders]))
     try:
         yield
     finally:
-        sys.setrecursionlimit(old)
+        with _recursion_lock:
+            _recursion_holders.remove(limit)
+            sys.setrecursionlimit(max([_recursion_saved[0], *_recursion_holders]))
 
 
 @dataclass
@@ -53,7 +70,12 @@ class Limits:
     max_nodes: int = 20_000
     max_exponent: int = 1_000
     simplify_seconds: float = 5.0  # per step and per final gradient; 0: no limit
+    max_elements: int = 10**7  # numbers per array when evaluating (verification, --at); 12.5x that per point
 
+
+FLOAT_MAX = sys.float_info.max  # a constant must be a float64: the verifier computes in float64
+MAX_CONSTANT_BITS = 1100  # the numerator and denominator of an exact constant: about 331 digits
+MAX_PARAM = 1e15  # a parameter (negative_slope=, min=): whole ones are kept as integers, exactly
 
 BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}
 BINARY_WORDS = {
@@ -160,7 +182,7 @@ def parse_expression(source: str, shapes: dict[str, tuple], limits: Limits | Non
     for v in builder.variables:
         if v.name not in shapes:
             known = itertools.chain(shapes, builder.dim_names)
-            raise ParseError(unknown_name_message("unknown name", v.name, known), v.place, source)
+            raise ParseError(unknown_name_message("unknown name", v.name, known), v.place, builder.source)
     return output
 
 
@@ -179,8 +201,17 @@ class _Builder:
     dim_names: set[str] = field(default_factory=set)
     statements: list[str] = field(default_factory=list)  # the program's lines, as written
 
+    assigned: dict[str, ast.stmt] = field(default_factory=dict)  # each assigned name's statement, once reached
+    assigning: str | None = None  # the name whose assignment is being read
+
     def __post_init__(self) -> None:
-        self.lines = self.source.splitlines()
+        # A leading byte order mark (a file saved by Notepad) is not part of the formula.
+        self.source = self.source.removeprefix("\ufeff")
+        # Lines end where Python's tokenizer ends them: at \n, \r\n or \r only. str.splitlines()
+        # also splits at \x0b \x0c \x1c-\x1e \x85 \u2028 \u2029, which Python keeps inside a line (a
+        # comment), so that the text after one would become a line of its own.
+        self.lines = split_lines(self.source)
+        self.text, self.shifts = _dedent(self.lines)
 
     # --- entry ---------------------------------------------------------------------------------
 
@@ -203,11 +234,17 @@ class _Builder:
 
     def _python_parse(self) -> ast.Module:
         try:
-            return ast.parse(self.source, mode="exec")
+            return ast.parse(self.text, mode="exec")
         except SyntaxError as err:
             msg = err.msg or "invalid syntax"
             line, col = err.lineno or 1, err.offset or 1
-            raise ParseError(msg, Place(line, col), self.source) from None
+            col += self.shifts[line - 1] if 0 < line <= len(self.shifts) else 0
+            end = None
+            if isinstance(err, IndentationError) and msg == "unexpected indent":
+                msg = "unexpected indent: every line of a program starts at the same column"
+                text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+                col, end = 1, len(text) - len(text.lstrip(" \t\f")) + 1  # the caret under the indentation
+            raise ParseError(msg, Place(line, col, end), self.source) from None
         except (RecursionError, MemoryError):
             raise ParseError(
                 f"the formula is nested too deeply for the parser (limit --max-depth {self.limits.max_depth})"
@@ -243,12 +280,13 @@ class _Builder:
         if line is None:
             return None
         text = self.lines[line - 1] if line <= len(self.lines) else ""
+        shift = self.shifts[line - 1] if line <= len(self.shifts) else 0
         raw = text.encode("utf-8")
 
         def column(offset: int | None) -> int | None:
             if offset is None:
                 return None
-            return len(raw[:offset].decode("utf-8", errors="replace")) + 1
+            return len(raw[: offset + shift].decode("utf-8", errors="replace")) + 1
 
         end_line = getattr(node, "end_lineno", line)
         end = column(getattr(node, "end_col_offset", None)) if end_line == line else None
@@ -257,7 +295,7 @@ class _Builder:
     def _segment(self, node: ast.AST) -> str:
         """The source text of a node (ast.get_source_segment splits the whole source each call)."""
         first, last = node.lineno - 1, node.end_lineno - 1
-        lines = [line.encode("utf-8") for line in self.lines[first : last + 1]]
+        lines = [line.encode("utf-8") for line in self.text.split("\n")[first : last + 1]]
         if len(lines) == 1:
             return lines[0][node.col_offset : node.end_col_offset].decode("utf-8", errors="replace")
         lines[0], lines[-1] = lines[0][node.col_offset :], lines[-1][: node.end_col_offset]
@@ -346,11 +384,31 @@ class _Builder:
         return output
 
     def _assign(self, name: str, value: ast.expr, st: ast.stmt) -> Node:
+        """`H = value`: H names an intermediate, once.
+
+        A program is not a sequence of rebindings: each name means one value everywhere, so a
+        name may be assigned only once and used only after its assignment (`a = a + x` would make
+        a both an input and the intermediate computed from it, a cycle)."""
         self._check_name(name, st)
-        if name in self.names:
-            what = "an input variable" if self.names[name].kind == "var" else "already assigned"
-            self._fail(ParseError, f"{name} is {what}; give each intermediate a name of its own", st)
-        node = self._expr(value)
+        if name in self.assigned:
+            first = self._place(self.assigned[name])
+            self._fail(
+                ParseError,
+                f"{name} is already assigned (at {first.line}:{first.col}); give each intermediate a name of its own",
+                st,
+            )
+        if name in self.names:  # used (as an input) on an earlier line
+            used = self.names[name].place
+            at = f" (used at {used.line}:{used.col}, before this assignment)" if used else ""
+            self._fail(ParseError, f"{name} is an input variable{at}; give each intermediate a name of its own", st)
+        if name in self.dim_names:
+            self._fail(ParseError, f"{name} is a dimension name (from a shape); give the intermediate another name", st)
+        self.assigning = name
+        try:
+            node = self._expr(value)
+        finally:
+            self.assigning = None
+        self.assigned[name] = st
         if node.kind == "op" and node.name is None:
             node.name, node.user_named = name, True
             node.annotated = self.declared.get(name)  # checked once shapes are inferred
@@ -399,6 +457,13 @@ class _Builder:
         name = e.id
         if name in self.names:
             return self.names[name]
+        if name == self.assigning:  # `a = a + x`: a would be an input and the result computed from it
+            self._fail(
+                ParseError,
+                f"{name} is used in its own assignment: a name that is assigned is an intermediate, so it "
+                "cannot also be an input; give the result another name",
+                e,
+            )
         self._check_name(name, e)
         if name in self.dim_names and name not in self.declared and name not in self.cli_shapes:
             node = self._new(kind="const", value=Dim(name), place=self._place(e))
@@ -414,6 +479,8 @@ class _Builder:
     def _constant(self, e: ast.Constant) -> Node:
         value = e.value
         if type(value) is int:
+            if value > FLOAT_MAX:
+                self._fail(ParseError, f"the number is larger than a float64 can hold ({FLOAT_MAX:.4g})", e)
             return self._new(kind="const", value=sympy.Integer(value), place=self._place(e))
         if type(value) is float:
             if value != value or value in (float("inf"), float("-inf")):
@@ -445,8 +512,10 @@ class _Builder:
             self._fail(
                 ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
             )
+        given: dict[str, str] = {}  # each parameter given, and how (Python's ast accepts axis=0, axis=1)
         for pname, pnode in zip(param_order, extra):
             params[pname] = self._param_value(fname, pname, pnode)
+            given[pname] = "by position"  # (a keyword is recorded as "axis=")
         for kw in e.keywords:
             if kw.arg is None:
                 self._fail(UnsupportedError, "**kwargs is not allowed in a formula", kw.value)
@@ -454,6 +523,10 @@ class _Builder:
             if key not in op.params:
                 allowed = ", ".join(op.params) or "none"
                 self._fail(ParseError, f"{fname} has no parameter {kw.arg} (it takes: {allowed})", kw.value)
+            if key in given:
+                how = "" if given[key] == f"{kw.arg}=" else f" ({given[key]} and {kw.arg}=)"
+                self._fail(ParseError, f"{key} is given twice{how}", kw)
+            given[key] = f"{kw.arg}="
             params[key] = self._param_value(fname, key, kw.value)
         for pname in ("n", "classes"):
             if pname in params and params[pname] is None:
@@ -497,6 +570,8 @@ class _Builder:
         sign = 1
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             sign, node = -1, node.operand
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float) and not abs(node.value) <= MAX_PARAM:
+            self._fail(ParseError, f"{pname} must be a finite number of at most {MAX_PARAM:g} in size", node)
         if isinstance(node, ast.Constant) and type(node.value) is int:
             return (
                 float(sign * node.value) if isinstance(default, float) or pname in ("min", "max") else sign * node.value
@@ -528,10 +603,21 @@ class _Builder:
             return self._new(kind="const", value=op.sympy([], [], params), shape=shape, place=place)
         if op.name == "pow" and args[1].is_const:
             exponent = args[1].value
-            if exponent.is_Number and abs(float(exponent)) > self.limits.max_exponent:
+            if exponent.is_Number and abs(exponent) > self.limits.max_exponent:
                 self._fail(
                     ParseError, f"the exponent {exponent} is larger than {self.limits.max_exponent} (--max-exponent)", e
                 )
+        if op.name == "pow" and args[0].is_const and not args[1].is_const and not args[0].value.is_positive:
+            # d/dy b**y = b**y log(b): real only for b > 0 (0 ** y has no derivative at y = 0 either)
+            self._fail(
+                ParseError,
+                "the base of a power whose exponent varies must be a positive constant (its derivative has log(base))",
+                e.left if isinstance(e, ast.BinOp) else e,
+            )
+        if op.name == "div" and args[1].is_const and args[1].value.is_zero:
+            if args[0].is_const:
+                self._fail(ParseError, "this constant expression is not a finite real number (division by zero)", e)
+            self._fail(ParseError, "division by zero", e.right if isinstance(e, ast.BinOp) else e)
         if all(a.is_const for a in args):
             # A constant: folded (`2 * eye(n)` is a constant array), never a node to differentiate.
             shapes = [a.shape for a in args]
@@ -542,10 +628,34 @@ class _Builder:
                 self._fail(ShapeError, str(err), e)
             except (ZeroDivisionError, OverflowError, ValueError):
                 self._fail(ParseError, "this constant expression is not a finite real number", e)
+            self._check_constant(value, e)  # (first: SymPy's is_real may evaluate a tower of exps)
             if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or value.is_real is False:
                 self._fail(ParseError, "this constant expression is not a finite real number", e)
             return self._new(kind="const", value=value, shape=shape, place=place)
         return self._new(kind="op", op=op, inputs=args, params=params, place=place)
+
+    def _check_constant(self, value: sympy.Expr, e: ast.AST) -> None:
+        """A folded constant must be a float64 (the verifier computes in float64) and print in a
+        few hundred digits: `(2**1000)**15` is 4,516 digits, past Python's int-to-text limit.
+
+        Checked at every fold, so that each constant SymPy evaluates is built from float64-sized
+        ones: `exp(exp(exp(exp(exp(exp(1))))))` stops at the fifth exp, before the sixth would have
+        SymPy work with numbers of millions of digits (a hang, not an answer)."""
+        if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+            return  # (the caller says: not a finite real number)
+        if not value.free_symbols and not value.is_Number:  # exp(2), log(3), 2**0.5: its size, numerically
+            try:
+                approx = value.evalf(17)
+            except (ArithmeticError, ValueError, TypeError, RecursionError):
+                self._fail(ParseError, "this constant expression is not a finite real number", e)
+            if approx.is_Number and abs(approx) > FLOAT_MAX:
+                self._fail(ParseError, f"this constant is larger than a float64 can hold ({FLOAT_MAX:.4g})", e)
+        for number in value.atoms(sympy.Number):
+            if abs(number) > FLOAT_MAX:
+                self._fail(ParseError, f"this constant is larger than a float64 can hold ({FLOAT_MAX:.4g})", e)
+            if number.is_Rational and max(abs(number.p), number.q).bit_length() > MAX_CONSTANT_BITS:
+                digits = round(MAX_CONSTANT_BITS * 0.30103)
+                self._fail(ParseError, f"this constant has more than {digits} digits", e)
 
     # --- shapes --------------------------------------------------------------------------------
 
@@ -677,6 +787,39 @@ class _Builder:
                 while f"v{counter}" in taken:
                     counter += 1
                 n.name = f"v{counter}"
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a program as Python's tokenizer sees them: split at \\n, \\r\\n and \\r only."""
+    return re.split(r"\r\n|\r|\n", text)
+
+
+def _dedent(lines: list[str]) -> tuple[str, list[int]]:
+    """The program without the indentation its lines share, and how much each line lost.
+
+    `    H = relu(X @ W)` indented in a file or a docstring parses like `H = relu(X @ W)`; places
+    stay those of the text as written (the shift is added back). Blank lines and comment lines
+    do not count (Python ignores their indentation too). A line indented more than the others is
+    still Python's "unexpected indent"."""
+    code = [line for line in lines if line.strip(" \t\f") and not line.lstrip(" \t\f").startswith("#")]
+    margin = ""
+    if code:
+        first = code[0]
+        margin = first[: len(first) - len(first.lstrip(" \t\f"))]
+        for line in code[1:]:
+            while margin and not line.startswith(margin):
+                margin = margin[:-1]
+    out, shifts = [], []
+    for line in lines:
+        if line.startswith(margin):
+            kept = line[len(margin) :]
+        elif not line.strip(" \t\f") or line.lstrip(" \t\f").startswith("#"):
+            kept = line.lstrip(" \t\f")
+        else:  # (cannot happen: every code line starts with the margin)
+            kept = line
+        out.append(kept)
+        shifts.append(len(line.encode("utf-8")) - len(kept.encode("utf-8")))
+    return "\n".join(out), shifts
 
 
 def _ancestors(output: Node) -> set[int]:

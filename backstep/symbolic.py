@@ -48,6 +48,8 @@ class Relu(Function):
 
     @classmethod
     def eval(cls, x):
+        if x is S.NaN:  # (0/0 of constants): stays NaN, for derive to refuse; never a comparison error
+            return S.NaN
         if x.is_Number:
             return x if x > 0 else S.Zero
         return None
@@ -61,6 +63,8 @@ class Step(Function):
 
     @classmethod
     def eval(cls, x):
+        if x is S.NaN:
+            return S.NaN
         if x.is_Number:
             return S.One if x > 0 else S.Zero
         if isinstance(x, (Step, StepGE)):
@@ -321,6 +325,8 @@ class StepGE(Function):
 
     @classmethod
     def eval(cls, x):
+        if x is S.NaN:
+            return S.NaN
         if x.is_Number:
             return S.One if x >= 0 else S.Zero
         return None
