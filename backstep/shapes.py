@@ -8,16 +8,34 @@ columns of x the rows of W1), the way a type checker unifies type variables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 
 Shape = tuple  # tuple[int | str, ...]
 
 # Names given, in this order, to inferred dimensions (the letters a textbook uses).
 NICE_DIM_NAMES = ["n", "d", "h", "o", "m", "k", "p", "q", "r", "s", "t", "u", "c", "e"]
 
-# Sizes a symbolic dimension takes when backstep evaluates numbers: distinct primes, so that
-# no two dimensions are equal and no matrix is square (a missing transpose cannot hide).
+# Sizes a symbolic dimension takes when backstep evaluates numbers: distinct (the primes first), so
+# that no two dimensions are equal and no matrix is square (a missing transpose cannot hide).
+# Past these, 16, 17, 18, ...: any number of dimensions gets distinct sizes, each as small as can be.
 SAMPLE_SIZES = [2, 3, 5, 7, 11, 13, 4, 6, 9, 10, 8, 12, 14, 15]
+
+
+def free_sizes(taken: Iterable[int] = ()) -> Iterator[int]:
+    """SAMPLE_SIZES, then 16, 17, ... without end, skipping the sizes in `taken`."""
+    taken = set(taken)
+    return (s for s in itertools.chain(SAMPLE_SIZES, itertools.count(16)) if s not in taken)
+
+
+def sample_sizes(dims: Iterable[str], fixed: dict[str, int] | None = None) -> dict[str, int]:
+    """A distinct size for every dimension not in `fixed` (which keeps its own), however many there are."""
+    sizes = dict(fixed or {})
+    free = free_sizes(sizes.values())
+    for d in dims:
+        if d not in sizes:
+            sizes[d] = next(free)
+    return sizes
 
 
 class ShapeMismatch(Exception):

@@ -9,28 +9,43 @@ autograd): every forward step, every backward step, every final gradient. Each p
 
 from __future__ import annotations
 
+import math
+
 from .errors import DomainError
 from .model import Check, Derivation, Verification
-from .numeric import Evaluator, concrete_params, draw, in_domain, op_input_domain, torch_module
-from .shapes import SAMPLE_SIZES, concrete
+from .numeric import (
+    DRAW_SCALES,
+    MAX_ELEMENTS,
+    Evaluator,
+    check_point_size,
+    concrete_params,
+    draw,
+    in_domain,
+    nonfinite,
+    op_input_domain,
+    overflow_error,
+    step_text,
+    torch_module,
+)
+from .shapes import concrete, sample_sizes
 
 MAX_DRAWS = 200
 RTOL, ATOL = 1e-7, 1e-9
+# The error recorded where backstep's value is not finite (inf would not print, nor be valid JSON).
+NONFINITE_ERROR = 1e308
 
 
-def sample_sizes(dims: list[str], fixed: dict[str, int] | None = None) -> dict[str, int]:
-    sizes = dict(fixed or {})
-    free = iter([s for s in SAMPLE_SIZES if s not in sizes.values()] + list(range(16, 100)))
-    for d in dims:
-        if d not in sizes:
-            sizes[d] = next(free)
-    return sizes
+def verify(derivation: Derivation, points: int = 3, seed: int = 0, max_elements: int = MAX_ELEMENTS) -> Verification:
+    """Compare the derivation with torch autograd at `points` random points.
 
-
-def verify(derivation: Derivation, points: int = 3, seed: int = 0) -> Verification:
+    Refused (a BackstepError, before anything is allocated) when one point's arrays would hold
+    more than `max_elements` numbers in one array or 12.5 × `max_elements` in all; and when the
+    function is not finite at any point drawn (after redrawing nearer 0): the input's range, not
+    a bug in backstep. Any other disagreement is a failed check in the report."""
     torch = torch_module()
     graph = derivation.graph
     sizes = derivation.sizes or sample_sizes(derivation.dims)
+    check_point_size(derivation, sizes, max_elements)
     report = Verification(points=points, dtype="float64", sizes=sizes, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     requires = {v.name: v.requires_grad for v in derivation.variables}
@@ -43,43 +58,30 @@ def verify(derivation: Derivation, points: int = 3, seed: int = 0) -> Verificati
         abs_err = float(diff.max()) if diff.numel() else 0.0
         scale = float(autograd.abs().max()) if autograd.numel() else 0.0
         ok = bool(torch.allclose(symbolic, autograd, rtol=RTOL, atol=ATOL * max(1.0, scale)))
-        ok = ok and bool(torch.isfinite(symbolic).all())
-        entry = errors.setdefault((kind, name), [0.0, 0.0, 0])
+        finite = bool(torch.isfinite(symbolic).all())
+        ok = ok and finite
+        if not math.isfinite(abs_err):  # (torch's values are finite here: backstep's is not)
+            abs_err = NONFINITE_ERROR
+        entry = errors.setdefault((kind, name), [0.0, 0.0, 0, 0])
         entry[0] = max(entry[0], abs_err)
         entry[1] = max(entry[1], abs_err / scale if scale else abs_err)
         entry[2] += 0 if ok else 1
+        entry[3] += 0 if finite else 1
 
+    by_name = {n.name: n for n in graph.nodes}
     for point in range(points):
-        leaves, nodes = _draw_point(torch, generator, graph, derivation, sizes, domains, requires, point)
-        out = nodes[graph.output.id]
-        seed_value = (
-            torch.ones((), dtype=torch.float64)
-            if derivation.seed.is_one
-            else draw(torch, generator, concrete(derivation.seed.shape, sizes), "real")
-        )
-        if out.requires_grad:
-            out.backward(gradient=seed_value)
-
-        env = {name: t.detach() for name, t in leaves.items()}
-        env[derivation.seed.name] = seed_value
-        evaluator = Evaluator(env, sizes)
-        by_name = {n.name: n for n in graph.nodes}
-        for step in derivation.forward:
-            value = evaluator(step.expr)
-            env[step.name] = value
-            compare("forward", step.name, value, nodes[by_name[step.name].id].detach())
-        for step in derivation.backward:
-            shape = concrete(derivation.symbols.table[step.target].shape, sizes)
-            value = torch.broadcast_to(evaluator(step.result), shape)
-            env[step.target] = value
-            tensor = nodes[by_name[step.of].id]
-            # A value autograd does not track (the output of a comparison or step) has no .grad.
-            if step.partial is None and tensor.requires_grad:
-                compare("adjoint", step.of, value, _grad(torch, tensor))
-        for name, grad in derivation.gradients.items():
-            fresh = Evaluator({k: v for k, v in env.items() if k in leaves or k == derivation.seed.name}, sizes)
-            value = fresh(grad.expr) if grad.in_inputs else evaluator(grad.expr)
-            compare("gradient", name, value, _grad(torch, leaves[name]))
+        at_given = point == 0 and bool(derivation.at)
+        for scale in DRAW_SCALES:
+            pending: list[tuple] = []
+            leaves, nodes, seed_value, bad = _try_point(
+                torch, generator, graph, derivation, sizes, domains, requires, point, scale, by_name, pending
+            )
+            if bad is None or at_given:
+                break
+        if bad is not None:
+            raise overflow_error(bad, at_given)
+        for comparison in pending:
+            compare(*comparison)
         if point == 0:
             for step in derivation.forward:
                 actual = nodes[by_name[step.name].id].grad_fn
@@ -90,10 +92,16 @@ def verify(derivation: Derivation, points: int = 3, seed: int = 0) -> Verificati
                         Check(step.name, ok, 0.0, 0.0, "grad_fn", f"declared {step.grad_fn}, torch {actual_name}")
                     )
 
+    def detail(fails: int, infinite: int) -> str:
+        if not fails:
+            return ""
+        where = f" ({infinite} not finite in backstep's value)" if infinite else ""
+        return f"{fails} of {points} points differ{where}"
+
     def checks(kind: str) -> list[Check]:
         return [
-            Check(name, fails == 0, abs_err, rel_err, kind, f"{fails} of {points} points differ" if fails else "")
-            for (k, name), (abs_err, rel_err, fails) in errors.items()
+            Check(name, fails == 0, abs_err, min(rel_err, NONFINITE_ERROR), kind, detail(fails, infinite))
+            for (k, name), (abs_err, rel_err, fails, infinite) in errors.items()
             if k == kind
         ]
 
@@ -103,6 +111,56 @@ def verify(derivation: Derivation, points: int = 3, seed: int = 0) -> Verificati
     return report
 
 
+def _try_point(torch, generator, graph, derivation, sizes, domains, requires, point, scale, by_name, pending):
+    """One point: torch's forward and backward, backstep's own evaluation; the comparisons to make
+    go to `pending`. Returns (leaves, nodes, seed value, None), or (…, what is not finite) when
+    torch's values, autograd's gradients or backstep's forward values are not all finite there."""
+    leaves, nodes = _draw_point(torch, generator, graph, derivation, sizes, domains, requires, point, scale)
+    seed_value = (
+        torch.ones((), dtype=torch.float64)
+        if derivation.seed.is_one
+        else draw(torch, generator, concrete(derivation.seed.shape, sizes), "real")
+    )
+    steps = {step.name: step for step in derivation.forward}
+    for n in graph.nodes:
+        number = nonfinite(torch, nodes[n.id])
+        if number is not None:
+            where = f"step {step_text(derivation, steps[n.name])}" if n.name in steps else n.name
+            return leaves, nodes, seed_value, f"value {number} at {where}"
+    out = nodes[graph.output.id]
+    if out.requires_grad:
+        out.backward(gradient=seed_value)
+    for n in reversed(graph.nodes):
+        number = nonfinite(torch, nodes[n.id].grad) if nodes[n.id].requires_grad else None
+        if number is not None:
+            return leaves, nodes, seed_value, f"value {number} in autograd's gradient of {n.name}"
+
+    env = {name: t.detach() for name, t in leaves.items()}
+    env[derivation.seed.name] = seed_value
+    evaluator = Evaluator(env, sizes)
+    for step in derivation.forward:
+        value = evaluator(step.expr)
+        number = nonfinite(torch, value)
+        if number is not None:
+            return leaves, nodes, seed_value, f"value {number} at step {step_text(derivation, step)}"
+        env[step.name] = value
+        pending.append(("forward", step.name, value, nodes[by_name[step.name].id].detach()))
+    for step in derivation.backward:
+        shape = concrete(derivation.symbols.table[step.target].shape, sizes)
+        value = torch.broadcast_to(evaluator(step.result), shape)
+        env[step.target] = value
+        tensor = nodes[by_name[step.of].id]
+        # A value autograd does not track (the output of a comparison or step) has no .grad.
+        if step.partial is None and tensor.requires_grad:
+            pending.append(("adjoint", step.of, value, _grad(torch, tensor)))
+    # The gradients in terms of the inputs, by an evaluator that knows only the inputs (one for all of them).
+    fresh = Evaluator({k: v for k, v in env.items() if k in leaves or k == derivation.seed.name}, sizes)
+    for name, grad in derivation.gradients.items():
+        value = fresh(grad.expr) if grad.in_inputs else evaluator(grad.expr)
+        pending.append(("gradient", name, value, _grad(torch, leaves[name])))
+    return leaves, nodes, seed_value, None
+
+
 def _grad(torch, tensor):
     """The gradient autograd left on a tensor; zeros where autograd never reached it."""
     if tensor.grad is None:
@@ -110,8 +168,9 @@ def _grad(torch, tensor):
     return tensor.grad
 
 
-def _draw_point(torch, generator, graph, derivation, sizes, domains, requires, point: int):
-    """Leaves inside their domains, redrawn until every op's input is inside the op's domain."""
+def _draw_point(torch, generator, graph, derivation, sizes, domains, requires, point: int, scale: float = 1.0):
+    """Leaves inside their domains, redrawn until every op's input is inside the op's domain;
+    `scale` narrows the plain domains towards 0 (see `draw`)."""
     at = derivation.at if point == 0 and derivation.at else None
     for _ in range(MAX_DRAWS):
         leaves = {}
@@ -119,7 +178,7 @@ def _draw_point(torch, generator, graph, derivation, sizes, domains, requires, p
             if at is not None:
                 value = torch.tensor(at[v.name], dtype=torch.float64)
             else:
-                value = draw(torch, generator, concrete(v.shape, sizes), domains[v.name], sizes)
+                value = draw(torch, generator, concrete(v.shape, sizes), domains[v.name], sizes, scale)
             leaves[v.name] = value.requires_grad_(requires[v.name])
         nodes, bad = _run(torch, graph, leaves, sizes)
         if bad is None:
