@@ -32,7 +32,9 @@ otherwise ``grad_W1 = grad_W1``, or two lines that each use the other's adjoint,
 from __future__ import annotations
 
 import ast
+import itertools
 import re
+import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -49,12 +51,17 @@ from .errors import BackstepError, DomainError, ParseError, UsageError
 from .ops import OPS, Ctx
 from .parser import Limits, deep_recursion, lookalike_note, parse, parse_expression, unknown_name_message
 from .printing import to_lang, to_text
-from .shapes import SAMPLE_SIZES, ShapeEnv, ShapeMismatch, concrete, fmt_shape_plain
+from .shapes import ShapeEnv, ShapeMismatch, concrete, fmt_shape_plain, free_sizes
 
 RTOL, ATOL = 1e-7, 1e-9
 MAX_DRAWS = 200
 MAX_CANDIDATES = 400
 DEFAULT_BUDGET = 2.0  # seconds SymPy may spend proving one claim equal to the truth
+# The sizes a claim is checked at: one array (a variable, an intermediate, a value a claim builds)
+# may have at most MAX_ELEMENTS numbers, and the formula's arrays MAX_BYTES together (float64), so
+# that one line of a batch (`"shapes": {"X": [9000, 9000]}`) cannot take the grader's memory.
+MAX_ELEMENTS = 10**7
+MAX_BYTES = 2**30
 # A second set of sizes, each different from the first set's size of the same dimension, so that a
 # factor such as 1/n (a mean) can be told from a constant.
 SIZES_B = [3, 4, 7, 5, 6, 2, 9, 8, 11, 13, 10, 14, 12, 16, 17, 18, 19]
@@ -444,6 +451,7 @@ class Result:
     written: str | None = None
     step: str | None = None
     node: str | None = None  # the node whose adjoint (or value) the line gives
+    timed_out: bool = False  # stands for the lines not checked when a submission's time ran out
 
     @property
     def exit_code(self) -> int:
@@ -498,6 +506,10 @@ class Scope:
     spelled_node: dict[str, str]  # a spelling of an adjoint (grad_H, H_bar, …) -> the node
     node_of: dict[str, str]  # a plain name (for dL/dH) -> the node
     helpers: list[Helper] = field(default_factory=list)
+    # per point, the values of the helpers evaluated so far (helpers are only ever appended)
+    env_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _ascii_seen: int = field(default=0, repr=False, compare=False)
+    _non_ascii: bool = field(default=False, repr=False, compare=False)
 
     def copy(self) -> Scope:
         return Scope(
@@ -508,6 +520,14 @@ class Scope:
         self.name_of[helper.name] = helper.name
         self.shape_of[helper.name] = helper.shape
         self.helpers.append(helper)
+
+    def has_non_ascii_name(self) -> bool:
+        """Whether a name here is not ASCII (a look-alike hint is possible); each name looked at once."""
+        if not self._non_ascii and self._ascii_seen < len(self.shape_of):
+            names = list(self.shape_of)[self._ascii_seen :]
+            self._non_ascii = not all(name.isascii() for name in names)
+            self._ascii_seen = len(self.shape_of)
+        return self._non_ascii
 
 
 # --- the problem -------------------------------------------------------------------------------
@@ -527,6 +547,8 @@ class Problem:
         seed: int = 0,
         budget: float = DEFAULT_BUDGET,
         limits: Limits | None = None,
+        max_elements: int | None = MAX_ELEMENTS,
+        max_bytes: int | None = MAX_BYTES,
     ):
         if isinstance(wrt, str):
             wrt = [w.strip() for w in wrt.split(",") if w.strip()]
@@ -568,6 +590,11 @@ class Problem:
             scope.shape_of[symbol] = self.node_shape[node]
         for node in self.adjoint:
             self.add_spellings(scope, node, node)
+        self._dim_carrier: dict[str, str] = {}  # a dimension name -> a name whose shape has it
+        for name, shape in scope.shape_of.items():
+            for dim in shape:
+                if isinstance(dim, str):
+                    self._dim_carrier.setdefault(dim, name)
         self.forward_names = {f.name for f in d.forward}
         self.has_square = any(
             n.op.name == "pow" and n.inputs[1].is_const and n.inputs[1].value == 2 for n in graph.op_nodes
@@ -592,11 +619,36 @@ class Problem:
         self._sites = None
         self._local_defs: dict | None = None
         ints = {x for shape in self.node_shape.values() for x in shape if isinstance(x, int)}
-        free_a = [s for s in SAMPLE_SIZES if s not in ints] + [s for s in range(16, 100) if s not in ints]
-        free_b = [s for s in SIZES_B if s not in ints] + [s for s in range(20, 100) if s not in ints]
+        # distinct sizes for any number of dimensions (zip stops at the last dimension)
+        free_a = free_sizes(ints)
+        extra_b = (s for s in itertools.count(20) if s not in ints)
+        free_b = itertools.chain((s for s in SIZES_B if s not in ints), extra_b)
         self.size_sets = [dict(zip(d.dims, free_a))]
         if d.dims:
             self.size_sets.append(dict(zip(d.dims, free_b)))
+        self.max_elements = max_elements
+        self._check_sizes(max_elements, max_bytes)
+
+    def _check_sizes(self, max_elements: int | None, max_bytes: int | None) -> None:
+        """Refuse (UsageError), before any number is drawn, a formula whose arrays are too big."""
+        nodes = [n for n in self.graph.nodes if n.kind != "const"]
+        for sizes in self.size_sets:
+            total = 0
+            for n in nodes:
+                count = _elements(n.shape, sizes)
+                if max_elements is not None and count > max_elements:
+                    raise UsageError(
+                        f"{n.name} would have {count:,} elements ({_times(n.shape, sizes)}); the limit is "
+                        f"{max_elements:,} per array: give smaller sizes (the gradient's form does not depend on "
+                        "them; a dimension name such as n is checked at small sizes)"
+                    )
+                total += count
+            if max_bytes is not None and 8 * total > max_bytes:
+                raise UsageError(
+                    f"the formula's arrays would take {8 * total / 2**30:.1f} GiB in float64 ({total:,} numbers); "
+                    f"the limit is {max_bytes / 2**30:g} GiB: give smaller sizes (a dimension name such as n is "
+                    "checked at small sizes)"
+                )
 
     # --- names and targets ---------------------------------------------------------------------
 
@@ -867,15 +919,24 @@ class Problem:
         except TooLarge:
             return None
 
-    def env_with(self, point: Point, helpers: list[Helper]) -> dict:
+    def env_with(self, point: Point, helpers: list[Helper], cache: dict | None = None) -> dict:
+        """The point's values with the student's helpers evaluated. With `cache` (a scope's
+        env_cache) a helper is evaluated once per point, not once per line that follows it."""
         if not helpers:
             return point.env
         from .numeric import Evaluator
 
         torch = _torch()
-        env = dict(point.env)
-        for h in helpers:
+        done, env = 0, None
+        if cache is not None and id(point) in cache:
+            kept, done, env = cache[id(point)]
+            if kept is not point or done > len(helpers):
+                done, env = 0, None
+        env = dict(point.env) if env is None else env
+        for h in helpers[done:]:
             env[h.name] = torch.broadcast_to(Evaluator(env, point.sizes)(h.expr), concrete(h.shape, point.sizes))
+        if cache is not None:
+            cache[id(point)] = (point, len(helpers), env)
         return env
 
     def sizes_text(self) -> list[dict]:
@@ -952,8 +1013,30 @@ class Problem:
     def parse_claim(self, text: str, scope: Scope) -> Term:
         source = self.rewrite(text.strip(), scope)
         with deep_recursion():
-            node = parse_expression(source, scope.shape_of)
+            node = self._parse(source, scope)
         return _term_of(node, source.splitlines(), {})
+
+    def _parse(self, source: str, scope: Scope):
+        """parse_expression over the names the source uses (and a name carrying each dimension it
+        uses), not the whole scope: a derivation file's names grow with its length, and handing
+        the parser all of them at every line made a long file quadratic. An unknown name is
+        parsed again over every name when a look-alike hint ("did you mean х?") could differ."""
+        shape_of = scope.shape_of
+        if len(shape_of) <= 64:
+            return parse_expression(source, shape_of)
+        few = {}
+        for token in dict.fromkeys(_IDENTIFIER.findall(unicodedata.normalize("NFKC", source))):
+            if token in shape_of:
+                few[token] = shape_of[token]
+            elif token in self._dim_carrier:
+                carrier = self._dim_carrier[token]
+                few[carrier] = self.base_scope.shape_of[carrier]
+        try:
+            return parse_expression(source, few)
+        except ParseError:
+            if source.isascii() and not scope.has_non_ascii_name():
+                raise
+            return parse_expression(source, shape_of)
 
     def check(self, target: Target, claim: str, scope: Scope | None = None, local: bool = False) -> Result:
         """Check a claim against a target; `local`: show the truth in the formula's own names."""
@@ -975,12 +1058,13 @@ class Problem:
             shape_problem = f"the claim does not type-check: {err.message}"
             shapes = None
         if shapes is not None:
+            self._check_claim_sizes(shapes)
             result.claim_shape = shapes[term]
             if not broadcasts_to(shapes[term], target.shape):
                 shape_problem = f"shape {fmt_shape_plain(shapes[term])}, expected {fmt_shape_plain(target.shape)}"
             claim_expr = term_to_sympy(term, shapes, scope.name_of)
         torch = _torch()
-        envs = [self.env_with(p, scope.helpers) for p in self.points]
+        envs = [self.env_with(p, scope.helpers, scope.env_cache) for p in self.points]
         truths = [self.truth_value(p, target) for p in self.points]
         values = None
         if shape_problem is None:
@@ -1014,6 +1098,19 @@ class Problem:
             result.counterexample = self.counterexample(target, claim_expr, scope)
         return result
 
+    def _check_claim_sizes(self, shapes: dict[Term, tuple]) -> None:
+        """A claim that would build an array over the limit (x.T @ x for a long x) is refused."""
+        if self.max_elements is None:
+            return
+        for term, shape in shapes.items():
+            for sizes in self.size_sets:
+                count = _elements(shape, sizes)
+                if count > self.max_elements:
+                    raise UsageError(
+                        f"the claim builds {term.show()} of {count:,} elements ({_times(shape, sizes)}); the limit "
+                        f"is {self.max_elements:,} per array: give smaller sizes"
+                    )
+
     def _values(self, expr: Expr, envs: list[dict], target: Target):
         from .numeric import Evaluator
 
@@ -1023,7 +1120,7 @@ class Problem:
             try:
                 v = Evaluator(env, p.sizes)(expr)
                 v = torch.broadcast_to(v, concrete(target.shape, p.sizes))
-            except (RuntimeError, TypeError, ValueError, KeyError, ZeroDivisionError) as err:
+            except (RuntimeError, TypeError, ValueError, KeyError, ArithmeticError) as err:
                 return f"the claim cannot be evaluated ({err})"
             out.append(v)
         return out
@@ -1062,13 +1159,18 @@ class Problem:
 
         if self.budget <= 0 or not can_interrupt():  # no budget could stop it: numbers decide
             return False
+        budget = TimeBudget(self.budget)
         try:
-            with TimeBudget(self.budget), deep_recursion():
+            with budget, deep_recursion():
                 diff = normalize(diff, rank_of)
                 if diff == 0:
                     return True
                 return _collapse(diff) == 0
-        except (BudgetExpired, RecursionError, TypeError, ValueError, AttributeError, NotImplementedError):
+        except BudgetExpired as err:
+            if err.budget is not budget:
+                raise  # an outer budget (a submission's time when grading): not this proof's to end
+            return False
+        except (RecursionError, TypeError, ValueError, AttributeError, NotImplementedError):
             return False
 
     # --- a counterexample ----------------------------------------------------------------------
@@ -1087,11 +1189,11 @@ class Problem:
                     p = self.make_point(sizes, generator, rounded=True)
                     env = self.env_with(p, scope.helpers)
                     v = torch.broadcast_to(Evaluator(env, sizes)(claim_expr), concrete(target.shape, sizes))
-                except (BackstepError, RuntimeError, TypeError, ValueError):
+                except (BackstepError, RuntimeError, TypeError, ValueError, ArithmeticError):
                     continue
                 t = self.truth_value(p, target)
-                if _close(torch, v, t):
-                    continue
+                if _close(torch, v, t) or not bool(torch.isfinite(v).all()):
+                    continue  # a point where the claim is inf or NaN shows nothing one can print or read
                 values = {k: to_value(x) for k, x in p.leaves.items()}
                 if not d.seed.is_one:
                     values[d.seed.name] = to_value(p.env[d.seed.name])
@@ -1105,18 +1207,28 @@ class Problem:
 
     # --- derivation files --------------------------------------------------------------------
 
-    def check_lines(self, text: str) -> list[Result]:
+    def check_lines(self, text: str, deadline: float | None = None, timeout: float | None = None) -> list[Result]:
         """Check a derivation file: one `name = expression` per line, in the student's own order.
 
         First the student's own names for forward values are identified (a line `Z = X @ W1`
         whose values equal a node's names that node, so that `dL/dZ` means its adjoint); then
         every line is checked in order against the true adjoint (or value) of its node, with
-        every adjoint it uses bound to the true value."""
+        every adjoint it uses bound to the true value.
+
+        `deadline` (a time.monotonic() value; `timeout` the seconds it stands for, for the
+        message): once it passes — or a TimeBudget around this call expires — the lines not yet
+        checked are not checked, and one result with `timed_out` set says so."""
         lines = list(split_lines(text))
         scope = self.scope()
-        self._identify_aliases(lines, scope)
-        results = []
-        for number, lhs, rhs, raw in lines:
+        results: list[Result] = []
+        try:
+            self._identify_aliases(lines, scope, deadline)
+        except BudgetExpired:
+            return [_timed_out(lines, 0, timeout)]
+        for k, (number, lhs, rhs, raw) in enumerate(lines):
+            if deadline is not None and time.monotonic() > deadline:
+                results.append(_timed_out(lines, k, timeout))
+                break
             try:
                 if lhs is None:
                     raise ParseError("write one `name = expression` per line")
@@ -1151,6 +1263,9 @@ class Problem:
                 r = Result("error", err.message, claim=(rhs or "").strip())
             except RecursionError:
                 r = Result("error", "the expression is nested too deeply", claim=(rhs or "").strip())
+            except BudgetExpired:  # the submission's budget (SymPy's own is caught inside prove)
+                results.append(_timed_out(lines, k, timeout))
+                break
             r.line, r.written = number, raw.strip()
             results.append(r)
         return results
@@ -1166,8 +1281,13 @@ class Problem:
             return
         scope.add_helper(Helper(name, term_to_sympy(term, shapes, scope.name_of), shapes[term]))
 
-    def _identify_aliases(self, lines: list, scope: Scope) -> None:
-        """Lines that define a new name: when its value is a node's value everywhere, it names that node."""
+    def _identify_aliases(self, lines: list, scope: Scope, deadline: float | None = None) -> None:
+        """Lines that define a new name: when its value is a node's value everywhere, it names that node.
+
+        One pass, in dependency order: a line is looked at once, after the lines defining the new
+        names it uses (whatever their order in the file), so a file of n lines costs n parses, not
+        the n² of retrying every unresolved line until nothing changes. Names that depend on each
+        other in a cycle are taken in the file's order (they cannot name a node anyway)."""
         from .numeric import Evaluator
 
         torch = _torch()
@@ -1179,31 +1299,76 @@ class Problem:
             if name.isidentifier() and name not in scope.name_of and name not in self.derivation.dims:
                 if not _ADJOINT_LIKE.fullmatch(name):
                     pending.append((name, rhs))
-        progress = True
-        while pending and progress:
-            progress = False
-            for item in list(pending):
-                name, rhs = item
-                try:
-                    term = self.parse_claim(rhs, scope)
-                    shapes = infer_shapes(term, scope.shape_of)
-                except (BackstepError, ClaimShapeError, RecursionError):
-                    continue
-                pending.remove(item)
-                progress = True
-                expr = term_to_sympy(term, shapes, scope.name_of)
-                shape = shapes[term]
-                candidates = [n for n in self.graph.nodes if n.kind != "const" and tuple(n.shape) == tuple(shape)]
-                if not candidates:
-                    continue
-                try:
-                    values = [Evaluator(self.env_with(p, scope.helpers), p.sizes)(expr) for p in self.points]
-                except (RuntimeError, TypeError, ValueError, KeyError):
-                    continue
-                for node in candidates:
-                    if all(_close(torch, v, p.env[node.name]) for v, p in zip(values, self.points)):
-                        self.alias(scope, name, node.name)
-                        break
+        for name, rhs in _dependency_order(pending, self.derivation.output):
+            if deadline is not None and time.monotonic() > deadline:
+                return  # the lines left are checked as they are (check_lines reports the time-out)
+            try:
+                term = self.parse_claim(rhs, scope)
+                shapes = infer_shapes(term, scope.shape_of)
+            except (BackstepError, ClaimShapeError, RecursionError):
+                continue
+            expr = term_to_sympy(term, shapes, scope.name_of)
+            shape = shapes[term]
+            candidates = [n for n in self.graph.nodes if n.kind != "const" and tuple(n.shape) == tuple(shape)]
+            if not candidates:
+                continue
+            try:
+                values = [
+                    Evaluator(self.env_with(p, scope.helpers, scope.env_cache), p.sizes)(expr) for p in self.points
+                ]
+            except (RuntimeError, TypeError, ValueError, KeyError, ArithmeticError):
+                continue
+            for node in candidates:
+                if all(_close(torch, v, p.env[node.name]) for v, p in zip(values, self.points)):
+                    self.alias(scope, name, node.name)
+                    break
+
+
+_IDENTIFIER = re.compile(r"[^\W\d]\w*")
+
+
+def _dependency_order(pending: list[tuple[str, str]], output: str) -> list[tuple[str, str]]:
+    """`pending` (name, right side) reordered so that each comes after the items defining the names
+    its right side uses (as written, or as an adjoint spelling such as grad_Z); otherwise in the
+    file's order. Linear in the total length of the lines: one depth-first search, no retries."""
+    defines: dict[str, list[int]] = {}
+    for i, (name, _) in enumerate(pending):
+        for spelling in (name, *adjoint_spellings(name, output)):
+            defines.setdefault(spelling, []).append(i)
+    uses = []
+    for i, (_, rhs) in enumerate(pending):
+        tokens = dict.fromkeys(_IDENTIFIER.findall(unicodedata.normalize("NFKC", rhs or "")))
+        uses.append([j for t in tokens for j in defines.get(t, ()) if j != i])
+    order: list[int] = []
+    state = [0] * len(pending)  # 0 not seen, 1 on the stack, 2 done
+    for start in range(len(pending)):
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [(start, iter(uses[start]))]
+        while stack:  # iterative: a chain of 10,000 lines must not reach the recursion limit
+            i, children = stack[-1]
+            for j in children:
+                if state[j] == 0:
+                    state[j] = 1
+                    stack.append((j, iter(uses[j])))
+                    break
+            else:
+                stack.pop()
+                state[i] = 2
+                order.append(i)
+    return [pending[i] for i in order]
+
+
+def _elements(shape: tuple, sizes: dict[str, int]) -> int:
+    count = 1
+    for d in shape:
+        count *= d if isinstance(d, int) else sizes.get(d, 1)
+    return count
+
+
+def _times(shape: tuple, sizes: dict[str, int]) -> str:
+    return " × ".join(str(d if isinstance(d, int) else sizes.get(d, d)) for d in shape) or "a scalar"
 
 
 def _reach(start: str, edges: dict[str, list[str]]) -> set[str]:
@@ -1232,9 +1397,35 @@ def _strip_lhs(claim: str, problem: Problem, target: Target, scope: Scope) -> st
     return m.group(2) if kind == "adjoint" else claim
 
 
+def _timed_out(lines: list, k: int, timeout: float | None) -> Result:
+    """The result standing for lines[k:], not checked: the submission's time ran out."""
+    budget = f"the {timeout:g} s budget" if timeout else "the time budget"
+    if k >= len(lines):
+        r = Result("error", f"timed out: {budget} for this submission ran out")
+        r.timed_out = True
+        return r
+    first, last = lines[k][0], lines[-1][0]
+    which = f"line {first}" if first == last else f"lines {first}–{last}"
+    r = Result("error", f"timed out: {budget} for this submission ran out; {which} not checked")
+    r.line, r.written, r.timed_out = first, lines[k][3].strip(), True
+    return r
+
+
+def split_text(text: str) -> list[str]:
+    """A derivation file's lines: ended by \\n, \\r\\n or \\r only (not by U+2028, U+0085 or a form
+    feed, as str.splitlines would), a byte-order mark at the start dropped."""
+    return _LINE_END.split(text.removeprefix("\ufeff"))
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def split_lines(text: str) -> Iterator[tuple[int, str | None, str | None, str]]:
-    """(line number, left side, right side, the line) for each line that is not blank or a comment."""
-    for number, raw in enumerate(text.splitlines(), 1):
+    """(line number, left side, right side, the line) for each line that is not blank or a comment.
+
+    Lines end at \\n (and \\r\\n, \\r) only: str.splitlines would also end one at U+2028, U+0085 or
+    a form feed inside a student's line. A byte-order mark at the start is not part of line 1."""
+    for number, raw in enumerate(split_text(text), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue

@@ -48,3 +48,15 @@ def test_against_sympy_agrees_on_the_gradient(bench):
 def test_verification_at_the_seed_sizes_passes(bench):
     text, data = bench.verification(repeats=1)
     assert data["ok"], text
+
+
+def test_check_scale_reports_memory_and_a_linear_derivation_file():
+    spec = importlib.util.spec_from_file_location("backstep_check_scale", RUN.parent / "check_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text, rows = module.derivation_time([20, 80])
+    assert [r["lines"] for r in rows] == [21, 81] and all(r["ok"] for r in rows), text
+    assert all(r["parses"] <= 3 * r["lines"] for r in rows), text  # linear: a bounded number per line
+    text, rows = module.batch_memory([5])
+    assert rows[0]["claims"] == 5 and rows[0]["peak_kib"] >= rows[0]["base_kib"] > 0, text
+    assert "| 5 |" in text
