@@ -88,8 +88,11 @@ def load_sheet(path: Path) -> Sheet:
         raise UsageError(f"cannot read {path}: {err}") from None
     try:
         import tomllib  # Python 3.11+
-    except ModuleNotFoundError:
-        raise UsageError("backstep sheet reads TOML with tomllib, which needs Python 3.11 or newer") from None
+    except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise UsageError("backstep sheet reads TOML: on Python 3.10 that needs the tomli package") from None
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as err:

@@ -16,7 +16,21 @@ if ! { command -v latexmk && command -v xelatex && command -v pdftotext && comma
 fi
 
 python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"   # the CPU wheel; first, always
+# The distribution is backstep-autograd (`backstep` on PyPI is another project): an install under the old
+# name would shadow the package and the command.
+if python -m pip show --quiet backstep >/dev/null 2>&1; then
+    echo "uninstalling the distribution named backstep (this project is backstep-autograd)"
+    python -m pip uninstall --quiet --yes backstep
+fi
+# setuptools >= 77 reads the SPDX license; tests/test_packaging.py and scripts/compat.sh build the wheel
+# with the installed one (--no-build-isolation)
+python -m pip install --quiet --disable-pip-version-check "setuptools>=77"
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 python -m ruff check backstep tests benchmarks examples
 python -m ruff format --check backstep tests benchmarks examples
 python -m pytest "$@"
+# The lowest dependency versions pyproject.toml allows, and Python 3.10 / 3.12 / 3.13 without torch (1-2
+# minutes; needs PyPI): after a full run only, not after a selection (`bash scripts/test.sh -k …`).
+if [ $# = 0 ]; then
+    bash scripts/compat.sh
+fi

@@ -473,7 +473,7 @@ def test_templates_ship_with_the_package():
     names = {p.name for p in Templates().dirs[-1].glob("*.j2")}
     assert {"derivation.md.j2", "fragment.tex.j2", "document.tex.j2", "exercises.tex.j2", "solutions.tex.j2"} <= names
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
-    assert 'backstep = ["templates/*.j2", "templates/codegen/*.j2"]' in pyproject
+    assert '"templates/*.j2", "templates/codegen/*.j2"' in pyproject
 
 
 # --- notebooks ----------------------------------------------------------------------------------------

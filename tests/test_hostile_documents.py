@@ -368,12 +368,12 @@ def test_latex_runs_in_paranoid_mode(tmp_path, bait, monkeypatch, document):
 def test_latex_is_run_without_shell_escape(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(command, **options):
-        seen.update(command=command, env=options["env"])
-        raise pdf_module.subprocess.TimeoutExpired(command, 1)
+    def fake_engine(command, folder, env):  # what the engine is started with; it "fails" at once
+        seen.update(command=command, env=env)
+        return 1, "! fake engine"
 
     monkeypatch.setattr(pdf_module, "missing_engine", lambda lang="en": None)
-    monkeypatch.setattr(pdf_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(pdf_module, "_run_engine", fake_engine)
     with pytest.raises(PdfError):
         compile_pdf("\\documentclass{article}", tmp_path / "x.pdf")
     assert seen["env"]["openin_any"] == "p" and seen["env"]["openout_any"] == "p"

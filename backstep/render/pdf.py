@@ -13,6 +13,13 @@ reading as for writing; a document reads only its own folder and the TeX install
 escape off (``shell_escape=f`` and ``-no-shell-escape``: no ``\\write18``), and latexmk reads no rc
 file (``-norc``). The PDF is written with ``write_output``: never through a symbolic link, never
 over an input, and by a temporary file renamed over it, so a failed run leaves the old PDF.
+
+latexmk runs in a process group of its own, with every engine it starts. When the compile takes
+longer than ``TIMEOUT`` seconds, or the user interrupts it (Ctrl-C: KeyboardInterrupt; SIGTERM:
+SystemExit(143), while the compile runs and SIGTERM has its default action), the whole group is
+ended — SIGTERM, then SIGKILL after ``GRACE`` seconds — so no latexmk or xelatex outlives the
+command. An interrupted compile leaves no folder behind; one that timed out is a failed compile
+and keeps its folder, like any other failure.
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import BackstepError
@@ -35,6 +46,7 @@ INSTALL = (
 )
 ENGINE = "xelatex"
 TIMEOUT = 300  # seconds for one document
+GRACE = 2.0  # seconds between SIGTERM and SIGKILL to the engine's process group
 # kpathsea reads these from the environment: no file outside the document's folder (and TeX's own
 # trees) is read or written, and no shell command runs, whatever the document says.
 PARANOID = {"openin_any": "p", "openout_any": "p", "shell_escape": "f"}
@@ -119,23 +131,18 @@ def compile_pdf(
     ]
     env = dict(os.environ, max_print_line="10000", error_line="254", half_error_line="238", **PARANOID)
     try:
-        run = subprocess.run(
-            [*command, source.name],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env=env,
-            timeout=TIMEOUT,
-        )
+        returncode, engine_output = _run_engine([*command, source.name], folder, env)
     except subprocess.TimeoutExpired:
-        raise PdfError(
-            f"LaTeX took longer than {TIMEOUT} s on {source}; its log is {folder / (name + '.log')}"
-        ) from None
+        err = PdfError(f"LaTeX took longer than {TIMEOUT} s on {source}; its log is {folder / (name + '.log')}")
+        err.folder = folder
+        raise err from None
+    except BaseException:  # interrupted (KeyboardInterrupt, SIGTERM) or the engine could not start
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     pdf = folder / f"{name}.pdf"
-    if run.returncode != 0 or not pdf.is_file():
+    if returncode != 0 or not pdf.is_file():
         log = folder / f"{name}.log"
-        log_text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else run.stdout + run.stderr
+        log_text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else engine_output
         err = PdfError(describe_failure(log_text, tex, source.name) + f"\n  (the document and its full log: {folder})")
         err.folder = folder
         raise err
@@ -143,6 +150,84 @@ def compile_pdf(
         write_output(output, pdf.read_bytes(), inputs=inputs)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_engine(command: list[str], folder: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run `command` in `folder` in a new session (its own process group) and return its exit status and
+    output. On TIMEOUT (subprocess.TimeoutExpired) or any exception while it runs — KeyboardInterrupt,
+    SystemExit from SIGTERM — the whole group is ended before the exception goes on."""
+    with _sigterm_raises():
+        proc = subprocess.Popen(
+            command,
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                # in slices of a second: a signal that reached another thread is handled within one
+                try:
+                    output, _ = proc.communicate(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise
+        except BaseException:
+            _end_group(proc)
+            raise
+    _end_group(proc)  # an engine that outlived latexmk (it should not) holds no CPU afterwards
+    return proc.returncode, output or ""
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to `proc`'s process group, SIGKILL after GRACE seconds, and `proc` reaped."""
+    if not hasattr(os, "killpg"):  # not POSIX: no process groups, only the process itself
+        proc.kill()
+        proc.communicate()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=GRACE)
+    except (ProcessLookupError, subprocess.TimeoutExpired):  # the group is gone already; or it lingers
+        pass
+    finally:  # also when a second Ctrl-C cuts the grace short
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group ignored SIGTERM
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=GRACE)  # reaps it and closes the pipes
+        except subprocess.TimeoutExpired:  # a process outside the group still holds the pipe
+            proc.kill()
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the engine runs, SIGTERM raises SystemExit(128 + SIGTERM) — so that the group is ended and
+    the folder removed — instead of ending Python on the spot. Only where SIGTERM has its default action
+    (a program's own handler is left alone), and only in the main thread, the one where Python sets handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def describe_failure(log: str, tex: str, filename: str = "document.tex") -> str:
