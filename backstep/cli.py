@@ -12,34 +12,67 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from .cli_io import (
+    STDIO,
+    FormulaCommand,
+    fail,
+    number,
+    output_format,
+    parse_pairs,
+    print_rich,
+    read_program,
+    stderr,
+    stdout_or_file,
+)
 from .errors import BackstepError, UsageError
 from .train_command import train_command
 from .userfiles import check_output_path, write_output
 
 app = typer.Typer(
     name="backstep",
+    epilog='[bold]Examples[/bold]\n\n  [cyan]backstep derive "relu(x@W1)@W2"[/cyan]\n\n'
+    '  [cyan]backstep check "x**2" --wrt x --claim "2*x"[/cyan]\n\n  [cyan]backstep COMMAND --help[/cyan]',
     help="Backpropagation derived step by step, the way a careful student writes it, verified by PyTorch.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SEED_MAX = 2**63 - 1
+BUDGET_MAX = 86_400.0  # a day: --simplify-budget, check's --timeout
+
+
+def examples(*lines: str) -> str:
+    """A command's --help epilog: one example a line (typer joins single newlines)."""
+    return "[bold]Examples[/bold]\n\n" + "\n\n".join(f"  [cyan]{line}[/cyan]" for line in lines)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"backstep {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=show_version, help="Print backstep's version and exit."),
+    ] = False,
+) -> None:
+    """Backpropagation derived step by step, the way a careful student writes it, verified by PyTorch."""
+
 
 FORMATS = ("text", "json")
 DERIVE_FORMATS = ("text", "json", "md", "latex", "pdf")
 
 
-def fail(err: BackstepError, source: str | None = None) -> None:
-    """Print a clean error and exit 2: the one way bad input leaves the CLI."""
-    if source is not None:
-        err.with_source(source)
-    stderr.print(err.render(), markup=False)
-    raise typer.Exit(2)
-
-
 def input_files(file: Path | None, *models_and_values) -> list[Path]:
     """The files a command reads (-f, --torch/--against FILE.py:NAME, --at X=file.npy): never an output."""
-    found = [file] if file is not None else []
+    found = [file] if file is not None and str(file) != STDIO else []
     for item in models_and_values:
         for text in item if isinstance(item, list) else [item]:
             if not text:
@@ -47,20 +80,6 @@ def input_files(file: Path | None, *models_and_values) -> list[Path]:
             candidate = text.split("=", 1)[1] if "=" in text else text.rsplit(":", 1)[0]
             found.append(Path(candidate.strip()))
     return found
-
-
-def parse_pairs(items: list[str], option: str) -> list[tuple[str, str]]:
-    pairs = []
-    for item in items:
-        for part in [item] if option == "--at" else item.split(";"):
-            if "=" not in part:
-                raise UsageError(f"{option} {part}: write NAME=VALUE")
-            name, value = part.split("=", 1)
-            name = name.strip()
-            if not name.isidentifier():
-                raise UsageError(f"{option} {part}: {name!r} is not a variable name")
-            pairs.append((name, value.strip()))
-    return pairs
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple]:
@@ -75,29 +94,46 @@ def parse_shapes(items: list[str]) -> dict[str, tuple]:
     return shapes
 
 
-def read_source(expr: str | None, file: Path | None) -> str:
-    if expr is not None and file is not None:
-        raise UsageError("give the formula as an argument or with -f FILE, not both")
-    if file is not None:
-        try:
-            return file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise UsageError(f"cannot read {file}: {err}") from None
-    if expr is None:
-        raise UsageError('give a formula, e.g. backstep derive "relu(x@W1)@W2", or -f FILE')
-    return expr
+def joined(items: list[str]) -> Optional[str]:
+    """A list option that also takes commas (--wrt W1 --wrt W2, --wrt W1,W2) as one comma list."""
+    names = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    return ",".join(names) or None
 
 
-@app.command()
+def check_shape_names(shapes: dict, names: list[str]) -> None:
+    """--shape for a name that is not a variable is refused, as --assume and --at are."""
+    unknown = [name for name in shapes if name not in names]
+    if unknown:
+        raise UsageError(
+            f"--shape names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not a variable "
+            f"of the formula (its variables: {', '.join(names)})"
+        )
+
+
+FILE_HELP = "Read the formula or program from FILE (- reads stdin)."
+OUTPUT_HELP = "Write to FILE instead of stdout (- is stdout); its extension (.json .md .tex .pdf) picks the format."
+WRT_HELP = "The variables that need gradients: W1,W2 or --wrt W1 --wrt W2 (default: all)."
+
+
+@app.command(
+    cls=FormulaCommand,
+    epilog=examples(
+        'backstep derive "relu(x@W1)@W2"',
+        'backstep derive "x**2 + 3" --at x=2',
+        'backstep derive "-sum(Y * log_softmax(S, axis=-1))" --wrt S',
+        "backstep derive -f net.bs -o net.pdf",
+        'echo "sin(x)*y" | backstep derive -f - --format json -o -',
+    ),
+)
 def derive(
     expr: Annotated[
         Optional[str], typer.Argument(help='The function, e.g. "relu(x@W1)@W2" or a program with ;')
     ] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the formula or program from FILE.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help=FILE_HELP)] = None,
     shape: Annotated[
         list[str], typer.Option("--shape", "-s", help="A shape: X=n,d or X=64x1000 or b=5 (repeat for more).")
     ] = [],  # noqa: B006 (typer reads the default)
-    wrt: Annotated[Optional[str], typer.Option(help="The variables that need gradients: W1,W2 (default: all).")] = None,
+    wrt: Annotated[list[str], typer.Option(help=WRT_HELP)] = [],  # noqa: B006
     assume: Annotated[
         list[str], typer.Option(help="Where to draw a variable: x=positive (real, positive, nonnegative, nonzero).")
     ] = [],  # noqa: B006
@@ -108,12 +144,18 @@ def derive(
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against PyTorch autograd.")] = False,
     points: Annotated[int, typer.Option(help="How many random points the verification uses.", min=1, max=100)] = 3,
     seed: Annotated[
-        int, typer.Option(help="Random seed for the verification and the drawn --at values.", min=0, max=2**63 - 1)
+        int, typer.Option(help="Random seed for the verification and the drawn --at values.", min=0, max=SEED_MAX)
     ] = 0,
     fmt: Annotated[
-        str, typer.Option("--format", help="Output format: text, json, md (Markdown), latex, or pdf (needs -o FILE).")
-    ] = "text",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="Output format: text, json, md (Markdown), latex, or pdf (needs -o FILE). "
+            "Default: from -o FILE's extension, else text.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help=OUTPUT_HELP)] = None,
     standalone: Annotated[
         bool, typer.Option("--standalone", help="With --format latex: a complete document, not a fragment.")
     ] = False,
@@ -124,16 +166,31 @@ def derive(
     template: Annotated[
         Optional[Path], typer.Option("--template", help="A folder of jinja2 templates that replace the default ones.")
     ] = None,
-    max_chars: Annotated[int, typer.Option(help="Longest formula accepted, in characters.")] = 100_000,
-    max_depth: Annotated[int, typer.Option(help="Deepest nesting accepted.")] = 500,
-    max_nodes: Annotated[int, typer.Option(help="Most operations accepted in one formula.")] = 20_000,
-    max_exponent: Annotated[int, typer.Option(help="Largest constant exponent accepted.")] = 1_000,
+    max_chars: Annotated[
+        int, typer.Option(help="Longest formula accepted, in characters.", min=1, max=100_000_000)
+    ] = 100_000,
+    max_depth: Annotated[int, typer.Option(help="Deepest nesting accepted.", min=1, max=100_000)] = 500,
+    max_nodes: Annotated[
+        int, typer.Option(help="Most operations accepted in one formula.", min=1, max=10_000_000)
+    ] = 20_000,
+    max_exponent: Annotated[
+        int, typer.Option(help="Largest constant exponent accepted.", min=0, max=1_000_000)
+    ] = 1_000,
+    max_elements: Annotated[
+        int,
+        typer.Option(
+            help="Most numbers one array may hold when backstep computes numbers (verification, --at); "
+            "the arrays of one point together may hold 12.5 times as many.",
+            min=1,
+            max=10**12,
+        ),
+    ] = 10_000_000,
     simplify_budget: Annotated[
         float,
         typer.Option(
-            min=0,
+            callback=number(0, BUDGET_MAX),
             help="Seconds SymPy may spend simplifying one step or one gradient; past it, the step is shown "
-            "as built and says so. 0: no limit.",
+            "as built and says so. 0: no limit; at most 86400.",
         ),
     ] = 5.0,
     torch_model: Annotated[
@@ -150,7 +207,9 @@ def derive(
     source = None
     traced = None
     derive_inputs = input_files(file, torch_model, at)  # an -o that names one of these is refused
+    wrt_names = joined(wrt)
     try:
+        fmt, output = output_format(fmt, output, DERIVE_FORMATS)
         check_document_options(fmt, output, standalone, notation, lang)
         if output is not None:
             check_output_path(output, derive_inputs)  # before the work, not after it
@@ -159,11 +218,11 @@ def derive(
             from .trace import trace_from_cli
 
             traced = trace_from_cli(torch_model, expr, file, shapes)
-            source, shapes, wrt = traced.source, {}, wrt or ",".join(traced.wrt)
+            source, shapes, wrt_names = traced.source, {}, wrt_names or ",".join(traced.wrt)
         else:
-            source = read_source(expr, file)
+            source = read_program(expr, file, max_chars, 'backstep derive "relu(x@W1)@W2"')
         from .derive import derive as run_derive
-        from .parser import Limits
+        from .parser import Limits, deep_recursion
 
         limits = Limits(
             max_chars=max_chars,
@@ -171,23 +230,24 @@ def derive(
             max_nodes=max_nodes,
             max_exponent=max_exponent,
             simplify_seconds=simplify_budget,
+            max_elements=max_elements,
         )
         values = None
         if at:
             from .numeric import parse_at_value
 
-            values = {name: parse_at_value(name, text) for name, text in parse_pairs(at, "--at")}
+            values = {name: parse_at_value(name, text, max_elements) for name, text in parse_pairs(at, "--at")}
         derivation = run_derive(
-            source,
-            shapes=shapes,
-            wrt=wrt,
-            assume=dict(parse_pairs(assume, "--assume")),
-            limits=limits,
-            verify=not no_verify,
-            points=points,
-            seed=seed,
-            at=values,
+            source, shapes=shapes, wrt=wrt_names, assume=dict(parse_pairs(assume, "--assume")), limits=limits
         )
+        check_shape_names(shapes, [v.name for v in derivation.variables])
+        with deep_recursion():  # as backstep.derive does: the numbers, then the check against torch
+            if values is not None:
+                from .numeric import evaluate_at
+
+                evaluate_at(derivation, values, seed=seed, max_elements=max_elements)
+            if not no_verify:
+                derivation.verify(points=points, seed=seed, max_elements=max_elements)
         if traced is not None:
             traced.decorate(derivation)
     except BackstepError as err:
@@ -200,11 +260,8 @@ def derive(
     if fmt == "text" and output is None:
         from .render.terminal import build
 
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console = Console(highlight=False, width=140)
         with deep_recursion():
-            console.print(build(derivation, notation=notation, lang=lang))
+            print_rich([build(derivation, notation=notation, lang=lang)], 140)
     elif fmt == "pdf":
         from .render.pdf import write_pdf
 
@@ -261,12 +318,23 @@ def check_document_options(fmt: str, output: Path | None, standalone: bool, nota
         raise UsageError(f"--lang {lang}: choose one of {', '.join(LANGS)}")
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "backstep sheet week3.toml",
+        "backstep sheet week3.toml -o handouts/ --lang zh",
+        "backstep sheet week3.toml --format latex -o tex/",
+    )
+)
 def sheet(
     problems: Annotated[Path, typer.Argument(help="The problem file (TOML): a title and a table per problem.")],
     output_dir: Annotated[
         Optional[Path],
-        typer.Option("--output-dir", "-d", help="Where to write the two sheets (default: beside the problem file)."),
+        typer.Option(
+            "--output-dir", "-o", help="The folder to write the two sheets into (default: beside the problem file)."
+        ),
+    ] = None,
+    old_output_dir: Annotated[
+        Optional[Path], typer.Option("-d", hidden=True, help="Deprecated: the old spelling of -o/--output-dir.")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="pdf, or latex for the .tex sources.")] = "pdf",
     date: Annotated[
@@ -281,10 +349,17 @@ def sheet(
         typer.Option("--template", help="A folder of jinja2 templates (exercises.tex.j2, ...) replacing the defaults."),
     ] = None,
     points: Annotated[int, typer.Option(help="How many random points the verification uses.", min=1, max=100)] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed for the verification.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed for the verification.", min=0, max=SEED_MAX)] = 0,
 ) -> None:
     """Write an exercise sheet and a solution sheet (PDF) from a problem file."""
     try:
+        if old_output_dir is not None:
+            if output_dir is not None:
+                raise UsageError("-d is the old spelling of -o/--output-dir: give one of them")
+            stderr.print("backstep sheet: -d is deprecated, write -o/--output-dir", markup=False)
+            output_dir = old_output_dir
+        if output_dir is not None and str(output_dir) == STDIO:
+            raise UsageError("-o names the folder for the two sheets: a sheet cannot go to stdout (-)")
         if fmt not in ("pdf", "latex"):
             raise UsageError(f"--format {fmt}: a sheet is pdf or latex")
         check_document_options("latex", None, False, notation, lang)
@@ -314,9 +389,17 @@ def sheet(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=examples("backstep ops", "backstep ops --format md -o docs/ops.md"))
 def ops(
-    fmt: Annotated[str, typer.Option("--format", help="text, or md (the docs/ops.md page).")] = "text",
+    fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="text, or md (the docs/ops.md page). Default: from -o's extension, else text.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help=OUTPUT_HELP)] = None,
 ) -> None:
     """List every operation backstep knows, with its meaning and backward rules."""
     from rich.table import Table
@@ -324,11 +407,14 @@ def ops(
 
     from .catalog import entries, markdown
 
-    if fmt == "md":
-        sys.stdout.write(markdown())
-        return
-    if fmt != "text":
-        fail(UsageError(f"--format {fmt}: choose text or md"))
+    try:
+        fmt, output = output_format(fmt, output, ("text", "md"))
+        if fmt not in ("text", "md"):
+            raise UsageError(f"--format {fmt}: choose text or md")
+        if output is not None:
+            check_output_path(output)
+    except BackstepError as err:
+        fail(err)
     table = Table(box=None, pad_edge=False, show_lines=False)
     table.add_column("spelling", style="bold")
     table.add_column("meaning")
@@ -338,17 +424,43 @@ def ops(
         table.add_row(
             Text(e.spelling), Text(e.summary), Text("\n".join(e.rules_text) or "no gradient"), Text(e.grad_fn)
         )
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    if output is None and fmt == "text":
+        print_rich([table], 200)
+        return
+    if fmt == "md":
+        text = markdown()
+    else:
+        import io
+
+        buffer = io.StringIO()
+        Console(highlight=False, width=200, file=buffer, color_system=None).print(table)
+        text = "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        write_output(output, text)
+    except BackstepError as err:
+        fail(err)
 
 
-@app.command()
+@app.command(
+    cls=FormulaCommand,
+    epilog=examples(
+        'backstep check "sin(x**2)*exp(y)" --wrt x --claim "2*x*cos(x**2)*exp(y)"',
+        "backstep check -f mlp.bs -d bob.txt",
+        "backstep check --batch claims.jsonl -o verdicts.jsonl",
+        "backstep check --grade submissions/ --key key.toml -o grades.csv",
+    ),
+)
 def check(
     expr: Annotated[Optional[str], typer.Argument(help='The function, e.g. "sin(x**2)*exp(y)".')] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the formula or program from FILE.")] = None,
-    wrt: Annotated[Optional[str], typer.Option(help="The variable (or named intermediate) the claim is about.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help=FILE_HELP)] = None,
+    wrt: Annotated[list[str], typer.Option(help="The variable (or named intermediate) the claim is about.")] = [],  # noqa: B006
     claim: Annotated[Optional[str], typer.Option(help='The claimed gradient, e.g. "2*x*cos(x**2)*exp(y)".')] = None,
     derivation: Annotated[
-        Optional[Path], typer.Option("--derivation", "-d", help="A derivation file: one `name = expression` a line.")
+        Optional[Path],
+        typer.Option("--derivation", "-d", help="A derivation file: one `name = expression` a line (- reads stdin)."),
     ] = None,
     batch: Annotated[
         Optional[Path], typer.Option(help="Check every claim of a JSONL file (- for stdin); one JSON line each.")
@@ -364,12 +476,46 @@ def check(
     ] = [],  # noqa: B006
     assume: Annotated[list[str], typer.Option(help="Where to draw a variable: x=positive.")] = [],  # noqa: B006
     points: Annotated[int, typer.Option(help="Random points at the first set of sizes.", min=1, max=100)] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed of the points.", min=0, max=2**63 - 1)] = 0,
-    timeout: Annotated[float, typer.Option(help="Seconds SymPy may spend proving one claim.", min=0.0)] = 2.0,
-    jobs: Annotated[Optional[int], typer.Option(help="Processes for --grade (default: every core).", min=1)] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: text or json.")] = "text",
+    seed: Annotated[int, typer.Option(help="Random seed of the points.", min=0, max=SEED_MAX)] = 0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--simplify-budget",
+            "--timeout",
+            callback=number(0, BUDGET_MAX),
+            help="Seconds SymPy may spend proving one claim (at most 86400).",
+        ),
+    ] = 2.0,
+    jobs: Annotated[
+        Optional[int], typer.Option(help="Processes for --grade (default: every core).", min=1, max=1024)
+    ] = None,
+    student_timeout: Annotated[
+        float,
+        typer.Option(
+            "--student-timeout",
+            callback=number(0, BUDGET_MAX),
+            help="--grade: seconds for one student's derivation of one problem (0: no limit).",
+        ),
+    ] = 120.0,
+    max_elements: Annotated[
+        int,
+        typer.Option(
+            "--max-elements", help="The most numbers one array may have at the sizes a claim is checked at.", min=1
+        ),
+    ] = 10**7,
+    fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format", help="Output format: text or json. Default: from -o's extension, else text.", show_default=False
+        ),
+    ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write to FILE (--grade: the CSV, default grades.csv).")
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to FILE (- is stdout; .json means --format json; --grade: the CSV, default grades.csv).",
+        ),
     ] = None,
 ) -> None:
     """Check a hand-derived gradient: right (exit 0) or wrong (exit 1), with the likely mistake.
@@ -380,15 +526,25 @@ def check(
 
     source = None
     try:
+        if grade is not None and output is not None and str(output) == STDIO:
+            raise UsageError("--grade writes its table as a CSV file: -o FILE.csv, not -o - (--format json prints it)")
+        if grade is not None or batch is not None:  # -o is the CSV, or JSON lines
+            fmt, output = fmt or "text", output if grade is not None else stdout_or_file(output)
+        else:
+            fmt, output = output_format(fmt, output, FORMATS)
         if fmt not in FORMATS:
             raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+        given = (("-f", file), ("--derivation", derivation), ("--batch", batch))
+        readers = [name for name, path in given if path is not None and str(path) == STDIO]
+        if len(readers) > 1:
+            raise UsageError(f"{' and '.join(readers)} both read stdin (-): give one of them a file")
         if grade is None and batch is None:
             if expr is None and file is None:
                 raise UsageError('give a formula, e.g. backstep check "sin(x**2)*exp(y)" --wrt x --claim "..."')
-            source = read_source(expr, file)
+            source = read_program(expr, file)
         code = run_check_command(
             source=source,
-            wrt=wrt,
+            wrt=joined(wrt),
             claim=claim,
             derivation=derivation,
             batch=batch,
@@ -400,9 +556,11 @@ def check(
             seed=seed,
             budget=timeout,
             jobs=jobs,
+            student_timeout=student_timeout,
+            max_elements=max_elements,
             fmt=fmt,
             output=output,
-            source_file=file,
+            source_file=file if file is not None and str(file) != STDIO else None,
         )
     except BackstepError as err:
         if fmt == "json" and grade is None and batch is None:
@@ -415,10 +573,17 @@ def check(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(
+    cls=FormulaCommand,
+    epilog=examples(
+        'backstep codegen "X @ W.T + b" -o linear.py --check',
+        'backstep codegen "-sum(log(sigmoid(x @ w)))" --wrt w -o - | less',
+        'backstep codegen "X @ W.T + b" --against mine.py:MyLinear',
+    ),
+)
 def codegen(
     expr: Annotated[Optional[str], typer.Argument(help='The function, e.g. "X @ W.T + b".')] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the formula or program from FILE.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help=FILE_HELP)] = None,
     torch_model: Annotated[
         Optional[str],
         typer.Option(
@@ -429,12 +594,16 @@ def codegen(
     shape: Annotated[
         list[str], typer.Option("--shape", "-s", help="A shape: X=n,d or X=64x1000 or b=5 (repeat for more).")
     ] = [],  # noqa: B006
-    wrt: Annotated[Optional[str], typer.Option(help="The inputs that get gradients: W,b (others get None).")] = None,
+    wrt: Annotated[
+        list[str], typer.Option(help="The inputs that get gradients: W,b or --wrt W --wrt b (others get None).")
+    ] = [],  # noqa: B006
     assume: Annotated[list[str], typer.Option(help="Where gradcheck draws a variable: x=positive.")] = [],  # noqa: B006
     name: Annotated[
         Optional[str], typer.Option("--name", help="The class name (default: from -o FILE, else DerivedFunction).")
     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the module to FILE.py.")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write the module to FILE.py (- is stdout).")
+    ] = None,
     check: Annotated[
         bool, typer.Option("--check", help="Run the module's gradcheck in float64; exit 1 if it fails.")
     ] = False,
@@ -447,30 +616,48 @@ def codegen(
         ),
     ] = None,
     points: Annotated[int, typer.Option(help="Random points for --against.", min=1, max=100)] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed for --against.", min=0, max=2**63 - 1)] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed for --against.", min=0, max=SEED_MAX)] = 0,
+    style: Annotated[
+        str,
+        typer.Option(
+            "--style",
+            help="ctx: forward(ctx, ...); setup_context: forward(...) and setup_context(ctx, inputs, output), "
+            "the form torch.func (grad, vmap) takes.",
+        ),
+    ] = "ctx",
+    module: Annotated[
+        bool, typer.Option("--module", help="Also write an nn.Module NAMEModule whose forward applies the Function.")
+    ] = False,
 ) -> None:
     """Write the derivation as a torch.autograd.Function: the backward is the derived formula, with a gradcheck."""
     from . import codegen as cg
 
     source = None
+    to_stdout = output is not None and str(output) == STDIO
+    output = stdout_or_file(output)
+    wrt_names = joined(wrt)
     try:
         shapes = parse_shapes(shape)
         if torch_model is not None:
             from .trace import trace_from_cli
 
             traced = trace_from_cli(torch_model, expr, file, shapes)
-            source, shapes, wrt_list = traced.source, {}, wrt or ",".join(traced.wrt)
+            source, shapes, wrt_list = traced.source, {}, wrt_names or ",".join(traced.wrt)
         else:
-            source, wrt_list = read_source(expr, file), wrt
+            source, wrt_list = read_program(expr, file, example='backstep codegen "X @ W.T + b"'), wrt_names
         from .derive import derive as run_derive
 
         derivation = run_derive(source, shapes=shapes, wrt=wrt_list, assume=dict(parse_pairs(assume, "--assume")))
+        if torch_model is None:
+            check_shape_names(shapes, [v.name for v in derivation.variables])
         class_name = name or cg.class_name_for(output)
-        command = cg.regenerate_command(expr, file, torch_model, shape, wrt, assume, name, output)
-        generated = cg.generate(derivation, class_name, command=command)
+        command = cg.regenerate_command(
+            expr, file, torch_model, shape, wrt_names, assume, name, output, style=style, module=module
+        )
+        generated = cg.generate(derivation, class_name, command=command, style=style, module=module)
         if output is not None:
             write_output(output, generated.code, inputs=input_files(file, torch_model, [], against))
-        elif against is None:
+        elif against is None or to_stdout:
             sys.stdout.write(generated.code)
         module = cg.load_generated(generated.code) if (check or against) else None
         user = cg.load_user_object(against, "--against")[0] if against else None
@@ -498,8 +685,42 @@ def codegen(
     raise typer.Exit(code)
 
 
-app.command("train")(train_command)
+app.command(
+    "train",
+    cls=FormulaCommand,
+    epilog=examples(
+        'backstep train "(x*w - y)**2" --data x=1,2,3 --data y=2,4,6 --init w=1 --lr 0.05 --epochs 20',
+        'backstep train "(x*w - y)**2" --data x=data.csv:a --data y=data.csv:y --init w=1 --full-batch',
+        'backstep train "(x*w + b - y)**2" --data x=1,2,3 --data y=3,5,7 --init w=0 --init b=0 -o run.md',
+    ),
+)(train_command)
 
 
 def main() -> None:
-    app()
+    """The `backstep` program: the app, with Ctrl-C, a closed pipe and a full disk handled (no traceback)."""
+    import errno
+
+    from .cli_io import finish, setup_streams
+
+    setup_streams()
+    try:
+        app(prog_name="backstep")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+        cause = exit_.__context__
+        if isinstance(cause, OSError) and cause.errno == errno.EPIPE:
+            code = 141  # click's own handler of a closed pipe exits 1: 1 means "a mismatch" here
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 141
+    except OSError as err:
+        sys.stderr.write(f"backstep: cannot write the output: {err.strerror or err}\n")
+        code = 2
+    if code == 130:
+        sys.stderr.write("backstep: interrupted\n")
+    code = finish(code)
+    if code == 141:
+        code = finish(code)  # nothing more to write: stdout now points at /dev/null
+    sys.exit(code)

@@ -12,49 +12,15 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from .cli_io import STDIO, fail, output_format, parse_pairs, print_rich, read_program, stderr
 from .errors import BackstepError, UsageError
 
 FORMATS = ("text", "json", "md", "latex", "pdf")
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def fail(err: BackstepError, source: Optional[str] = None) -> None:
-    """Print a clean error and exit 2 (as backstep.cli.fail does)."""
-    if source is not None:
-        err.with_source(source)
-    stderr.print(err.render(), markup=False)
-    raise typer.Exit(2)
-
-
-def pairs(items: list[str], option: str) -> list[tuple[str, str]]:
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"{option} {item}: write NAME=VALUE")
-        name, value = item.split("=", 1)
-        name = name.strip()
-        if not name.isidentifier():
-            raise UsageError(f"{option} {item}: {name!r} is not a variable name")
-        out.append((name, value.strip()))
-    return out
-
-
-def read_source(expr: Optional[str], file: Optional[Path]) -> str:
-    if expr is not None and file is not None:
-        raise UsageError("give the formula as an argument or with -f FILE, not both")
-    if file is not None:
-        try:
-            return file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise UsageError(f"cannot read {file}: {err}") from None
-    if expr is None:
-        raise UsageError('give a formula, e.g. backstep train "(x*w - y)**2" --data x=1,2,3 --data y=2,4,6 --init w=1')
-    return expr
 
 
 def input_files(file: Optional[Path], *lists: list[str]) -> list[Path]:
     """The files this command reads (-f, data and init files): an output may not be one of them."""
-    found = [file] if file is not None else []
+    found = [file] if file is not None and str(file) != STDIO else []
     for items in lists:
         for item in items:
             text = item.split("=", 1)[-1].strip()
@@ -69,7 +35,9 @@ def train_command(
     expr: Annotated[
         Optional[str], typer.Argument(help='The loss, e.g. "(x*w - y)**2", or a program with ; and a last line.')
     ] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the formula or program from FILE.")] = None,
+    file: Annotated[
+        Optional[Path], typer.Option("--file", "-f", help="Read the formula or program from FILE (- reads stdin).")
+    ] = None,
     data: Annotated[
         list[str],
         typer.Option(
@@ -85,13 +53,21 @@ def train_command(
         ),
     ] = [],  # noqa: B006
     wrt: Annotated[
-        Optional[str], typer.Option(help="The parameters to train: w,b (default: every --init; the rest stay fixed).")
-    ] = None,
-    lr: Annotated[float, typer.Option("--lr", help="The learning rate (> 0).")] = 0.01,
-    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 100,
-    batch: Annotated[int, typer.Option(help="Samples per step (default 1, as the seed: one sample at a time).")] = 1,
+        list[str],
+        typer.Option(help="The parameters to train: w,b or --wrt w --wrt b (default: every --init; the rest fixed)."),
+    ] = [],  # noqa: B006
+    lr: Annotated[
+        float, typer.Option("--lr", help="The learning rate (a finite number > 0; checked with the other settings).")
+    ] = 0.01,
+    epochs: Annotated[int, typer.Option(help="Passes over the data.", min=1, max=1_000_000)] = 100,
+    batch: Annotated[
+        int,
+        typer.Option(help="Samples per step (default 1, as the seed: one sample at a time).", min=1, max=10**9),
+    ] = 1,
     full_batch: Annotated[bool, typer.Option("--full-batch", help="Every sample in every step.")] = False,
-    momentum: Annotated[float, typer.Option(help="SGD momentum, as torch.optim.SGD (0: plain SGD).")] = 0.0,
+    momentum: Annotated[
+        float, typer.Option(help="SGD momentum, as torch.optim.SGD (0: plain SGD; from 0 to 1, 1 excluded).")
+    ] = 0.0,
     no_zero_grad: Annotated[
         bool,
         typer.Option(
@@ -99,7 +75,9 @@ def train_command(
         ),
     ] = False,
     shuffle: Annotated[bool, typer.Option("--shuffle", help="A new order of the samples each epoch (--seed).")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed of random --init values and --shuffle.", min=0)] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Random seed of random --init values and --shuffle.", min=0, max=2**63 - 1)
+    ] = 0,
     predict: Annotated[
         list[str], typer.Option(help="Predict before and after training at x=4 (the inputs, not the target).")
     ] = [],  # noqa: B006
@@ -107,12 +85,26 @@ def train_command(
         Optional[str],
         typer.Option(help="The value that predicts (a name of the program); default: the one the target meets."),
     ] = None,
-    show: Annotated[int, typer.Option(help="Steps (and epochs) shown at each end of the table.", min=1)] = 5,
+    show: Annotated[
+        int, typer.Option(help="Steps (and epochs) shown at each end of the table.", min=1, max=1_000_000)
+    ] = 5,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the loss curve as a PNG file.")] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="text, json, md (Markdown), latex, or pdf (needs -o FILE).")
-    ] = "text",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="text, json, md (Markdown), latex, or pdf (needs -o FILE). Default: from -o's extension, else text.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to FILE instead of stdout (- is stdout); its extension (.json .md .tex .pdf) picks the format.",
+        ),
+    ] = None,
     notation: Annotated[str, typer.Option(help="How adjoints are written: bar, partial or delta.")] = "bar",
     template: Annotated[
         Optional[Path], typer.Option("--template", help="A folder of jinja2 templates replacing train.md.j2 etc.")
@@ -128,10 +120,9 @@ def train_command(
     source = None
     inputs = input_files(file, data, init, predict)
     try:
+        fmt, output = output_format(fmt, output, FORMATS)
         if fmt not in FORMATS:
             raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-        if fmt == "pdf" and output is None:
-            raise UsageError("--format pdf writes a file: add -o FILE.pdf")
         if notation not in ("bar", "partial", "delta"):
             raise UsageError(f"--notation {notation}: choose bar, partial or delta")
         if full_batch and batch != 1:
@@ -151,13 +142,15 @@ def train_command(
             seed=seed,
         )
         settings.check()
-        source = read_source(expr, file)
+        source = read_program(
+            expr, file, example='backstep train "(x*w - y)**2" --data x=1,2,3 --data y=2,4,6 --init w=1'
+        )
         problem = setup(
             source,
-            pairs(data, "--data"),
-            pairs(init, "--init"),
-            wrt=[w.strip() for w in wrt.split(",") if w.strip()] if wrt else None,
-            predict_items=pairs(predict, "--predict"),
+            parse_pairs(data, "--data"),
+            parse_pairs(init, "--init"),
+            wrt=[w.strip() for item in wrt for w in item.split(",") if w.strip()] or None,
+            predict_items=parse_pairs(predict, "--predict"),
             predict_with=predict_with,
             seed=seed,
         )
@@ -192,11 +185,7 @@ def _emit(run, fmt: str, output: Optional[Path], show: int, notation: str, templ
     from .userfiles import check_output_path, write_output
 
     if fmt == "text" and output is None:
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console = Console(highlight=False, width=160)
-        for part in terminal(run, show, notation):
-            console.print(part)
+        print_rich(terminal(run, show, notation), 160)
     elif fmt == "pdf":
         from .render.pdf import compile_pdf
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -88,3 +90,44 @@ def _keep_mode(path: Path, temporary: str) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     os.chmod(temporary, mode)
+
+
+# --- files read -----------------------------------------------------------------------------------
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_text_capped(file: Path, max_chars: int, what: str = "") -> str:
+    """The text of `file` (`-`: stdin), at most `max_chars` characters: a longer one, a file that is
+    not a regular file, or one that is not UTF-8 is a UsageError, raised before it is read whole."""
+    label = f"{what} {file}".strip() if str(file) != "-" else f"{what or 'the program'} from stdin"
+    if str(file) == "-":
+        try:
+            text = sys.stdin.read(max_chars + 1)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise UsageError(f"cannot read {label}: {getattr(err, 'strerror', None) or err}") from None
+    else:
+        try:
+            mode = os.stat(file).st_mode
+        except OSError as err:
+            raise UsageError(f"cannot read {label}: {err.strerror or err}") from None
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"cannot read {label}: it is {_kind(mode)}, not a regular file")
+        try:
+            with open(file, encoding="utf-8") as f:
+                text = f.read(max_chars + 1)
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"cannot read {label}: {getattr(err, 'strerror', None) or err}") from None
+    if len(text) > max_chars:
+        raise UsageError(f"{label} is longer than {max_chars} characters (--max-chars)")
+    return text
