@@ -52,6 +52,7 @@ from .ops import OPS, Ctx
 from .parser import Limits, deep_recursion, lookalike_note, parse, parse_expression, unknown_name_message
 from .printing import to_lang, to_text
 from .shapes import ShapeEnv, ShapeMismatch, concrete, fmt_shape_plain, free_sizes
+from .util import reachable
 
 RTOL, ATOL = 1e-7, 1e-9
 MAX_DRAWS = 200
@@ -1372,15 +1373,8 @@ def _times(shape: tuple, sizes: dict[str, int]) -> str:
 
 
 def _reach(start: str, edges: dict[str, list[str]]) -> set[str]:
-    """Every node reachable from `start` along `edges`, without `start` itself."""
-    out: set[str] = set()
-    stack = list(edges.get(start, ()))
-    while stack:
-        name = stack.pop()
-        if name not in out:
-            out.add(name)
-            stack.extend(edges.get(name, ()))
-    return out
+    """Every node reachable from `start` along `edges`, without `start` itself (the graph has no cycle)."""
+    return reachable(start, lambda name: edges.get(name, ()), key=lambda name: name) - {start}
 
 
 def _strip_lhs(claim: str, problem: Problem, target: Target, scope: Scope) -> str:

@@ -26,7 +26,7 @@ from .budget import BudgetExpired, TimeBudget
 from .check import Problem, split_text
 from .errors import BackstepError, UsageError
 from .shapes import parse_shape_text
-from .userfiles import _keep_mode, check_output_path, csv_cell, open_output, printable
+from .userfiles import _keep_mode, check_output_path, csv_cell, file_kind, open_output, printable
 
 SUBMISSION_SUFFIXES = ("", ".txt", ".md", ".bs", ".deriv")
 DEFAULT_STUDENT_TIMEOUT = 120.0  # seconds for one student's derivation of one problem
@@ -155,15 +155,10 @@ def _refusal(path: Path) -> str | None:
         return f"refused: cannot look at it ({err.strerror or err})"
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
-    if stat.S_ISLNK(mode):
-        return "refused: a symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "refused: a FIFO, not a regular file"
-    if stat.S_ISSOCK(mode):
-        return "refused: a socket, not a regular file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "refused: a device, not a regular file"
-    return "refused: not a regular file"
+    kind = file_kind(mode)
+    return (
+        f"refused: {kind}" if stat.S_ISLNK(mode) or kind.startswith("not ") else f"refused: {kind}, not a regular file"
+    )
 
 
 def _is_folder(path: Path) -> bool:

@@ -21,6 +21,8 @@ from .errors import DomainError, ShapeError, UsageError
 from .ops import OP_OF_CLASS
 from .shapes import concrete, fmt_shape_plain, sample_sizes
 from .symbolic import Dim, TensorOp
+from .userfiles import file_kind
+from .util import postorder
 
 DTYPE_NAME = "float64"
 
@@ -46,6 +48,18 @@ def torch_module():
     return torch
 
 
+def is_leaf(e: Expr) -> bool:
+    """A symbol, a number or a dimension: evaluated by itself (an op with no operand, `eye(n)`, is not)."""
+    return not e.args or isinstance(e, Dim)
+
+
+def expression_children(e: Expr) -> tuple:
+    """The operands an evaluation needs first (a TensorOp's parameters are not operands)."""
+    if is_leaf(e):
+        return ()
+    return e.operands if isinstance(e, TensorOp) else e.args
+
+
 class Evaluator:
     """Evaluates expressions at one point: `env` maps symbol names to tensors."""
 
@@ -59,22 +73,9 @@ class Evaluator:
         return self.torch.tensor(value, dtype=self.torch.float64)
 
     def __call__(self, expr: Expr):
-        # Iterative post-order: deep expressions must not overflow the stack.
-        stack = [(expr, False)]
         memo = self.memo
-        while stack:
-            e, ready = stack.pop()
-            if e in memo:
-                continue
-            if not e.args or isinstance(e, Dim):
-                memo[e] = self.atom(e)
-                continue
-            children = e.operands if isinstance(e, TensorOp) else e.args
-            if ready:
-                memo[e] = self.apply(e, [memo[a] for a in children])
-            else:
-                stack.append((e, True))
-                stack.extend((a, False) for a in children if a not in memo)
+        for e in postorder(expr, expression_children, memo.__contains__):
+            memo[e] = self.atom(e) if is_leaf(e) else self.apply(e, [memo[a] for a in expression_children(e)])
         return memo[expr]
 
     def atom(self, e: Expr):
@@ -316,21 +317,9 @@ def parse_at_value(name: str, text: str, max_elements: int = MAX_ELEMENTS):
     return finite(name, text, value)
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def _refuse_special(label: str, mode: int) -> None:
     if not stat.S_ISREG(mode):
-        raise UsageError(f"{label}: {_file_kind(mode)}, not a regular .npy file")
+        raise UsageError(f"{label}: {file_kind(mode)}, not a regular .npy file")
 
 
 def read_npy(label: str, path: str, max_elements: int = MAX_ELEMENTS):

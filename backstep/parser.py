@@ -33,6 +33,7 @@ from .graph import Graph, Node
 from .ops import Op
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
 from .symbolic import Dim
+from .util import reachable
 
 _recursion_lock = threading.Lock()
 _recursion_holders: list[int] = []  # the limits asked for by the blocks running now, in any thread
@@ -823,15 +824,7 @@ def _dedent(lines: list[str]) -> tuple[str, list[int]]:
 
 
 def _ancestors(output: Node) -> set[int]:
-    seen: set[int] = set()
-    stack = [output]
-    while stack:
-        n = stack.pop()
-        if n.id in seen:
-            continue
-        seen.add(n.id)
-        stack.extend(n.inputs)
-    return seen
+    return reachable(output, lambda n: n.inputs, key=lambda n: n.id)
 
 
 def _describe(node: ast.AST) -> str:

@@ -18,11 +18,12 @@ from typing import Any
 import sympy
 
 from .errors import UsageError
-from .numeric import Evaluator, concrete_params, torch_module
+from .numeric import Evaluator, concrete_params, expression_children, is_leaf, torch_module
 from .ops import OP_OF_CLASS
 from .shapes import concrete
 from .symbolic import Dim, TensorOp
 from .train import RTOL, SMALL, DivergedError, Problem, Settings
+from .util import postorder, reachable
 
 
 def adjoint_symbol(d, name: str) -> str | None:
@@ -77,21 +78,12 @@ class Tape:
         return out
 
     def _compile(self, expr) -> int:
-        stack = [(expr, False)]
         memo = self.memo
-        while stack:
-            e, ready = stack.pop()
-            if e in memo:
-                continue
-            if not e.args or isinstance(e, Dim):
+        for e in postorder(expr, expression_children, memo.__contains__):
+            if is_leaf(e):
                 memo[e] = self._atom(e)
-                continue
-            children = e.operands if isinstance(e, TensorOp) else e.args
-            if ready:
-                memo[e] = self._emit(self._function(e), tuple(memo[a] for a in children))
             else:
-                stack.append((e, True))
-                stack.extend((a, False) for a in children if a not in memo)
+                memo[e] = self._emit(self._function(e), tuple(memo[a] for a in expression_children(e)))
         return memo[expr]
 
     def _atom(self, e) -> int:
@@ -263,14 +255,7 @@ class TorchGraph:
 
 
 def _ancestor_ids(node) -> set[int]:
-    seen, stack = set(), [node]
-    while stack:
-        n = stack.pop()
-        if n.id in seen:
-            continue
-        seen.add(n.id)
-        stack.extend(n.inputs)
-    return seen
+    return reachable(node, lambda n: n.inputs, key=lambda n: n.id)
 
 
 # --- the run ------------------------------------------------------------------------------------------

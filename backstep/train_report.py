@@ -329,7 +329,6 @@ def tikz_curve(pts: list[tuple[int, float]], log: bool, steps: int) -> Row:
 
 def terminal(run: Run, show: int = 5, notation: str = "bar") -> list:
     """Rich renderables: everything user-written goes through `printable` and Text (no markup)."""
-    from rich.table import Table
     from rich.text import Text
 
     v = view(run, show, notation)
@@ -345,30 +344,10 @@ def terminal(run: Run, show: int = 5, notation: str = "bar") -> list:
         out.append(Text(f"prediction: {printable(pr.name)} = {printable(pr.expr)}  ({printable(pr.why)})"))
         out.append(Text(f"predict (before training) {printable(pr.inputs)}: {pr.before}"))
     out.append(Text(""))
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for h in v.headers:
-        table.add_column(Text(printable(h)), justify="right")
-    for r in v.head:
-        table.add_row(*[Text(c) for c in r.cells])
-    if v.left:
-        table.add_row(*[Text("⋮") for _ in v.headers])
-        table.caption = Text(f"({v.left} steps not shown)")
-    for r in v.tail:
-        table.add_row(*[Text(c) for c in r.cells])
-    out.append(table)
+    out.append(_shortened(v.headers, v.head, v.left, v.tail, "steps"))
     out.append(Text(""))
     out.append(Text("progress (as the seed prints it: the epoch's last loss)", style="bold"))
-    epochs = Table(box=None, pad_edge=False, header_style="bold")
-    for h in v.epoch_headers:
-        epochs.add_column(Text(printable(h)), justify="right")
-    for r in v.epoch_head:
-        epochs.add_row(*[Text(c) for c in r.cells])
-    if v.epoch_left:
-        epochs.add_row(*[Text("⋮") for _ in v.epoch_headers])
-        epochs.caption = Text(f"({v.epoch_left} epochs not shown)")
-    for r in v.epoch_tail:
-        epochs.add_row(*[Text(c) for c in r.cells])
-    out.append(epochs)
+    out.append(_shortened(v.epoch_headers, v.epoch_head, v.epoch_left, v.epoch_tail, "epochs"))
     out.append(Text(""))
     scale = "log scale" if v.log else "linear scale"
     out.append(Text(f"loss {v.spark}  {v.first_loss} → {v.last_loss}  ({scale}, {v.steps} steps)"))
@@ -503,3 +482,21 @@ def write_plot(run: Run, path: Path, inputs=()) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     write_output(path, buffer.getvalue(), inputs=inputs)
+
+
+def _shortened(headers, head, left: int, tail, what: str):
+    """A table of the first and last rows, with a ⋮ row and a caption for the `left` rows between."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for h in headers:
+        table.add_column(Text(printable(h)), justify="right")
+    for r in head:
+        table.add_row(*[Text(c) for c in r.cells])
+    if left:
+        table.add_row(*[Text("⋮") for _ in headers])
+        table.caption = Text(f"({left} {what} not shown)")
+    for r in tail:
+        table.add_row(*[Text(c) for c in r.cells])
+    return table

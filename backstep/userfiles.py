@@ -95,7 +95,10 @@ def _keep_mode(path: Path, temporary: str) -> None:
 # --- files read -----------------------------------------------------------------------------------
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, from its `st_mode`, for a message ("a FIFO (named pipe)")."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
@@ -122,7 +125,7 @@ def read_text_capped(file: Path, max_chars: int, what: str = "") -> str:
         except OSError as err:
             raise UsageError(f"cannot read {label}: {err.strerror or err}") from None
         if not stat.S_ISREG(mode):
-            raise UsageError(f"cannot read {label}: it is {_kind(mode)}, not a regular file")
+            raise UsageError(f"cannot read {label}: it is {file_kind(mode)}, not a regular file")
         try:
             with open(file, encoding="utf-8") as f:
                 text = f.read(max_chars + 1)
