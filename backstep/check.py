@@ -48,8 +48,9 @@ from . import symbolic as sb
 from .budget import BudgetExpired, TimeBudget, can_interrupt
 from .derive import MAX_EXPANDED_SIZE, TooLarge, _expand, build_derivation, reevaluate, sum_to
 from .errors import BackstepError, DomainError, ParseError, UsageError
+from .lookalike import lookalike_note, unknown_name_message
 from .ops import OPS, Ctx
-from .parser import Limits, deep_recursion, lookalike_note, parse, parse_expression, unknown_name_message
+from .parser import Limits, deep_recursion, parse, parse_expression
 from .printing import to_lang, to_text
 from .shapes import ShapeEnv, ShapeMismatch, concrete, fmt_shape_plain, free_sizes
 from .util import reachable

@@ -8,10 +8,9 @@ traceback. Anything else escaping is a bug in backstep.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from .safetext import printable
+from .safetext import printable, split_lines
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class BackstepError(Exception):
         head = f"{self.kind} at {self.place.line}:{self.place.col}: {message}"
         if not self.source:
             return head
-        lines = re.split(r"\r\n|\r|\n", self.source) or [""]  # as Python ends lines: not at U+2028, \x1c…
+        lines = split_lines(self.source) or [""]  # as Python ends lines: not at U+2028, \x1c…
         if not 1 <= self.place.line <= len(lines):
             return head
         text = lines[self.place.line - 1]

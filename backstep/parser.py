@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import ast
 import itertools
-import re
 import sys
 import threading
-import unicodedata
-from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,7 +27,9 @@ import sympy
 from . import ops as op_table
 from .errors import ParseError, Place, ShapeError, UnsupportedError
 from .graph import Graph, Node
+from .lookalike import unknown_name_message
 from .ops import Op
+from .safetext import dedent_program, split_lines
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
 from .symbolic import Dim
 from .util import reachable
@@ -90,61 +89,6 @@ BINARY_WORDS = {
 }
 COMPARE = {ast.Gt: ">", ast.GtE: ">=", ast.Lt: "<", ast.LtE: "<="}
 RESERVED = {"True", "False", "None"}
-
-# Letters of other scripts that read as ASCII ones; NFKC keeps them apart (it folds fullwidth and
-# other compatibility forms, which `_looks_like` handles by itself).
-LOOKALIKES = {
-    **dict(zip("аеорсухіјѕ", "aeopcyxijs", strict=True)),  # Cyrillic
-    **dict(zip("АВЕКМНОРСТХІЈЅ", "ABEKMHOPCTXIJS", strict=True)),
-    **dict(zip("οναρ", "ovap", strict=True)),  # Greek
-    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX", strict=True)),
-}
-# Characters Python accepts inside a name that show nothing at all (x\u3164 prints as x).
-INVISIBLE_WORDS = ("FILLER", "VARIATION SELECTOR", "GRAPHEME JOINER")
-
-
-def _looks_like(ch: str) -> str | None:
-    """The ASCII text a non-ASCII character reads as, '' for an invisible one, None if neither."""
-    if ch.isascii():
-        return None
-    if ch in LOOKALIKES:
-        return LOOKALIKES[ch]
-    folded = unicodedata.normalize("NFKC", ch)
-    if folded != ch and folded.isascii() and folded.isprintable() and folded.strip():
-        return folded
-    name = unicodedata.name(ch, "")
-    if unicodedata.category(ch) == "Cf" or any(word in name for word in INVISIBLE_WORDS):
-        return ""
-    return None
-
-
-def _skeleton(name: str) -> str:
-    """The name as it reads: look-alike letters as their ASCII twins, invisible characters dropped."""
-    return "".join(ch if (seen := _looks_like(ch)) is None else seen for ch in name)
-
-
-def lookalike_note(name: str) -> str:
-    """` (U+0445 CYRILLIC SMALL LETTER HA, which looks like x)` for each deceptive character, or ''."""
-    parts = []
-    for ch in dict.fromkeys(name):
-        seen = _looks_like(ch)
-        if seen is not None:
-            what = f"which looks like {seen}" if seen else "which is invisible"
-            parts.append(f"U+{ord(ch):04X} {unicodedata.name(ch, 'an unnamed character')}, {what}")
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def unknown_name_message(what: str, name: str, known: Iterable[str], hint: str = "", then: str = "") -> str:
-    """`unknown name х (U+0445 CYRILLIC SMALL LETTER HA, which looks like x); did you mean x?`
-
-    A name written with a letter of another script reads exactly like a known one, so the message
-    names each such character; a known name that reads the same (either way round: a Latin x for
-    the formula's Cyrillic х too) is suggested in place of `hint`. `then` goes before the hint."""
-    skeleton = _skeleton(name)
-    match = next((k for k in known if k != name and _skeleton(k) == skeleton), None)
-    if match is not None:
-        hint = f"; did you mean {match}{lookalike_note(match)}?"
-    return f"{what} {name}{lookalike_note(name)}{then}{hint}"
 
 
 def parse(
@@ -212,7 +156,7 @@ class _Builder:
         # also splits at \x0b \x0c \x1c-\x1e \x85 \u2028 \u2029, which Python keeps inside a line (a
         # comment), so that the text after one would become a line of its own.
         self.lines = split_lines(self.source)
-        self.text, self.shifts = _dedent(self.lines)
+        self.text, self.shifts = dedent_program(self.lines)
 
     # --- entry ---------------------------------------------------------------------------------
 
@@ -788,39 +732,6 @@ class _Builder:
                 while f"v{counter}" in taken:
                     counter += 1
                 n.name = f"v{counter}"
-
-
-def split_lines(text: str) -> list[str]:
-    """The lines of a program as Python's tokenizer sees them: split at \\n, \\r\\n and \\r only."""
-    return re.split(r"\r\n|\r|\n", text)
-
-
-def _dedent(lines: list[str]) -> tuple[str, list[int]]:
-    """The program without the indentation its lines share, and how much each line lost.
-
-    `    H = relu(X @ W)` indented in a file or a docstring parses like `H = relu(X @ W)`; places
-    stay those of the text as written (the shift is added back). Blank lines and comment lines
-    do not count (Python ignores their indentation too). A line indented more than the others is
-    still Python's "unexpected indent"."""
-    code = [line for line in lines if line.strip(" \t\f") and not line.lstrip(" \t\f").startswith("#")]
-    margin = ""
-    if code:
-        first = code[0]
-        margin = first[: len(first) - len(first.lstrip(" \t\f"))]
-        for line in code[1:]:
-            while margin and not line.startswith(margin):
-                margin = margin[:-1]
-    out, shifts = [], []
-    for line in lines:
-        if line.startswith(margin):
-            kept = line[len(margin) :]
-        elif not line.strip(" \t\f") or line.lstrip(" \t\f").startswith("#"):
-            kept = line.lstrip(" \t\f")
-        else:  # (cannot happen: every code line starts with the margin)
-            kept = line
-        out.append(kept)
-        shifts.append(len(line.encode("utf-8")) - len(kept.encode("utf-8")))
-    return "\n".join(out), shifts
 
 
 def _ancestors(output: Node) -> set[int]:

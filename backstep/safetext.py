@@ -8,6 +8,7 @@ forge a line), through `markup_safe` where rich parses markup, and written into 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -48,3 +49,39 @@ def csv_cell(value: object) -> object:
     if value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+# --- a program's lines -------------------------------------------------------------------------
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a program as Python's tokenizer sees them: split at \\n, \\r\\n and \\r only."""
+    return re.split(r"\r\n|\r|\n", text)
+
+
+def dedent_program(lines: list[str]) -> tuple[str, list[int]]:
+    """The program without the indentation its lines share, and how much each line lost.
+
+    `    H = relu(X @ W)` indented in a file or a docstring parses like `H = relu(X @ W)`; places
+    stay those of the text as written (the shift is added back). Blank lines and comment lines
+    do not count (Python ignores their indentation too). A line indented more than the others is
+    still Python's "unexpected indent"."""
+    code = [line for line in lines if line.strip(" \t\f") and not line.lstrip(" \t\f").startswith("#")]
+    margin = ""
+    if code:
+        first = code[0]
+        margin = first[: len(first) - len(first.lstrip(" \t\f"))]
+        for line in code[1:]:
+            while margin and not line.startswith(margin):
+                margin = margin[:-1]
+    out, shifts = [], []
+    for line in lines:
+        if line.startswith(margin):
+            kept = line[len(margin) :]
+        elif not line.strip(" \t\f") or line.lstrip(" \t\f").startswith("#"):
+            kept = line.lstrip(" \t\f")
+        else:  # (cannot happen: every code line starts with the margin)
+            kept = line
+        out.append(kept)
+        shifts.append(len(line.encode("utf-8")) - len(kept.encode("utf-8")))
+    return "\n".join(out), shifts
