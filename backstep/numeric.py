@@ -284,7 +284,6 @@ def parse_at_value(name: str, text: str, max_elements: int = MAX_ELEMENTS):
     header's shape against the limit and the file's length) before its data is read."""
     import json
 
-    torch = torch_module()
     text = text.strip()
     label = _label(name, text)
     if text.endswith(".npy"):
@@ -308,13 +307,19 @@ def parse_at_value(name: str, text: str, max_elements: int = MAX_ELEMENTS):
         data = json.loads(text)
     except (ValueError, RecursionError):
         raise UsageError(f"{label}: not a number, a [list] of numbers, or a .npy file") from None
+    return finite(name, text, _float_tensor(label, data, max_elements))
+
+
+def _float_tensor(label: str, data, max_elements: int):
+    """Nested lists or an array-like as a float64 tensor within the size cap, or a UsageError."""
+    torch = torch_module()
     try:
         value = torch.tensor(data, dtype=torch.float64)
     except (TypeError, ValueError, OverflowError, RuntimeError) as err:
         raise UsageError(f"{label}: not a rectangular array of numbers ({err})") from None
     if value.dim():
         check_array_size(label, tuple(value.shape), max_elements)
-    return finite(name, text, value)
+    return value
 
 
 def _refuse_special(label: str, mode: int) -> None:
@@ -422,10 +427,7 @@ def at_tensor(name: str, raw, max_elements: int = MAX_ELEMENTS):
             check_array_size(label, raw.shape, max_elements)
         value = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float64))
     else:
-        try:
-            value = torch.tensor(raw, dtype=torch.float64)
-        except (TypeError, ValueError, OverflowError, RuntimeError) as err:
-            raise UsageError(f"{label}: not a rectangular array of numbers ({err})") from None
+        value = _float_tensor(label, raw, max_elements)
     if value.dim():
         check_array_size(label, tuple(value.shape), max_elements)
     return finite(name, str(raw) if not value.dim() else f"an array of shape {tuple(value.shape)}", value)
