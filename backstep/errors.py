@@ -98,3 +98,21 @@ class UsageError(BackstepError):
     """A command-line option that does not make sense (`--wrt` names no variable)."""
 
     kind = "error"
+
+
+# --- internal signals ---------------------------------------------------------------------------
+# Not user errors: one part of backstep telling another that it cannot do something for this
+# expression, so that the caller can fall back (print named steps, skip a numeric shortcut).
+# They are their own types so that a fallback never catches a real TypeError bug.
+
+
+class InternalSignal(Exception):
+    """Base of the signals between backstep's own parts; never shown to a user as is."""
+
+
+class CannotPrint(InternalSignal):
+    """A printer has no rule for this expression (or this op has no printing for the target)."""
+
+
+class CannotEvaluate(InternalSignal):
+    """The numeric evaluator has no rule for this expression."""
