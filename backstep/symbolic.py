@@ -11,7 +11,12 @@ A ``TensorOp`` records the shapes of its operands among its arguments. SymPy may
 operand (``sum``, ``@``) therefore broadcasts the operand back to the recorded shape before it
 acts. Elementwise simplification is then always safe.
 
-Which op a class belongs to, how it prints and how it evaluates is declared in ``ops.py``.
+This module is the base machinery: dimensions and array symbols, the ``TensorOp`` base and how
+it stores op parameters (by their kind), and the classes of the base tensor algebra that the
+printers, the checker and every family's backward rules reason about by structure (matrix
+product, transpose, outer product, sum, mean, unsqueeze, inverse, identity, sigmoid). The other
+SymPy classes are declared in their op's block of the op table (``backstep/ops/``), which also
+says how each class prints and evaluates.
 """
 
 from __future__ import annotations
@@ -40,39 +45,7 @@ def shape_from_sympy(shape: Tuple) -> tuple:
     return tuple(int(d) if d.is_Integer else d.name for d in shape.args)
 
 
-# --- elementwise functions that SymPy lacks -------------------------------------------------
-
-
-class Relu(Function):
-    """max(x, 0); its derivative is Step (1[x > 0]), 0 at the kink as in torch."""
-
-    @classmethod
-    def eval(cls, x):
-        if x is S.NaN:  # (0/0 of constants): stays NaN, for derive to refuse; never a comparison error
-            return S.NaN
-        if x.is_Number:
-            return x if x > 0 else S.Zero
-        return None
-
-    def fdiff(self, argindex=1):
-        return Step(self.args[0])
-
-
-class Step(Function):
-    """The indicator 1[x > 0]: torch's derivative of relu (0 at x = 0, unlike Heaviside(0) = ½)."""
-
-    @classmethod
-    def eval(cls, x):
-        if x is S.NaN:
-            return S.NaN
-        if x.is_Number:
-            return S.One if x > 0 else S.Zero
-        if isinstance(x, (Step, StepGE)):
-            return x  # an indicator is positive exactly where it holds
-        return None
-
-    def fdiff(self, argindex=1):
-        return S.Zero
+# --- an elementwise function that SymPy lacks ------------------------------------------------
 
 
 class Sigmoid(Function):
@@ -92,10 +65,15 @@ class Sigmoid(Function):
 
 
 class TensorOp(Function):
-    """An array op that is not elementwise. Args: operands, then params, then operand shapes."""
+    """An array op that is not elementwise. Args: operands, then params, then operand shapes.
+
+    `param_names` is declared with the class (its `eval` takes them by position); `param_kinds`,
+    one per name, is given by the op table when the class's op is registered (ops/registry.py
+    checks that the names agree with the op's parameters)."""
 
     n_operands = 1
     param_names: tuple[str, ...] = ()
+    param_kinds: tuple[str, ...] = ()
     is_commutative = True
 
     @classmethod
@@ -109,7 +87,7 @@ class TensorOp(Function):
     @property
     def params(self) -> dict:
         raw = self.args[self.n_operands : self.n_operands + len(self.param_names)]
-        return {name: _param_from_sympy(v) for name, v in zip(self.param_names, raw)}
+        return {name: decode_param(kind, v) for name, kind, v in zip(self.param_names, self._kinds(), raw)}
 
     @property
     def in_shapes(self) -> tuple[tuple, ...]:
@@ -117,43 +95,83 @@ class TensorOp(Function):
 
     @classmethod
     def build(cls, operands, in_shapes, **params):
-        raw = [_param_to_sympy(params.get(name)) for name in cls.param_names]
+        raw = [encode_param(kind, params.get(name)) for name, kind in zip(cls.param_names, cls._kinds())]
         return cls(*operands, *raw, *[shape_to_sympy(s) for s in in_shapes])
 
+    @classmethod
+    def _kinds(cls) -> tuple[str, ...]:
+        if len(cls.param_kinds) != len(cls.param_names):
+            raise TypeError(f"{cls.__name__} has no parameter kinds: its op is not registered in the op table")
+        return cls.param_kinds
+
     def _eval_derivative(self, s):
-        # backstep differentiates with its own rules (ops.py); SymPy must not try.
+        # backstep differentiates with its own rules (the op table); SymPy must not try.
         raise NotImplementedError("TensorOp derivatives come from backstep's op table")
 
 
-def _param_to_sympy(value):
-    """Op parameters as SymPy args: None, bools, ints, floats, and names (a dimension or a choice)."""
-    if value is None:
-        return Tuple()
-    if isinstance(value, bool):
-        return Integer(int(value))
-    if isinstance(value, int):
-        return Tuple(Integer(value))
+# --- op parameters as SymPy args, by the parameter's kind (ops/spec.py: PARAM_KINDS) ------------
+# None is the empty Tuple for every kind; a bool is an Integer 0 or 1; any other value is one item
+# in a Tuple: a number, a name (a dimension or a choice) as a Symbol, or a tuple (a pair, sizes, a
+# shape whose sizes may be dimension names) as a Tuple.
+
+
+def _scalar_to_sympy(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Integer(value)
     if isinstance(value, float):
-        return Tuple(sympy.Float(value))
+        return sympy.Float(value)
     if isinstance(value, str):
-        return Tuple(Symbol(value))
-    if isinstance(value, tuple) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
-        # a pair (stride=(2, 1)) or a shape, whose sizes may be dimension names: (n, 3)
-        return Tuple(Tuple(*[Symbol(v) if isinstance(v, str) else Integer(v) for v in value]))
+        return Symbol(value)
     raise TypeError(f"unsupported op parameter {value!r}")
 
 
-def _param_from_sympy(value):
-    if isinstance(value, Tuple):
-        if not value.args:
-            return None
-        v = value.args[0]
-        if isinstance(v, Tuple):
-            return tuple(d.name if d.is_Symbol else int(d) for d in v.args)
-        if v.is_Symbol:
-            return v.name
-        return int(v) if v.is_Integer else float(v)
-    return bool(int(value))
+def _tuple_to_sympy(value):
+    if isinstance(value, tuple) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+        return Tuple(*[Symbol(v) if isinstance(v, str) else Integer(v) for v in value])
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Integer(value)
+    raise TypeError(f"unsupported op parameter {value!r}")
+
+
+def _kind_values(kind: str, value):
+    """`value` if it is of the kind's Python types, else a TypeError."""
+    ok = {
+        "bool": (bool,),
+        "axis": (int,),
+        "number": (int, float),
+        "choice": (str,),
+        "size": (int, str),
+    }.get(kind)
+    if ok is not None and (not isinstance(value, ok) or (kind != "bool" and isinstance(value, bool))):
+        raise TypeError(f"unsupported op parameter {value!r} for a parameter of kind {kind}")
+    return value
+
+
+def encode_param(kind: str, value):
+    """An op parameter of this kind as a SymPy arg."""
+    if value is None:
+        return Tuple()
+    if kind == "bool":
+        return Integer(int(_kind_values(kind, value)))
+    if kind in ("pair", "ints", "shape"):
+        return Tuple(_tuple_to_sympy(value))
+    if kind in ("axis", "number", "choice", "size"):
+        return Tuple(_scalar_to_sympy(_kind_values(kind, value)))
+    raise TypeError(f"unknown parameter kind {kind!r}")
+
+
+def decode_param(kind: str, raw):
+    """The parameter `encode_param` stored."""
+    if kind == "bool" and not isinstance(raw, Tuple):
+        return bool(int(raw))
+    if not raw.args:
+        return None
+    v = raw.args[0]
+    if isinstance(v, Tuple):
+        return tuple(d.name if d.is_Symbol else int(d) for d in v.args)
+    if v.is_Symbol:
+        return v.name
+    return int(v) if v.is_Integer else float(v)
 
 
 class MatrixProduct(TensorOp):
@@ -253,60 +271,11 @@ class UnsqueezeOp(TensorOp):
         return x if x.is_Number else None
 
 
-class Softmax(TensorOp):
-    param_names = ("axis",)
-
-
-class LogSoftmax(TensorOp):
-    param_names = ("axis",)
-
-
-class LogSumExp(TensorOp):
-    param_names = ("axis",)
-
-
-class OneHot(TensorOp):
-    """onehot(t, c): the rows of the c×c identity picked by integer class indices t."""
-
-    param_names = ("classes",)
-
-
-class CrossEntropy(TensorOp):
-    n_operands = 2
-    param_names = ("reduction",)
-
-
-class NormOp(TensorOp):
-    """The 2-norm of a vector, the Frobenius norm of a matrix."""
-
-
-class TraceOp(TensorOp):
-    pass
-
-
-class DetOp(TensorOp):
-    pass
-
-
-class LogDetOp(TensorOp):
-    pass
-
-
 class InverseOp(TensorOp):
     @classmethod
     def eval(cls, x, shape):
         if isinstance(x, InverseOp):
             return x.operands[0]
-        return None
-
-
-class DiagOp(TensorOp):
-    """torch.diag: the diagonal of a matrix, or the diagonal matrix of a vector."""
-
-    @classmethod
-    def eval(cls, x, shape):
-        if x.is_Number and len(shape.args) == 1:
-            return x * Eye.build([], [], n=shape_from_sympy(shape)[0])  # diag(c 𝟏) = c I
         return None
 
 
@@ -317,131 +286,6 @@ class Eye(TensorOp):
     param_names = ("n",)
 
 
-# --- elementwise functions with parameters ------------------------------------------------------
-
-
-class StepGE(Function):
-    """The indicator 1[x ≥ 0]: the derivative of clamp(x, min=0), 1 at 0 as in torch."""
-
-    @classmethod
-    def eval(cls, x):
-        if x is S.NaN:
-            return S.NaN
-        if x.is_Number:
-            return S.One if x >= 0 else S.Zero
-        return None
-
-    def fdiff(self, argindex=1):
-        return S.Zero
-
-
-class LeakyRelu(TensorOp):
-    param_names = ("negative_slope",)
-
-
-class Elu(TensorOp):
-    param_names = ("alpha",)
-
-
-class Gelu(Function):
-    nargs = 1
-
-
-class Softplus(Function):
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return Sigmoid(self.args[0])
-
-
-class Clamp(TensorOp):
-    param_names = ("min", "max")
-
-
-class Maximum(Function):
-    nargs = 2
-
-
-class Minimum(Function):
-    nargs = 2
-
-
-class Where(Function):
-    """where(c, a, b): a where the indicator c is 1, b where it is 0."""
-
-    nargs = 3
-
-
 # SymPy's own elementwise functions that backstep uses, by the names of its input language.
 sin, cos, tan, exp, log, sqrt, tanh = sympy.sin, sympy.cos, sympy.tan, sympy.exp, sympy.log, sympy.sqrt, sympy.tanh
 Abs, sign = sympy.Abs, sympy.sign
-
-
-# --- convolution and pooling (4-d NCHW) --------------------------------------------------------------
-# Parameters are ints or (h, w) pairs, as torch takes them; `size` is the spatial size a gradient
-# op must produce where the stride leaves it ambiguous (None: the smallest that fits).
-
-
-class Conv2d(TensorOp):
-    """conv2d(x, K): the cross-correlation x ⋆ K of NCHW images with (F, C, kh, kw) kernels."""
-
-    n_operands = 2
-    param_names = ("stride", "padding")
-
-
-class Conv2dGradInput(TensorOp):
-    """conv2d_grad_input(ȳ, K) = ȳ ∗ rot180(K): the full convolution with the flipped kernel."""
-
-    n_operands = 2
-    param_names = ("stride", "padding", "size")
-
-
-class Conv2dGradWeight(TensorOp):
-    """conv2d_grad_weight(x, ȳ) = x ⋆ ȳ: the cross-correlation of the input with the gradient."""
-
-    n_operands = 2
-    param_names = ("stride", "padding", "size")
-
-
-class MaxPool2d(TensorOp):
-    param_names = ("kernel_size", "stride")
-
-
-class MaxPoolRoute(TensorOp):
-    """maxpool_route(ȳ, x): each entry of ȳ sent to the arg-max of its window of x."""
-
-    n_operands = 2
-    param_names = ("kernel_size", "stride")
-
-
-class MaxPoolGather(TensorOp):
-    """maxpool_gather(u, x): u read at the arg-max of each window of x (the adjoint of the route)."""
-
-    n_operands = 2
-    param_names = ("kernel_size", "stride")
-
-
-class AvgPool2d(TensorOp):
-    param_names = ("kernel_size", "stride")
-
-
-class AvgPoolSpread(TensorOp):
-    """avgpool_spread(ȳ): each entry of ȳ copied over its window (the adjoint of sum-pooling)."""
-
-    param_names = ("kernel_size", "stride", "size")
-
-
-class BroadcastTo(TensorOp):
-    param_names = ("shape",)
-
-
-class Flatten(TensorOp):
-    param_names = ("start_dim", "end_dim")
-
-
-class Unflatten(TensorOp):
-    param_names = ("axis", "sizes")
-
-
-class Reshape(TensorOp):
-    param_names = ("shape",)

@@ -1,0 +1,105 @@
+"""The op table: every operation backstep knows, each declared once, as one block of its family.
+
+The record (spec.py: Op, Param, Domain, Printing, Ctx) says everything about one op; the
+families register their ops on import (registry.py, which cross-checks each entry):
+
+- elementwise.py: arithmetic, math functions, indicators and comparisons, maximum/minimum/where;
+- activations.py: sigmoid, relu and its relatives, gelu, softplus, clamp;
+- linalg.py: matmul, transpose, outer, dot, norm, trace, det, logdet, inv, diag, eye;
+- reductions.py: sum, mean, unsqueeze, softmax, log_softmax, logsumexp;
+- losses.py: onehot, cross_entropy, mse, linear;
+- conv.py and pool.py: conv2d and pooling on 4-d NCHW images, with their gradient ops;
+- views.py: flatten, unflatten, reshape, broadcast_to.
+
+Everything else (parser, derivation, printers, numeric evaluator, verifier, per-op tests) reads
+this table; adding an op means adding one block to its family plus nothing but tests.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+# The families register their ops on import, in this order: the order `backstep ops` lists them.
+# isort: off
+from . import elementwise, activations, linalg, reductions, losses, conv, pool, views  # noqa: F401
+
+# isort: on
+from .registry import OPS, OpDeclarationError, check, register
+from .rules import (
+    broadcast_all,
+    broadcast_shapes,
+    expand_back,
+    normalize_axis,
+    number,
+    reduce_shape,
+    same_shape,
+    size_of,
+    sum_to,
+)
+from .spec import (
+    DOMAINS,
+    PARAM_KINDS,
+    PREC_ADD,
+    PREC_ATOM,
+    PREC_MATMUL,
+    PREC_MUL,
+    PREC_POSTFIX,
+    PREC_POW,
+    PREC_UNARY,
+    TARGETS,
+    ByParams,
+    Ctx,
+    Domain,
+    Op,
+    Param,
+    Printing,
+)
+
+# Ops by their spelling in the input language, and the SymPy classes that mean an op (for the
+# printers and the numeric evaluator). Add, Mul and Pow are SymPy's own algebra; the printers
+# and the evaluator handle them by structure.
+OPERATOR_OPS = {op.syntax: op for op in OPS.values() if not op.syntax.isidentifier()}
+FUNCTION_OPS = {op.syntax: op for op in OPS.values() if op.syntax.isidentifier()}
+OP_OF_CLASS: dict[type, Op] = {op.sympy_class: op for op in OPS.values() if op.sympy_class is not None}
+
+
+def unknown_function_hint(name: str) -> str:
+    close = difflib.get_close_matches(name, list(FUNCTION_OPS), n=1)
+    return f"; did you mean {close[0]}?" if close else f"; known functions: {', '.join(sorted(FUNCTION_OPS))}"
+
+
+__all__ = [
+    "DOMAINS",
+    "FUNCTION_OPS",
+    "OPERATOR_OPS",
+    "OPS",
+    "OP_OF_CLASS",
+    "PARAM_KINDS",
+    "PREC_ADD",
+    "PREC_ATOM",
+    "PREC_MATMUL",
+    "PREC_MUL",
+    "PREC_POSTFIX",
+    "PREC_POW",
+    "PREC_UNARY",
+    "TARGETS",
+    "ByParams",
+    "Ctx",
+    "Domain",
+    "Op",
+    "OpDeclarationError",
+    "Param",
+    "Printing",
+    "broadcast_all",
+    "broadcast_shapes",
+    "check",
+    "expand_back",
+    "normalize_axis",
+    "number",
+    "reduce_shape",
+    "register",
+    "same_shape",
+    "size_of",
+    "sum_to",
+    "unknown_function_hint",
+]

@@ -1,0 +1,200 @@
+"""Activation functions: sigmoid, relu and its relatives, gelu, softplus, clamp.
+
+Elementwise like the ops of elementwise.py (whose constructors they use); those with keyword
+parameters (leaky_relu's slope, elu's α, clamp's bounds) are TensorOps, so that the parameters
+travel with the expression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy
+from sympy import Expr, Function, S
+
+from .. import symbolic as sb
+from ..shapes import Shape, ShapeEnv, ShapeMismatch
+from .elementwise import Step, StepGE, fn_printing, unary
+from .registry import register
+from .rules import number, same_shape
+from .spec import OFF_BOUNDS, OFF_KINK, Ctx, Domain, Op, Param, Printing
+
+
+def param_function(
+    name: str,
+    cls: type,
+    backward,
+    summary: str,
+    torch_fn,
+    grad_fn: str,
+    parameters: tuple[Param, ...],
+    latex: str,
+    domain: Domain | None = None,
+    example: str = "",
+    shape: Callable[..., Shape] = same_shape,
+) -> Op:
+    """An elementwise function with keyword parameters (a TensorOp, so that they travel with it)."""
+    return register(
+        Op(
+            name=name,
+            syntax=name,
+            arity=1,
+            shape=shape,
+            sympy=lambda args, shapes, p: cls.build(args, shapes, **p),
+            backward=(backward,),
+            torch=torch_fn,
+            grad_fn=grad_fn,
+            summary=summary,
+            parameters=parameters,
+            elementwise=True,
+            domains=(domain,),
+            example=example,
+            sympy_class=cls,
+            printing=Printing(
+                text=f"{name}({{0}}{{params_kw}})",
+                latex=latex,
+                lang=f"{name}({{0}}{{params_kw}})",
+                torch=("torch.clamp" if name == "clamp" else f"torch.nn.functional.{name}") + "({0}{params_kw})",
+            ),
+        )
+    )
+
+
+unary(
+    "sigmoid",
+    sb.Sigmoid,
+    lambda x, y: y * (1 - y),
+    "logistic σ(x) = 1/(1+e^(−x)); σ′ = σ(1 − σ)",
+    printing=Printing(text="σ({0})", latex=r"\sigma\left({0}\right)", lang="sigmoid({0})", torch="torch.sigmoid({0})"),
+)
+
+
+class Relu(Function):
+    """max(x, 0); its derivative is Step (1[x > 0]), 0 at the kink as in torch."""
+
+    @classmethod
+    def eval(cls, x):
+        if x is S.NaN:  # (0/0 of constants): stays NaN, for derive to refuse; never a comparison error
+            return S.NaN
+        if x.is_Number:
+            return x if x > 0 else S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        return Step(self.args[0])
+
+
+unary(
+    "relu",
+    Relu,
+    lambda x, y: Step(x),
+    "max(x, 0); relu′ = 1[x > 0] (0 at 0, as torch)",
+    domain=OFF_KINK,
+)
+
+
+class LeakyRelu(sb.TensorOp):
+    param_names = ("negative_slope",)
+
+
+param_function(
+    "leaky_relu",
+    LeakyRelu,
+    # torch takes the slope at the kink itself: 1[x > 0] + s·(1 − 1[x > 0])
+    lambda c: c.g * (Step(c.a) + number(c.params["negative_slope"]) * (1 - Step(c.a))),
+    "max(x, 0) + s·min(x, 0); derivative 1[x > 0] + s·1[x < 0]",
+    lambda torch, args, p: torch.nn.functional.leaky_relu(args[0], p["negative_slope"]),
+    "LeakyReluBackward0",
+    (Param("negative_slope", "number", 0.01),),
+    r"\operatorname{{lrelu}}\left({0}\right)",
+    domain=OFF_KINK,
+)
+
+
+class Elu(sb.TensorOp):
+    param_names = ("alpha",)
+
+
+param_function(
+    "elu",
+    Elu,
+    # for x > 0 the slope is 1, else α eˣ = y + α (the forward value again)
+    lambda c: c.g * (Step(c.a) + (1 - Step(c.a)) * (c.y + number(c.params["alpha"]))),
+    "x for x > 0, α(eˣ − 1) else; derivative 1[x > 0] + 1[x < 0] (y + α)",
+    lambda torch, args, p: torch.nn.functional.elu(args[0], p["alpha"]),
+    "EluBackward0",
+    (Param("alpha", "number", 1.0),),
+    r"\operatorname{{elu}}\left({0}\right)",
+    domain=OFF_KINK,
+)
+
+
+class Clamp(sb.TensorOp):
+    param_names = ("min", "max")
+
+
+def clamp_shape(env: ShapeEnv, shapes, params) -> Shape:
+    if params.get("min") is None and params.get("max") is None:
+        raise ShapeMismatch("clamp needs a bound: clamp(x, min=0), clamp(x, max=1) or both")
+    return same_shape(env, shapes, params)
+
+
+def clamp_grad(c: Ctx) -> Expr:
+    lo, hi = c.params.get("min"), c.params.get("max")
+    mask = S.One
+    if lo is not None:
+        mask *= StepGE(c.a - sympy.Float(lo) if lo else c.a)
+    if hi is not None:
+        mask *= StepGE(sympy.Float(hi) - c.a)
+    return c.g * mask
+
+
+def clamp_torch(torch, args, p):
+    return torch.clamp(args[0], min=p.get("min"), max=p.get("max"))
+
+
+param_function(
+    "clamp",
+    Clamp,
+    clamp_grad,
+    "clamp(x, min=a, max=b); derivative 1[a ≤ x ≤ b] (1 at the bounds, as torch: clamp(x, min=0) is relu with "
+    "relu′(0) = 1)",
+    clamp_torch,
+    "ClampBackward1",
+    (Param("min", "number"), Param("max", "number")),
+    r"\operatorname{{clamp}}\left({0}{params_kw}\right)",
+    domain=OFF_BOUNDS,
+    example="x: (n, d)\nclamp(x, min=0)",
+    shape=clamp_shape,
+)
+
+
+class Gelu(Function):
+    nargs = 1
+
+
+unary(
+    "gelu",
+    Gelu,
+    lambda x, y: (1 + sympy.erf(x / sympy.sqrt(2))) / 2 + x * sympy.exp(-(x**2) / 2) / sympy.sqrt(2 * sympy.pi),
+    "x Φ(x) (exact, erf form); derivative Φ(x) + x φ(x)",
+    torch_fn=lambda torch, args, p: torch.nn.functional.gelu(args[0]),
+    printing=fn_printing("gelu", torch="torch.nn.functional.gelu({0})"),
+)
+
+
+class Softplus(Function):
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sb.Sigmoid(self.args[0])
+
+
+unary(
+    "softplus",
+    Softplus,
+    lambda x, y: sb.Sigmoid(x),
+    "log(1 + eˣ); derivative σ(x)",
+    torch_fn=lambda torch, args, p: torch.nn.functional.softplus(args[0]),
+    printing=fn_printing("softplus", torch="torch.nn.functional.softplus({0})"),
+)

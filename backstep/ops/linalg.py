@@ -1,0 +1,406 @@
+"""Linear algebra: the matrix product, transpose, outer and dot products, norm, and the matrix
+calculus of trace, det, logdet, inv, diag and eye.
+
+The product, transpose, outer product, inverse and identity are SymPy classes of the base
+algebra (symbolic.py), since the printers and the checker reason about them by structure; the
+others are declared in their op's block here.
+"""
+
+from __future__ import annotations
+
+from sympy import Expr
+
+from .. import symbolic as sb
+from ..shapes import Shape, ShapeEnv, ShapeMismatch
+from ..shapes import fmt_shape_plain as fmt
+from .registry import register
+from .rules import scalar_of_any
+from .spec import INVERTIBLE, NONZERO, PREC_MATMUL, PREC_POSTFIX, SPD, Ctx, Op, Param, Printing
+
+# --- products ------------------------------------------------------------------------------------
+
+
+def matmul_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a, b = env.resolve(shapes[0]), env.resolve(shapes[1])
+    if len(a) == 0 or len(b) == 0:
+        raise ShapeMismatch(f"@ needs arrays of rank 1 or 2, got {fmt(a)} @ {fmt(b)}; use * for a scalar")
+    if len(a) > 2 or len(b) > 2:
+        raise ShapeMismatch(f"@ on arrays of rank above 2 is not supported yet ({fmt(a)} @ {fmt(b)})")
+    try:
+        env.unify(a[-1], b[0])
+    except ShapeMismatch as err:
+        raise ShapeMismatch(f"{fmt(a)} @ {fmt(b)}: inner dimensions differ ({err})") from None
+    return env.resolve(a[:-1] + b[1:])
+
+
+def matmul_grad_a(c: Ctx) -> Expr:
+    sa, sb_ = c.shapes
+    if len(sa) == 1 and len(sb_) == 1:
+        return c.g * c.b
+    if len(sb_) == 1:  # A (n,k) @ b (k,) -> g (n,):  Ā = g bᵀ
+        return sb.OuterProduct.build([c.g, c.b], [c.out_shape, sb_])
+    bt = sb.TransposeOp.build([c.b], [sb_])
+    if len(sa) == 1:  # a (k,) @ B (k,m) -> g (m,):  ā = B g
+        return sb.MatrixProduct.build([c.b, c.g], [sb_, c.out_shape])
+    return sb.MatrixProduct.build([c.g, bt], [c.out_shape, tuple(reversed(sb_))])
+
+
+def matmul_grad_b(c: Ctx) -> Expr:
+    sa, sb_ = c.shapes
+    if len(sa) == 1 and len(sb_) == 1:
+        return c.g * c.a
+    if len(sa) == 1:  # a (k,) @ B (k,m) -> g (m,):  B̄ = a gᵀ
+        return sb.OuterProduct.build([c.a, c.g], [sa, c.out_shape])
+    at = sb.TransposeOp.build([c.a], [sa])
+    return sb.MatrixProduct.build([at, c.g], [tuple(reversed(sa)), c.out_shape])
+
+
+def matmul_grad_fn(ranks, consts, params) -> str:
+    return {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0", (1, 2): "SqueezeBackward4"}[ranks]
+
+
+register(
+    Op(
+        name="matmul",
+        example="A: (n, k); B: (k, m)\nA @ B",
+        syntax="@",
+        arity=2,
+        shape=matmul_shape,
+        sympy=lambda args, shapes, p: sb.MatrixProduct.build(args, shapes),
+        backward=(matmul_grad_a, matmul_grad_b),
+        torch=lambda torch, args, p: args[0] @ args[1],
+        grad_fn=matmul_grad_fn,
+        summary="matrix product (1-d operands are vectors, as in NumPy)",
+        arg_names=("A", "B"),
+        out_name="C",
+        sympy_class=sb.MatrixProduct,
+        printing=Printing(
+            text="{0} {1}",
+            latex="{0} {1}",
+            lang="{0} @ {1}",
+            torch="{0} @ {1}",
+            prec=PREC_MATMUL,
+            operand_prec=PREC_MATMUL,
+        ),
+    )
+)
+
+
+def transpose_shape(env: ShapeEnv, shapes, params) -> Shape:
+    return tuple(reversed(env.resolve(shapes[0])))
+
+
+register(
+    Op(
+        name="transpose",
+        example="A: (n, d)\nA.T",
+        syntax=".T",
+        arity=1,
+        shape=transpose_shape,
+        sympy=lambda args, shapes, p: sb.TransposeOp.build(args, shapes),
+        backward=(lambda c: sb.TransposeOp.build([c.g], [c.out_shape]),),
+        torch=lambda torch, args, p: args[0].permute(tuple(reversed(range(args[0].dim())))),
+        grad_fn="PermuteBackward0",
+        summary="transpose: reverses the axes",
+        arg_names=("A",),
+        out_name="B",
+        sympy_class=sb.TransposeOp,
+        printing=Printing(
+            text="{0}ᵀ",
+            latex=r"{0}^{{\top}}",
+            lang="{0}.T",
+            torch="{0}.T",
+            prec=PREC_POSTFIX,
+            operand_prec=PREC_POSTFIX,
+        ),
+    )
+)
+
+
+def outer_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a, b = env.resolve(shapes[0]), env.resolve(shapes[1])
+    if len(a) != 1 or len(b) != 1:
+        raise ShapeMismatch(f"outer needs two vectors, got {fmt(a)} and {fmt(b)}")
+    return (a[0], b[0])
+
+
+register(
+    Op(
+        name="outer",
+        example="a: (n,); b: (d,)\nouter(a, b)",
+        syntax="outer",
+        arity=2,
+        shape=outer_shape,
+        sympy=lambda args, shapes, p: sb.OuterProduct.build(args, shapes),
+        backward=(
+            lambda c: sb.MatrixProduct.build([c.g, c.b], [c.out_shape, c.shapes[1]]),
+            lambda c: sb.MatrixProduct.build(
+                [sb.TransposeOp.build([c.g], [c.out_shape]), c.a], [tuple(reversed(c.out_shape)), c.shapes[0]]
+            ),
+        ),
+        torch=lambda torch, args, p: torch.outer(args[0], args[1]),
+        grad_fn="MulBackward0",
+        summary="outer product of two vectors, a bᵀ",
+        arg_names=("a", "b"),
+        sympy_class=sb.OuterProduct,
+        printing=Printing(
+            text="{0} {1}ᵀ",
+            latex=r"{0} {1}^{{\top}}",
+            lang="outer({0}, {1})",
+            torch="torch.outer({0}, {1})",
+            prec=PREC_MATMUL,
+            operand_prec=PREC_POSTFIX,
+        ),
+    )
+)
+
+
+def dot_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a, b = env.resolve(shapes[0]), env.resolve(shapes[1])
+    if len(a) != 1 or len(b) != 1:
+        raise ShapeMismatch(f"dot needs two vectors, got {fmt(a)} and {fmt(b)}")
+    env.unify(a[0], b[0])
+    return ()
+
+
+register(
+    Op(
+        name="dot",
+        example="a: (n,); b: (n,)\ndot(a, b)",
+        syntax="dot",
+        arity=2,
+        shape=dot_shape,
+        sympy=lambda args, shapes, p: sb.MatrixProduct.build(args, shapes),
+        backward=(lambda c: c.g * c.b, lambda c: c.g * c.a),
+        torch=lambda torch, args, p: torch.dot(args[0], args[1]),
+        grad_fn="DotBackward0",
+        summary="dot(a, b) = aᵀ b for two vectors",
+        arg_names=("a", "b"),
+    )
+)
+
+
+class NormOp(sb.TensorOp):
+    """The 2-norm of a vector, the Frobenius norm of a matrix."""
+
+
+register(
+    Op(
+        name="norm",
+        example="x: (n, d)\nnorm(x)",
+        syntax="norm",
+        arity=1,
+        shape=scalar_of_any,
+        sympy=lambda args, shapes, p: NormOp.build(args, shapes),
+        backward=(lambda c: c.g * c.a / c.y,),
+        torch=lambda torch, args, p: torch.linalg.norm(args[0]),
+        grad_fn="LinalgVectorNormBackward0",
+        summary="‖x‖: the 2-norm of a vector, the Frobenius norm of a matrix; x̄ = ȳ x / ‖x‖",
+        domains=(NONZERO,),
+        sympy_class=NormOp,
+        printing=Printing(
+            text="‖{0}‖", latex=r"\left\lVert {0} \right\rVert", lang="norm({0})", torch="torch.linalg.norm({0})"
+        ),
+    )
+)
+
+# --- matrix calculus -------------------------------------------------------------------------------
+
+
+def square_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a = env.resolve(shapes[0])
+    if len(a) != 2:
+        raise ShapeMismatch(f"needs a square matrix, got {fmt(a)}")
+    try:
+        env.unify(a[0], a[1])
+    except ShapeMismatch:
+        raise ShapeMismatch(f"needs a square matrix, got {fmt(a)}") from None
+    return env.resolve(a)
+
+
+def square_to_scalar(env: ShapeEnv, shapes, params) -> Shape:
+    square_shape(env, shapes, params)
+    return ()
+
+
+def inv_t(x: Expr, shape: Shape) -> Expr:
+    """X⁻ᵀ."""
+    return sb.TransposeOp.build([sb.InverseOp.build([x], [shape])], [shape])
+
+
+def eye_like(shape: Shape) -> Expr:
+    return sb.Eye.build([], [], n=shape[0])
+
+
+class TraceOp(sb.TensorOp):
+    pass
+
+
+register(
+    Op(
+        name="trace",
+        example="A: (n, n)\ntrace(A)",
+        syntax="trace",
+        arity=1,
+        shape=square_to_scalar,
+        sympy=lambda args, shapes, p: TraceOp.build(args, shapes),
+        backward=(lambda c: c.g * eye_like(c.shapes[0]),),
+        torch=lambda torch, args, p: torch.trace(args[0]),
+        grad_fn="TraceBackward0",
+        summary="tr A = Σ A_ii; Ā = ȳ I",
+        arg_names=("A",),
+        sympy_class=TraceOp,
+        printing=Printing(
+            text="tr({0})", latex=r"\operatorname{{tr}}\left({0}\right)", lang="trace({0})", torch="torch.trace({0})"
+        ),
+    )
+)
+
+
+class DetOp(sb.TensorOp):
+    pass
+
+
+register(
+    Op(
+        name="det",
+        example="A: (n, n)\ndet(A)",
+        syntax="det",
+        arity=1,
+        shape=square_to_scalar,
+        sympy=lambda args, shapes, p: DetOp.build(args, shapes),
+        backward=(lambda c: c.g * c.y * inv_t(c.a, c.shapes[0]),),
+        torch=lambda torch, args, p: torch.det(args[0]),
+        grad_fn="LinalgDetBackward0",
+        summary="det A; Ā = ȳ det(A) A⁻ᵀ (Jacobi's formula)",
+        arg_names=("A",),
+        domains=(INVERTIBLE,),
+        sympy_class=DetOp,
+        printing=Printing(text="det({0})", latex=r"\det\left({0}\right)", lang="det({0})", torch="torch.det({0})"),
+    )
+)
+
+
+class LogDetOp(sb.TensorOp):
+    pass
+
+
+register(
+    Op(
+        name="logdet",
+        example="S: (n, n)\nlogdet(S)",
+        syntax="logdet",
+        arity=1,
+        shape=square_to_scalar,
+        sympy=lambda args, shapes, p: LogDetOp.build(args, shapes),
+        backward=(lambda c: c.g * inv_t(c.a, c.shapes[0]),),
+        torch=lambda torch, args, p: torch.logdet(args[0]),
+        grad_fn="WhereBackward0",
+        summary="log det A (A drawn SPD); Ā = ȳ A⁻ᵀ",
+        arg_names=("A",),
+        domains=(SPD,),
+        sympy_class=LogDetOp,
+        printing=Printing(
+            text="logdet({0})", latex=r"\log\det\left({0}\right)", lang="logdet({0})", torch="torch.logdet({0})"
+        ),
+    )
+)
+
+
+def inv_grad(c: Ctx) -> Expr:
+    # Y = A⁻¹  ⇒  Ā = −Yᵀ Ȳ Yᵀ
+    yt = sb.TransposeOp.build([c.y], [c.out_shape])
+    inner = sb.MatrixProduct.build([yt, c.g], [c.out_shape, c.out_shape])
+    return -sb.MatrixProduct.build([inner, yt], [c.out_shape, c.out_shape])
+
+
+register(
+    Op(
+        name="inv",
+        example="A: (n, n)\ninv(A)",
+        syntax="inv",
+        arity=1,
+        shape=square_shape,
+        sympy=lambda args, shapes, p: sb.InverseOp.build(args, shapes),
+        backward=(inv_grad,),
+        torch=lambda torch, args, p: torch.inverse(args[0]),
+        grad_fn="LinalgInvExBackward0",
+        summary="A⁻¹; with Y = A⁻¹, Ā = −Yᵀ Ȳ Yᵀ",
+        arg_names=("A",),
+        out_name="Y",
+        domains=(INVERTIBLE,),
+        sympy_class=sb.InverseOp,
+        printing=Printing(
+            text="{0}⁻¹",
+            latex=r"{0}^{{-1}}",
+            lang="inv({0})",
+            torch="torch.inverse({0})",
+            prec=PREC_POSTFIX,
+            operand_prec=PREC_POSTFIX,
+        ),
+    )
+)
+
+
+class DiagOp(sb.TensorOp):
+    """torch.diag: the diagonal of a matrix, or the diagonal matrix of a vector."""
+
+    @classmethod
+    def eval(cls, x, shape):
+        if x.is_Number and len(shape.args) == 1:
+            return x * sb.Eye.build([], [], n=sb.shape_from_sympy(shape)[0])  # diag(c 𝟏) = c I
+        return None
+
+
+def diag_shape(env: ShapeEnv, shapes, params) -> Shape:
+    a = env.resolve(shapes[0])
+    if len(a) == 1:
+        return (a[0], a[0])
+    if len(a) == 2:
+        return square_shape(env, shapes, params)[:1]
+    raise ShapeMismatch(f"diag needs a vector or a square matrix, got {fmt(a)}")
+
+
+register(
+    Op(
+        name="diag",
+        example="A: (n, n)\ndiag(A)",
+        syntax="diag",
+        arity=1,
+        shape=diag_shape,
+        sympy=lambda args, shapes, p: DiagOp.build(args, shapes),
+        backward=(lambda c: DiagOp.build([c.g], [c.out_shape]),),
+        torch=lambda torch, args, p: torch.diag(args[0]),
+        grad_fn=lambda ranks, consts, params: "DiagonalBackward0_copy" if ranks[0] == 2 else "DiagEmbedBackward0",
+        summary="diag(v): the diagonal matrix of a vector; diag(A): the diagonal of a square matrix; "
+        "each one's gradient is the other",
+        sympy_class=DiagOp,
+        printing=Printing(
+            text="diag({0})", latex=r"\operatorname{{diag}}\left({0}\right)", lang="diag({0})", torch="torch.diag({0})"
+        ),
+    )
+)
+
+
+def eye_shape(env: ShapeEnv, shapes, params) -> Shape:
+    return (params["n"], params["n"])
+
+
+register(
+    Op(
+        name="eye",
+        example="A: (n, n)\ntrace(A @ eye(n))",
+        syntax="eye",
+        arity=0,
+        shape=eye_shape,
+        sympy=lambda args, shapes, p: sb.Eye.build([], [], n=p["n"]),
+        backward=(),
+        torch=lambda torch, args, p: torch.eye(p["n"], dtype=torch.float64),
+        grad_fn=None,
+        arg_names=(),
+        summary="eye(n): the n×n identity matrix I (a constant)",
+        parameters=(Param("n", "size", required=True),),
+        sympy_class=sb.Eye,
+        printing=Printing(text="I", latex="I", lang="eye({n})", torch="torch.eye({n}, dtype=torch.float64)"),
+    )
+)

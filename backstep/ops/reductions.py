@@ -1,0 +1,235 @@
+"""Reductions and the ops along one axis: sum, mean, unsqueeze (a reduction's adjoint),
+softmax, log_softmax, logsumexp.
+
+SumOp, MeanOp and UnsqueezeOp are SymPy classes of the base algebra (symbolic.py): the backward
+rules of every family sum and lay gradients back out with them (rules.py).
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy import Expr
+
+from .. import symbolic as sb
+from ..shapes import Shape, ShapeEnv, ShapeMismatch
+from .registry import register
+from .rules import expand_back, normalize_axis, reduce_shape, size_of
+from .spec import KEEPDIMS, PREC_UNARY, Ctx, Op, Printing, axis_param
+
+
+def reduce_torch(method: str):
+    def run(torch, args, p):
+        x = args[0]
+        if p.get("axis") is None:
+            out = getattr(x, method)()
+            return out.reshape((1,) * x.dim()) if p.get("keepdims") else out
+        return getattr(x, method)(dim=p["axis"], keepdim=bool(p.get("keepdims")))
+
+    return run
+
+
+def reduce_grad_fn(kind: str):
+    def name(ranks, consts, params) -> str:
+        if params.get("axis") is None:
+            return "ViewBackward0" if params.get("keepdims") else f"{kind}Backward0"
+        return f"{kind}Backward1"
+
+    return name
+
+
+register(
+    Op(
+        name="sum",
+        example="X: (n, d)\nsum(X, axis=1)",
+        syntax="sum",
+        arity=1,
+        shape=reduce_shape,
+        sympy=lambda args, shapes, p: sb.SumOp.build(args, shapes, **p),
+        backward=(lambda c: expand_back(c.g, c.shapes[0], c.params),),
+        torch=reduce_torch("sum"),
+        grad_fn=reduce_grad_fn("Sum"),
+        summary="sum of all entries, or over one axis (sum(e, axis=k), keepdims=True keeps it)",
+        parameters=(axis_param(None), KEEPDIMS),
+        sympy_class=sb.SumOp,
+        printing=Printing(
+            text="sum({0}{axis_kw})",
+            latex=r"\textstyle\sum{axis_sub}\left({0}\right)",
+            lang="sum({0}{axis_kw})",
+            torch="torch.sum({0}{dim_kw})",
+            prec=PREC_UNARY,
+        ),
+    )
+)
+register(
+    Op(
+        name="mean",
+        example="X: (n, d)\nmean(X, axis=0)",
+        syntax="mean",
+        arity=1,
+        shape=reduce_shape,
+        sympy=lambda args, shapes, p: sb.MeanOp.build(args, shapes, **p),
+        backward=(lambda c: expand_back(c.g, c.shapes[0], c.params) / size_of(c.shapes[0], c.params.get("axis")),),
+        torch=reduce_torch("mean"),
+        grad_fn=reduce_grad_fn("Mean"),
+        summary="mean of all entries, or over one axis (mean(e, axis=k))",
+        parameters=(axis_param(None), KEEPDIMS),
+        sympy_class=sb.MeanOp,
+        printing=Printing(
+            text="mean({0}{axis_kw})",
+            latex=r"\operatorname{{mean}}{axis_sub}\left({0}\right)",
+            lang="mean({0}{axis_kw})",
+            torch="torch.mean({0}{dim_kw})",
+            prec=PREC_UNARY,
+        ),
+    )
+)
+
+
+def unsqueeze_shape(env: ShapeEnv, shapes, params) -> Shape:
+    shape = env.resolve(shapes[0])
+    k = normalize_axis(params["axis"], len(shape) + 1)
+    return shape[:k] + (1,) + shape[k:]
+
+
+register(
+    Op(
+        name="unsqueeze",
+        example="x: (n,)\nunsqueeze(x, axis=1)",
+        syntax="unsqueeze",
+        arity=1,
+        shape=unsqueeze_shape,
+        sympy=lambda args, shapes, p: sb.UnsqueezeOp.build(args, shapes, **p),
+        backward=(lambda c: sb.SumOp.build([c.g], [c.out_shape], axis=c.params["axis"], keepdims=False),),
+        torch=lambda torch, args, p: args[0].unsqueeze(p["axis"]),
+        grad_fn="UnsqueezeBackward0",
+        summary="insert an axis of length 1 (the gradient of a sum over that axis spreads along it)",
+        parameters=(axis_param(0),),
+        sympy_class=sb.UnsqueezeOp,
+        printing=Printing(
+            text="unsqueeze({0}, axis={axis})",
+            latex=r"\operatorname{{unsqueeze}}_{{{axis}}}\left({0}\right)",
+            lang="unsqueeze({0}, axis={axis})",
+            torch="{0}.unsqueeze({axis})",
+        ),
+    )
+)
+
+# --- along one axis ------------------------------------------------------------------------------
+
+
+def last_axis_shape(env: ShapeEnv, shapes, params) -> Shape:
+    shape = env.resolve(shapes[0])
+    if len(shape) == 0:
+        raise ShapeMismatch("needs an array of rank at least 1, not a scalar")
+    normalize_axis(params.get("axis", -1), len(shape))
+    return shape
+
+
+class Softmax(sb.TensorOp):
+    param_names = ("axis",)
+
+
+def softmax_of(x: Expr, shape: Shape, axis: int) -> Expr:
+    return Softmax.build([x], [shape], axis=axis)
+
+
+register(
+    Op(
+        name="softmax",
+        example="Z: (n, c)\nsoftmax(Z, axis=1)",
+        syntax="softmax",
+        arity=1,
+        shape=last_axis_shape,
+        sympy=lambda args, shapes, p: Softmax.build(args, shapes, axis=p["axis"]),
+        # x̄ = y ⊙ (ȳ − Σ_axis(ȳ ⊙ y)): the Jacobian diag(y) − y yᵀ applied row by row
+        backward=(
+            lambda c: c.y * (c.g - sb.SumOp.build([c.g * c.y], [c.out_shape], axis=c.params["axis"], keepdims=True)),
+        ),
+        torch=lambda torch, args, p: torch.softmax(args[0], dim=p["axis"]),
+        grad_fn="SoftmaxBackward0",
+        summary="softmax(x, axis=-1)_i = exp(x_i) / Σ_j exp(x_j); x̄ = y ⊙ (ȳ − Σ(ȳ ⊙ y))",
+        parameters=(axis_param(-1),),
+        sympy_class=Softmax,
+        printing=Printing(
+            text="softmax({0}{axis_kw})",
+            latex=r"\operatorname{{softmax}}{axis_sub}\left({0}\right)",
+            lang="softmax({0}{axis_kw})",
+            torch="torch.softmax({0}, dim={axis})",
+        ),
+    )
+)
+
+
+class LogSoftmax(sb.TensorOp):
+    param_names = ("axis",)
+
+
+register(
+    Op(
+        name="log_softmax",
+        example="Z: (n, c)\nlog_softmax(Z, axis=1)",
+        syntax="log_softmax",
+        arity=1,
+        shape=last_axis_shape,
+        sympy=lambda args, shapes, p: LogSoftmax.build(args, shapes, axis=p["axis"]),
+        backward=(
+            lambda c: (
+                c.g
+                - softmax_of(c.a, c.shapes[0], c.params["axis"])
+                * sb.SumOp.build([c.g], [c.out_shape], axis=c.params["axis"], keepdims=True)
+            ),
+        ),
+        torch=lambda torch, args, p: torch.log_softmax(args[0], dim=p["axis"]),
+        grad_fn="LogSoftmaxBackward0",
+        summary="log_softmax(x, axis=-1) = x − log Σ exp(x); x̄ = ȳ − softmax(x) ⊙ Σ ȳ",
+        parameters=(axis_param(-1),),
+        sympy_class=LogSoftmax,
+        printing=Printing(
+            text="log_softmax({0}{axis_kw})",
+            latex=r"\log\operatorname{{softmax}}{axis_sub}\left({0}\right)",
+            lang="log_softmax({0}{axis_kw})",
+            torch="torch.log_softmax({0}, dim={axis})",
+        ),
+    )
+)
+
+
+def logsumexp_shape(env: ShapeEnv, shapes, params) -> Shape:
+    return reduce_shape(env, shapes, {"axis": params.get("axis"), "keepdims": False})
+
+
+def logsumexp_grad(c: Ctx) -> Expr:
+    axis = c.params.get("axis")
+    if axis is None:
+        return c.g * sympy.exp(c.a - c.y)  # = ȳ softmax over every entry
+    return expand_back(c.g, c.shapes[0], {"axis": axis}) * softmax_of(c.a, c.shapes[0], axis)
+
+
+class LogSumExp(sb.TensorOp):
+    param_names = ("axis",)
+
+
+register(
+    Op(
+        name="logsumexp",
+        example="Z: (n, c)\nlogsumexp(Z, axis=1)",
+        syntax="logsumexp",
+        arity=1,
+        shape=logsumexp_shape,
+        sympy=lambda args, shapes, p: LogSumExp.build(args, shapes, axis=p["axis"]),
+        backward=(logsumexp_grad,),
+        torch=lambda torch, args, p: torch.logsumexp(
+            args[0], dim=tuple(range(args[0].dim())) if p["axis"] is None else p["axis"]
+        ),
+        grad_fn="LogsumexpBackward0",
+        summary="log Σ exp(x), over everything or one axis; its gradient is the softmax",
+        parameters=(axis_param(None),),
+        sympy_class=LogSumExp,
+        printing=Printing(
+            text="logsumexp({0}{axis_kw})",
+            latex=r"\operatorname{{logsumexp}}{axis_sub}\left({0}\right)",
+            lang="logsumexp({0}{axis_kw})",
+            torch="torch.logsumexp({0}, dim={reduce_dims})",
+        ),
+    )
+)

@@ -1,0 +1,126 @@
+"""The op table, and `register()`: every entry is cross-checked when its module is imported.
+
+A mistake in an entry (a parameter the SymPy class does not know, a missing backward rule, a
+target it cannot print to, a domain nobody can draw from) fails at import with a sentence that
+names the op, instead of surfacing as a wrong derivation later.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from ..symbolic import TensorOp, encode_param
+from .spec import DOMAINS, PARAM_KINDS, TARGETS, Domain, Op
+
+OPS: dict[str, Op] = {}
+
+
+class OpDeclarationError(ValueError):
+    """An entry of the op table contradicts itself."""
+
+
+def register(op: Op, table: dict[str, Op] | None = None) -> Op:
+    """Check `op` and add it to `table` (the op table); give its SymPy class its parameters' kinds."""
+    table = OPS if table is None else table
+    if op.name in table:
+        raise OpDeclarationError(f"op {op.name!r} is declared twice")
+    if not op.example:
+        op.example = default_example(op)
+    check(op)
+    if isinstance(op.sympy_class, type) and issubclass(op.sympy_class, TensorOp):
+        op.sympy_class.param_kinds = tuple(p.kind for p in op.parameters)
+    table[op.name] = op
+    return op
+
+
+def check(op: Op) -> None:
+    """Every cross-check of an entry; raises OpDeclarationError naming the op."""
+    for part in (check_arity, check_parameters, check_sympy_class, check_printing, check_domains, check_example):
+        part(op)
+
+
+def fail(op: Op, sentence: str):
+    raise OpDeclarationError(f"op {op.name!r}: {sentence}")
+
+
+def check_arity(op: Op) -> None:
+    n = op.arity
+    if len(op.backward) != n:
+        fail(op, f"{n} input{'s' * (n != 1)} but {len(op.backward)} backward rule{'s' * (len(op.backward) != 1)}")
+    if len(op.arg_names) != n:
+        fail(op, f"{n} input{'s' * (n != 1)} but {len(op.arg_names)} arg_names {op.arg_names}")
+    if op.input_ranks and len(op.input_ranks) != n:
+        fail(op, f"input_ranks must give one rank per input ({n}), not {op.input_ranks}")
+
+
+def check_parameters(op: Op) -> None:
+    keywords: set[str] = set()
+    for p in op.parameters:
+        if p.kind not in PARAM_KINDS:
+            fail(op, f"parameter {p.name} has the unknown kind {p.kind!r} (known: {', '.join(PARAM_KINDS)})")
+        if (p.kind == "choice") != bool(p.choices):
+            fail(op, f"parameter {p.name}: a choice lists its allowed values, and only a choice does")
+        if p.kind == "choice" and p.default not in p.choices:
+            fail(op, f"parameter {p.name}: the default {p.default!r} is not one of {p.choices}")
+        for keyword in (p.name, *p.aliases):
+            if keyword in keywords:
+                fail(op, f"the keyword {keyword} means two parameters")
+            keywords.add(keyword)
+        try:
+            encode_param(p.kind, p.default)
+        except TypeError:
+            fail(op, f"parameter {p.name}: the default {p.default!r} is not {PARAM_KINDS[p.kind]}")
+
+
+def check_sympy_class(op: Op) -> None:
+    """A TensorOp carries the op's parameters among its args: the names must be the same, in order."""
+    cls, names = op.sympy_class, tuple(p.name for p in op.parameters)
+    if cls is None:
+        return
+    if isinstance(cls, type) and issubclass(cls, TensorOp):
+        if cls.param_names != names:
+            fail(op, f"its parameters {names} differ from its SymPy class {cls.__name__}'s {cls.param_names}")
+        if cls.n_operands != op.arity:
+            fail(op, f"{op.arity} inputs but its SymPy class {cls.__name__} takes {cls.n_operands} operands")
+        return
+    if names:
+        fail(op, f"has parameters {names}, which a SymPy function such as {cls.__name__} cannot carry")
+    nargs = getattr(cls, "nargs", None)
+    if isinstance(nargs, sympy.FiniteSet) and op.arity not in nargs:
+        fail(op, f"{op.arity} inputs but its SymPy class {cls.__name__} takes {set(nargs)}")
+
+
+def check_printing(op: Op) -> None:
+    if op.sympy_class is not None and op.printing is None:
+        fail(op, "a SymPy class of its own needs a printing rule")
+    if op.printing is None:
+        return
+    missing = [t for t in TARGETS if not getattr(op.printing, t)]
+    if missing:
+        fail(op, f"its printing has no template for {', '.join(missing)}")
+
+
+def check_domains(op: Op) -> None:
+    if op.domains and len(op.domains) != op.arity:
+        fail(op, f"domains must name one entry per input ({op.arity}), not {len(op.domains)}")
+    for d in op.domains:
+        if d is not None and not (isinstance(d, Domain) and DOMAINS.get(d.name) is d):
+            fail(op, f"the domain {d!r} is not one of the known domains ({', '.join(DOMAINS)})")
+
+
+def check_example(op: Op) -> None:
+    if not op.example.strip():
+        fail(op, "declares no example program")
+
+
+def default_example(op: Op) -> str:
+    """An elementwise op on two distinct non-square shapes; anything else must declare one."""
+    if not op.elementwise:
+        raise OpDeclarationError(f"op {op.name!r} is not elementwise: declare an example program")
+    if op.syntax == "-x":
+        return "x: (n, d)\n-x"
+    if not op.syntax.isidentifier():
+        return f"a: (n, d); b: (n, d)\na {op.syntax} b"
+    names = ", ".join(op.arg_names) if op.arity > 1 else "x"
+    shapes = "; ".join(f"{a}: (n, d)" for a in (op.arg_names if op.arity > 1 else ("x",)))
+    return f"{shapes}\n{op.syntax}({names})"

@@ -1,0 +1,257 @@
+"""The op record and its typed parts: what one entry of the op table declares.
+
+An ``Op`` says everything about one operation:
+
+- how a user spells it (``syntax``: an operator token, a function name or ``.T``) and which
+  keyword parameters it takes (``parameters``: one typed ``Param`` each);
+- its shape rule;
+- its SymPy meaning (``sympy``), built from the operands' symbols;
+- one backward (vector-Jacobian) rule per input, in matrix notation, as a function of the
+  upstream gradient ``g``, the inputs, the op's own output ``y`` (so that a step can reuse the
+  forward value, ``σ(1-σ)``) and the shapes;
+- how it prints (text, LaTeX, backstep's own input language, torch code) when it is a SymPy function;
+- its torch counterpart and the ``grad_fn`` name torch gives it;
+- the ``Domain`` each input is drawn from when backstep picks numbers.
+
+The record only grows by fields with defaults, so that an op that does not need a new fact keeps
+its entry unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sympy import Expr
+
+from ..shapes import Shape
+
+# Printing precedences (higher binds tighter).
+PREC_ADD, PREC_MUL, PREC_MATMUL, PREC_UNARY, PREC_POW, PREC_POSTFIX, PREC_ATOM = 10, 20, 22, 25, 30, 40, 100
+
+# The targets an op with a SymPy class of its own must print to (the fields of Printing).
+TARGETS = ("text", "latex", "lang", "torch")
+
+
+@dataclass
+class Ctx:
+    """What a backward rule sees: upstream gradient g, inputs, output y, shapes, params."""
+
+    g: Expr
+    args: tuple
+    y: Expr
+    shapes: tuple
+    out_shape: Shape
+    params: dict
+
+    @property
+    def a(self) -> Expr:
+        return self.args[0]
+
+    @property
+    def b(self) -> Expr:
+        return self.args[1]
+
+
+@dataclass
+class Printing:
+    """How a SymPy function of this op prints. `{0}`, `{1}` are operands, `{axis}` a param."""
+
+    text: str
+    latex: str
+    lang: str
+    torch: str = ""  # torch code, for generated modules (backstep codegen)
+    prec: int = PREC_ATOM  # precedence of the printed result
+    operand_prec: int = 0  # operands below this precedence get parentheses
+
+
+class ByParams:
+    """A printing template chosen by the op's parameters: `format(*operands, **params)` as a
+    template string has, so that the printer uses it as one."""
+
+    def __init__(self, fn: Callable[..., str]):
+        self.fn = fn
+
+    def format(self, *operands: str, **params) -> str:
+        return self.fn(operands, {k: (None if v == "" else v) for k, v in params.items()})
+
+    def __contains__(self, item: str) -> bool:
+        return True  # an operand may be followed by `.attr` (torch code): compound ones get parentheses
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+# What a keyword parameter holds, by kind: how the parser reads it, how a SymPy class stores it
+# (symbolic.encode_param) and how it prints. Each kind's phrase is what an error message says.
+PARAM_KINDS = {
+    "axis": "an integer",  # an axis; negative counts from the end
+    "bool": "True or False",
+    "number": "a number",  # a real number: an integer literal is read as a float
+    "choice": "one of its allowed values",
+    "size": "a positive integer or a dimension name",  # onehot's classes, eye's n
+    "pair": "an integer or a pair of integers (h, w)",  # stride, padding, kernel_size, size
+    "ints": "an integer or a tuple of integers",  # unflatten's sizes
+    "shape": "a tuple of integers or dimension names",  # reshape's and broadcast_to's shape
+}
+TUPLE_KINDS = ("pair", "ints", "shape")  # kinds that may be written as a literal tuple
+
+
+@dataclass(frozen=True)
+class Param:
+    """One keyword parameter of an op: its name, kind (a key of PARAM_KINDS), default, the values
+    a "choice" allows, other keywords that mean it (torch's dim=, keepdim=), and whether a call
+    must give it (eye's n)."""
+
+    name: str
+    kind: str
+    default: Any = None
+    choices: tuple = ()
+    aliases: tuple[str, ...] = ()
+    required: bool = False
+
+
+def axis_param(default: int | None = None) -> Param:
+    """`axis`, as torch also spells it (dim=)."""
+    return Param("axis", "axis", default, aliases=("dim",))
+
+
+KEEPDIMS = Param("keepdims", "bool", False, aliases=("keepdim",))
+
+
+# --- domains -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Domain:
+    """Where an op's input must lie for its derivative to exist (and to match torch's).
+
+    `draws` is the domain (an --assume name) a variable used as this input is drawn from, or None
+    where it is drawn on the whole line and a point is drawn again until `contains` holds; `at`,
+    where the demand depends on the node (pow's exponent, the logits' shape, onehot's classes),
+    gives it from the node and the input's index. `contains(torch, value)` says whether a value
+    is inside (away from kinks and poles, with the tolerance numeric checks use)."""
+
+    name: str
+    summary: str
+    draws: str | None = None
+    contains: Callable[[Any, Any], bool] | None = None
+    at: Callable[[Any, int], str | None] | None = None
+
+    def demand(self, node, i: int) -> str | None:
+        """The domain a variable used as input i of `node` is drawn from (None: anywhere)."""
+        return self.at(node, i) if self.at is not None else self.draws
+
+    def __repr__(self) -> str:
+        return f"Domain({self.name!r})"
+
+
+def _pow_base(node, i: int) -> str | None:
+    exponent = node.inputs[1]
+    if exponent.is_const and exponent.value.is_integer:
+        return "nonzero" if exponent.value.is_negative else None
+    return "positive"
+
+
+def _targets(node, i: int) -> str:
+    logits = node.inputs[0].shape
+    return f"class_index:{logits[-1]}" if len(node.inputs[i].shape) == len(logits) - 1 else "probability"
+
+
+def _tensor_check(test: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]:
+    """A check of tensors only: a number (a constant operand) is taken as inside."""
+    return lambda torch, value: not torch.is_tensor(value) or bool(test(torch, value))
+
+
+POSITIVE = Domain("positive", "positive", "positive", _tensor_check(lambda torch, v: (v > 1e-6).all()))
+NONZERO = Domain("nonzero", "away from 0", "nonzero", _tensor_check(lambda torch, v: (v.abs() > 1e-6).all()))
+OFF_KINK = Domain("off_kink", "away from the kink at 0", None, _tensor_check(lambda torch, v: (v.abs() > 1e-6).all()))
+OFF_POLE = Domain(
+    "off_pole", "away from tan's poles", None, _tensor_check(lambda torch, v: (torch.cos(v).abs() > 1e-3).all())
+)
+OFF_BOUNDS = Domain("off_bounds", "away from clamp's bounds")
+OFF_TIE = Domain("off_tie", "the two operands unequal (a comparison's kink)")
+SPD = Domain(
+    "spd", "symmetric positive definite", "spd", _tensor_check(lambda torch, v: torch.linalg.det(v.detach()) > 1e-8)
+)
+INVERTIBLE = Domain(
+    "invertible",
+    "well-conditioned invertible",
+    "invertible",
+    _tensor_check(lambda torch, v: torch.linalg.cond(v.detach()) < 1e8),
+)
+POW_BASE = Domain("pow_base", "a power's base: positive unless the exponent is an integer", at=_pow_base)
+CLASS_INDEX = Domain(
+    "class_index",
+    "integer class indices below onehot's classes",
+    at=lambda node, i: f"class_index:{node.params.get('classes')}",
+)
+TARGETS_DOMAIN = Domain("targets", "cross_entropy's targets: class indices or probabilities", at=_targets)
+
+DOMAINS: dict[str, Domain] = {
+    d.name: d
+    for d in (
+        POSITIVE,
+        NONZERO,
+        OFF_KINK,
+        OFF_POLE,
+        OFF_BOUNDS,
+        OFF_TIE,
+        SPD,
+        INVERTIBLE,
+        POW_BASE,
+        CLASS_INDEX,
+        TARGETS_DOMAIN,
+    )
+}
+
+
+# --- the record ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Op:
+    name: str
+    syntax: str  # "+" … for operators, a function name, or ".T"
+    arity: int
+    shape: Callable[..., Shape]  # (env, in_shapes, params) -> out shape
+    sympy: Callable[..., Expr]  # (args, in_shapes, params) -> SymPy expression
+    backward: tuple[Callable[[Ctx], Expr], ...]
+    torch: Callable[..., Any]  # (torch, args, params) -> tensor
+    grad_fn: str | Callable[..., str] | None  # or (ranks, constant flags, params) -> name; None: no grad
+    summary: str  # one line for `backstep ops`
+    example: str = ""  # a small program using the op (shapes included): docs, `backstep ops`, tests
+    arg_names: tuple[str, ...] = ("x",)  # for the general rule: y = f(x) ⇒ x̄ = …; one per input
+    out_name: str = "y"
+    parameters: tuple[Param, ...] = ()  # keyword parameters, in the order they may be given by position
+    elementwise: bool = False  # broadcasting op: backward sums over broadcast axes
+    domains: tuple[Domain | None, ...] = ()  # one per input (None: anywhere), or () for none at all
+    sympy_class: type | None = None  # the SymPy class that means this op, if it has its own
+    printing: Printing | None = None
+    input_ranks: tuple[int, ...] = ()  # the rank an unannotated variable used as each input gets (4: NCHW)
+
+    def grad_fn_name(self, ranks: tuple[int, ...], consts: tuple[bool, ...], params: dict) -> str | None:
+        if self.grad_fn is None or isinstance(self.grad_fn, str):
+            return self.grad_fn
+        return self.grad_fn(ranks, consts, params)
+
+    # Views for the consumers that predate the typed fields.
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Each parameter's default, by name, in order."""
+        return {p.name: p.default for p in self.parameters}
+
+    @property
+    def choices(self) -> dict[str, tuple]:
+        """The allowed values of each "choice" parameter, by name."""
+        return {p.name: p.choices for p in self.parameters if p.choices}
+
+    @property
+    def domain(self) -> tuple[str | None, ...]:
+        """Each input's domain by name (None: anywhere); () where the op declares none."""
+        return tuple(d.name if d is not None else None for d in self.domains)
+
+    def param(self, keyword: str) -> Param | None:
+        """The parameter a keyword means (its name or one of its aliases), or None."""
+        return next((p for p in self.parameters if keyword == p.name or keyword in p.aliases), None)

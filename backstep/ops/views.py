@@ -1,0 +1,250 @@
+"""Views and shape ops: flatten, unflatten, reshape (each one's gradient is the inverse
+reshape) and broadcast_to (whose gradient sums the copies back)."""
+
+from __future__ import annotations
+
+from sympy import Expr
+
+from .. import symbolic as sb
+from ..shapes import Shape, ShapeEnv, ShapeMismatch
+from ..shapes import fmt_shape_plain as fmt
+from .registry import register
+from .rules import int_product, normalize_axis, sum_to, unify_or
+from .spec import Ctx, Op, Param, Printing, axis_param
+
+
+def view_torch(shape_of):
+    """A reshape, always as torch's view (grad_fn ViewBackward0) of a contiguous copy."""
+
+    def run(torch, args, p):
+        x = args[0]
+        return x.contiguous().view(shape_of(tuple(x.shape), p))
+
+    return run
+
+
+def int_tuple(params: dict, name: str, op: str, allow_fill: bool = False) -> tuple[int, ...]:
+    value = params.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    ok = isinstance(value, tuple) and all(isinstance(v, int) and (v >= 1 or (allow_fill and v == -1)) for v in value)
+    if not ok or (allow_fill and value.count(-1) > 1):
+        fill = " (one of them may be -1)" if allow_fill else ""
+        raise ShapeMismatch(f"{op} needs {name} as a tuple of positive integers{fill}, like (6, 4, 4); got {value!r}")
+    return value
+
+
+# --- flatten -------------------------------------------------------------------------------------
+
+
+class Flatten(sb.TensorOp):
+    param_names = ("start_dim", "end_dim")
+
+
+def flatten_axes(shape: Shape, params: dict) -> tuple[int, int]:
+    if len(shape) == 0:
+        raise ShapeMismatch("flatten needs an array, not a scalar")
+    a = normalize_axis(params.get("start_dim", 1), len(shape))
+    b = normalize_axis(params.get("end_dim", -1), len(shape))
+    if a > b:
+        raise ShapeMismatch(f"flatten: start_dim {params.get('start_dim')} comes after end_dim {params.get('end_dim')}")
+    return a, b
+
+
+def flatten_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    a, b = flatten_axes(s, params)
+    merged = s[a : b + 1]
+    if len(merged) > 1 and not all(isinstance(d, int) for d in merged):
+        raise ShapeMismatch(f"flatten merges the axes {fmt(merged)} of {fmt(s)}: their sizes must be known integers")
+    size = merged[0] if len(merged) == 1 else int_product(merged)
+    return s[:a] + (size,) + s[b + 1 :]
+
+
+def flatten_grad(c: Ctx) -> Expr:
+    a, b = flatten_axes(c.shapes[0], c.params)
+    if a == b:
+        return c.g
+    return Unflatten.build([c.g], [c.out_shape], axis=a, sizes=tuple(c.shapes[0][a : b + 1]))
+
+
+register(
+    Op(
+        name="flatten",
+        syntax="flatten",
+        arity=1,
+        shape=flatten_shape,
+        sympy=lambda args, shapes, p: Flatten.build(args, shapes, **p),
+        backward=(flatten_grad,),
+        torch=view_torch(lambda shape, p: flatten_shape(ShapeEnv(), [shape], p)),
+        grad_fn="ViewBackward0",
+        summary="flatten(x, start_dim=1, end_dim=-1): the axes start_dim..end_dim merged into one in row-major "
+        "order, (N, C, H, W) → (N, C·H·W), y[n, (c·H + h)·W + w] = x[n,c,h,w], as x.view(N, -1) (start_dim 1 as "
+        "nn.Flatten); x̄ = unflatten(ȳ)",
+        example="x: (N, 3, 4, 2)\nflatten(x)",
+        parameters=(Param("start_dim", "axis", 1), Param("end_dim", "axis", -1)),
+        sympy_class=Flatten,
+        printing=Printing(
+            text="flatten({0}{params_kw})",
+            latex=r"\operatorname{{flatten}}\left({0}\right)",
+            lang="flatten({0}{params_kw})",
+            torch="{0}.flatten({start_dim}, {end_dim})",
+        ),
+    )
+)
+
+# --- unflatten -----------------------------------------------------------------------------------
+
+
+class Unflatten(sb.TensorOp):
+    param_names = ("axis", "sizes")
+
+
+def unflatten_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    if len(s) == 0:
+        raise ShapeMismatch("unflatten needs an array, not a scalar")
+    k = normalize_axis(params.get("axis", 1), len(s))
+    sizes = int_tuple(params, "sizes", "unflatten")
+    unify_or(env, s[k], int_product(sizes), f"unflatten: axis {k} of {fmt(s)} cannot be split into {fmt(sizes)}")
+    return s[:k] + sizes + env.resolve(s[k + 1 :])
+
+
+def unflatten_grad(c: Ctx) -> Expr:
+    k = normalize_axis(c.params.get("axis", 1), len(c.shapes[0]))
+    end = k + len(c.params["sizes"]) - 1
+    return Flatten.build([c.g], [c.out_shape], start_dim=k, end_dim=end)
+
+
+register(
+    Op(
+        name="unflatten",
+        syntax="unflatten",
+        arity=1,
+        shape=unflatten_shape,
+        sympy=lambda args, shapes, p: Unflatten.build(args, shapes, **p),
+        backward=(unflatten_grad,),
+        torch=view_torch(lambda shape, p: unflatten_shape(ShapeEnv(), [shape], p)),
+        grad_fn="ViewBackward0",
+        summary="unflatten(x, axis, sizes): one axis split into several, (N, 96) → (N, 6, 4, 4) with sizes "
+        "(6, 4, 4), y[n,c,h,w] = x[n, (c·4 + h)·4 + w], as torch.unflatten; x̄ = flatten(ȳ) over those axes",
+        example="x: (N, 24)\nunflatten(x, 1, (3, 4, 2))",
+        parameters=(axis_param(1), Param("sizes", "ints")),
+        sympy_class=Unflatten,
+        printing=Printing(
+            text="unflatten({0}, {axis}, {sizes})",
+            latex=r"\operatorname{{unflatten}}_{{{axis}}}\left({0}, {sizes}\right)",
+            lang="unflatten({0}, {axis}, {sizes})",
+            torch="{0}.unflatten({axis}, {sizes})",
+        ),
+    )
+)
+
+# --- reshape -------------------------------------------------------------------------------------
+
+
+class Reshape(sb.TensorOp):
+    param_names = ("shape",)
+
+
+def reshape_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    target = int_tuple(params, "shape", "reshape", allow_fill=True)
+    known = int_product(d for d in s if isinstance(d, int))
+    symbolic = [d for d in s if isinstance(d, str)]
+    wanted = int_product(d for d in target if d != -1)
+    if -1 in target:
+        if not symbolic and known % wanted == 0:
+            fill = known // wanted
+        elif len(symbolic) == 1 and known == wanted:
+            fill = symbolic[0]  # the symbolic axis (the batch) is what -1 stands for
+        else:
+            raise ShapeMismatch(f"reshape: {fmt(s)} does not fit {fmt(target)}")
+        return tuple(fill if d == -1 else d for d in target)
+    if len(symbolic) == 1 and wanted % known == 0:
+        env.unify(symbolic[0], wanted // known)
+    elif symbolic or known != wanted:
+        raise ShapeMismatch(
+            f"reshape: {fmt(s)} does not have the {wanted} entries of {fmt(target)}; -1 may stand for a size"
+        )
+    return target
+
+
+def reshape_grad(c: Ctx) -> Expr:
+    shape = tuple(d if isinstance(d, int) else -1 for d in c.shapes[0])
+    return Reshape.build([c.g], [c.out_shape], shape=shape)
+
+
+register(
+    Op(
+        name="reshape",
+        syntax="reshape",
+        arity=1,
+        shape=reshape_shape,
+        sympy=lambda args, shapes, p: Reshape.build(args, shapes, **p),
+        backward=(reshape_grad,),
+        torch=view_torch(lambda shape, p: int_tuple(p, "shape", "reshape", allow_fill=True)),
+        grad_fn="ViewBackward0",
+        summary="reshape(x, (a, b, …)): the same entries in row-major order under a new shape, one size may be -1 "
+        "(x.view(-1, 96)), y[i, j] = x[k, l] where i·b + j is the row-major position of [k, l]; "
+        "x̄ = reshape(ȳ, shape of x)",
+        example="x: (N, 3, 8)\nreshape(x, (-1, 4, 6))",
+        parameters=(Param("shape", "shape"),),
+        sympy_class=Reshape,
+        printing=Printing(
+            text="reshape({0}, {shape})",
+            latex=r"\operatorname{{reshape}}\left({0}, {shape}\right)",
+            lang="reshape({0}, {shape})",
+            torch="{0}.reshape({shape})",
+        ),
+    )
+)
+
+# --- broadcast_to --------------------------------------------------------------------------------
+
+
+class BroadcastTo(sb.TensorOp):
+    param_names = ("shape",)
+
+
+def broadcast_to_shape(env: ShapeEnv, shapes, params) -> Shape:
+    target = params.get("shape")
+    if not isinstance(target, tuple):
+        raise ShapeMismatch("broadcast_to needs the shape to broadcast to: broadcast_to(x, (n, d))")
+    s = env.resolve(shapes[0])
+    if len(s) > len(target):
+        raise ShapeMismatch(f"broadcast_to cannot lower the rank: {fmt(s)} to {fmt(target)}")
+    for have, want in zip(reversed(s), reversed(target)):
+        if have != 1:
+            try:
+                env.unify(have, want)
+            except ShapeMismatch:
+                raise ShapeMismatch(f"broadcast_to: {fmt(s)} does not broadcast to {fmt(target)}") from None
+    return env.resolve(target)
+
+
+register(
+    Op(
+        name="broadcast_to",
+        syntax="broadcast_to",
+        arity=1,
+        shape=broadcast_to_shape,
+        sympy=lambda args, shapes, p: BroadcastTo.build(args, shapes, **p),
+        # the copies' gradients add up: summed back over the axes the broadcast created
+        backward=(lambda c: sum_to(c.g, c.out_shape, c.shapes[0]),),
+        torch=lambda torch, args, p: torch.broadcast_to(args[0], p["shape"]),
+        grad_fn="ExpandBackward0",
+        summary="broadcast_to(x, (n, d)): x repeated along new leading axes and its size-1 axes, as NumPy "
+        "broadcasting does implicitly (sizes are numbers or dimension names); x̄ = ȳ summed over those axes. "
+        "backstep writes it where a gradient relies on broadcasting inside @ or a reduction",
+        example="b: (d,); X: (n, d)\nsum(broadcast_to(b, (n, d)) * X)",
+        parameters=(Param("shape", "shape"),),
+        sympy_class=BroadcastTo,
+        printing=Printing(
+            text="broadcast_to({0}, {shape})",
+            latex=r"\operatorname{{broadcast}}_{{{shape}}}\left({0}\right)",
+            lang="broadcast_to({0}, {shape})",
+            torch="torch.broadcast_to({0}, {shape})",
+        ),
+    )
+)
