@@ -28,7 +28,7 @@ from . import ops as op_table
 from .errors import ParseError, Place, ShapeError, UnsupportedError
 from .graph import Graph, Node
 from .lookalike import unknown_name_message
-from .ops import Op
+from .ops import PARAM_KINDS, TUPLE_KINDS, Op, Param
 from .safetext import dedent_program, split_lines
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
 from .symbolic import Dim
@@ -447,90 +447,90 @@ class _Builder:
             if isinstance(a, ast.Starred):
                 self._fail(UnsupportedError, "*args is not allowed in a formula", a)
         params = dict(op.params)
-        param_order = list(op.params)
         if len(positional) < n_args:
             self._fail(
                 ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
             )
         extra = positional[n_args:]
-        if len(extra) > len(param_order):
+        if len(extra) > len(op.parameters):
             self._fail(
                 ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
             )
         given: dict[str, str] = {}  # each parameter given, and how (Python's ast accepts axis=0, axis=1)
-        for pname, pnode in zip(param_order, extra):
-            params[pname] = self._param_value(fname, pname, pnode)
-            given[pname] = "by position"  # (a keyword is recorded as "axis=")
+        for param, pnode in zip(op.parameters, extra):
+            params[param.name] = self._param_value(param, pnode)
+            given[param.name] = "by position"  # (a keyword is recorded as "axis=")
         for kw in e.keywords:
             if kw.arg is None:
                 self._fail(UnsupportedError, "**kwargs is not allowed in a formula", kw.value)
-            key = "keepdims" if kw.arg == "keepdim" else ("axis" if kw.arg == "dim" else kw.arg)
-            if key not in op.params:
+            param = op.param(kw.arg)  # its name, or torch's (dim=, keepdim=)
+            if param is None:
                 allowed = ", ".join(op.params) or "none"
                 self._fail(ParseError, f"{fname} has no parameter {kw.arg} (it takes: {allowed})", kw.value)
+            key = param.name
             if key in given:
                 how = "" if given[key] == f"{kw.arg}=" else f" ({given[key]} and {kw.arg}=)"
                 self._fail(ParseError, f"{key} is given twice{how}", kw)
             given[key] = f"{kw.arg}="
-            params[key] = self._param_value(fname, key, kw.value)
-        for pname in ("n", "classes"):
-            if pname in params and params[pname] is None:
-                self._fail(ParseError, f"{fname} needs {pname} (a positive integer or a dimension name)", e)
+            params[key] = self._param_value(param, kw.value)
+        for param in op.parameters:
+            if param.required and params[param.name] is None:
+                self._fail(ParseError, f"{fname} needs {param.name} ({PARAM_KINDS[param.kind]})", e)
         args = [self._expr(a) for a in positional[:n_args]]
         return self._apply(op, args, params, e)
 
-    def _param_value(self, fname: str, pname: str, node: ast.expr):
-        """A keyword parameter: a literal of the default's type, a choice, or a dimension name."""
-        op = op_table.FUNCTION_OPS[fname]
-        default = op.params[pname]
-        if pname in op.choices:
-            choices = op.choices[pname]
-            if isinstance(node, ast.Constant) and node.value in choices:
+    def _param_value(self, param: Param, node: ast.expr):
+        """A keyword parameter, read as its kind says: a choice, a bool, a size (an integer or a
+        dimension name), a tuple (a pair, sizes, a shape), or a number (None where that is the default)."""
+        pname = param.name
+        if param.kind == "choice":
+            if isinstance(node, ast.Constant) and node.value in param.choices:
                 return node.value
-            self._fail(ParseError, f"{pname} must be one of {', '.join(map(repr, choices))}", node)
-        if isinstance(default, bool) or pname == "keepdims":
+            self._fail(ParseError, f"{pname} must be one of {', '.join(map(repr, param.choices))}", node)
+        if param.kind == "bool":
             if isinstance(node, ast.Constant) and type(node.value) is bool:
                 return node.value
             self._fail(ParseError, f"{pname} must be True or False", node)
-        if pname in ("n", "classes"):  # a size: an integer or a dimension name
+        if param.kind == "size":
             if isinstance(node, ast.Name) and node.id in self.dim_names:
                 return node.id
             if isinstance(node, ast.Constant) and type(node.value) is int and node.value >= 1:
                 return node.value
             self._fail(ParseError, f"{pname} must be a positive integer or a dimension name from a shape", node)
-        if isinstance(node, ast.Tuple) and pname in ("stride", "padding", "kernel_size", "size", "sizes", "shape"):
-            # a pair, stride=(2, 1), or a shape, reshape(x, (-1, 96))
-            items = []
-            for item in node.elts:
-                if pname == "shape" and isinstance(item, ast.Name) and item.id in self.dim_names:
-                    items.append(item.id)  # broadcast_to(b, (n, d)); the op's shape rule decides
-                    continue
-                neg = isinstance(item, ast.UnaryOp) and isinstance(item.op, ast.USub)
-                value = item.operand if neg else item
-                if not (isinstance(value, ast.Constant) and type(value.value) is int):
-                    names = " or a dimension name from a shape" if pname == "shape" else ""
-                    self._fail(ParseError, f"{pname} must be an integer or a tuple of integers{names}", item)
-                items.append(-value.value if neg else value.value)
-            return tuple(items)
+        if isinstance(node, ast.Tuple) and param.kind in TUPLE_KINDS:
+            return self._param_tuple(param, node)
+        return self._param_number(param, node)
+
+    def _param_tuple(self, param: Param, node: ast.Tuple) -> tuple:
+        """A pair, stride=(2, 1), or a shape, reshape(x, (-1, 96)); a shape's sizes may be dimension names."""
+        items = []
+        for item in node.elts:
+            if param.kind == "shape" and isinstance(item, ast.Name) and item.id in self.dim_names:
+                items.append(item.id)  # broadcast_to(b, (n, d)); the op's shape rule decides
+                continue
+            neg = isinstance(item, ast.UnaryOp) and isinstance(item.op, ast.USub)
+            value = item.operand if neg else item
+            if not (isinstance(value, ast.Constant) and type(value.value) is int):
+                names = " or a dimension name from a shape" if param.kind == "shape" else ""
+                self._fail(ParseError, f"{param.name} must be an integer or a tuple of integers{names}", item)
+            items.append(-value.value if neg else value.value)
+        return tuple(items)
+
+    def _param_number(self, param: Param, node: ast.expr):
+        """A signed literal: a float for a "number" (an integer literal too), else an integer."""
+        pname, real = param.name, param.kind == "number"
         sign = 1
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             sign, node = -1, node.operand
         if isinstance(node, ast.Constant) and type(node.value) in (int, float) and not abs(node.value) <= MAX_PARAM:
             self._fail(ParseError, f"{pname} must be a finite number of at most {MAX_PARAM:g} in size", node)
         if isinstance(node, ast.Constant) and type(node.value) is int:
-            return (
-                float(sign * node.value) if isinstance(default, float) or pname in ("min", "max") else sign * node.value
-            )
-        if (
-            isinstance(node, ast.Constant)
-            and type(node.value) is float
-            and (isinstance(default, float) or pname in ("min", "max"))
-        ):
+            return float(sign * node.value) if real else sign * node.value
+        if isinstance(node, ast.Constant) and type(node.value) is float and real:
             return sign * node.value
-        if isinstance(node, ast.Constant) and node.value is None and default is None:
+        if isinstance(node, ast.Constant) and node.value is None and param.default is None:
             return None
-        kind = "a number" if isinstance(default, float) or pname in ("min", "max") else "an integer"
-        self._fail(ParseError, f"{pname} must be {kind}", node)
+        self._fail(ParseError, f"{pname} must be {'a number' if real else 'an integer'}", node)
 
     # --- nodes ---------------------------------------------------------------------------------
 
