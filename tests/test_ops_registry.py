@@ -12,6 +12,7 @@ import torch
 
 from backstep import parse
 from backstep import symbolic as sb
+from backstep.derive import infer_domains
 from backstep.numeric import in_domain
 from backstep.ops import DOMAINS, OPS, PARAM_KINDS, Domain, OpDeclarationError, Param, check, register
 from backstep.ops.spec import NONZERO
@@ -190,3 +191,29 @@ def test_a_domain_checks_values_as_the_numeric_code_does(name):
     for v in values:
         inside = domain.contains is None or domain.contains(torch, v)
         assert inside == in_domain(torch, name, v), (name, v)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "x: (n,); y: (n,)\nsum(x ** y)",
+        "x: (n,)\nsum(x ** -2)",
+        "x: (n,)\nsum(x ** 3)",
+        "Z: (n, c); t: (n,)\ncross_entropy(Z, t)",
+        "Z: (n, c); t: (n, c)\ncross_entropy(Z, t)",
+        "t: (n,); Z: (n, c)\nsum(onehot(t, c) * Z)",
+        "A: (n, n)\nlogdet(A)",
+        "A: (n, n)\ntrace(inv(A))",
+        "x: (n,)\nsum(log(x))",
+    ],
+)
+def test_a_domain_demands_what_the_derivation_draws(source):
+    """Where a variable is an input of one op, its drawing domain is that input's demand."""
+    graph = parse(source)
+    demanded = {}
+    for node in graph.op_nodes:
+        for i, a in enumerate(node.inputs):
+            if a.kind == "var" and node.op.domains and node.op.domains[i] is not None:
+                demanded[a.name] = node.op.domains[i].demand(node, i) or "real"
+    drawn = infer_domains(graph)
+    assert demanded and all(drawn[name] == kind for name, kind in demanded.items()), (demanded, drawn)
