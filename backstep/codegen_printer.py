@@ -1,6 +1,6 @@
 """The torch printer of `backstep codegen`: derivation expressions as lines of torch code.
 
-backstep's torch printer (backstep.printing), with what generated code needs on top: names that
+backstep's torch printer (backstep.printing.torch), with what generated code needs on top: names that
 clash with the module's own renamed, operands laid out to the shapes the ops recorded (Fit),
 numbers of plain sizes as `math.*`, constants (`eye`, `onehot`) in the dtype and on the device of
 a tensor in scope, and every line within ruff's default 88 columns (long parts named `t1 = ...`).
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 
-import sympy
 from sympy import Expr, Function
 
 from .errors import UnsupportedError
-from .ops import OP_OF_CLASS, PREC_ADD, PREC_ATOM, PREC_MUL, PREC_POSTFIX, PREC_POW, PREC_UNARY
-from .printing import Printer, Symbols
+from .ops import OP_OF_CLASS, PREC_ADD, PREC_ATOM, PREC_MUL, PREC_POSTFIX, PREC_POW
+from .printing import Symbols
+from .printing.torch import TorchPrinter
 from .shapes import ShapeEnv
-from .symbolic import Dim, MatrixProduct, OuterProduct, TensorOp, shape_from_sympy, shape_to_sympy
+from .symbolic import Dim, TensorOp, shape_from_sympy, shape_to_sympy
 
 LINE = 88  # ruff's default line length: the module is clean under the defaults and under ours
 INDENT = 4
@@ -38,8 +38,6 @@ RESERVED = {
     "True",
     "False",
 }
-# Elementwise functions of plain numbers (a size such as n) are Python's `math` functions.
-MATH_FUNCTIONS = {"exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "erf"}
 SIMPLE_POW_OPERAND = re.compile(r"-?([A-Za-z_]\w*(\.[A-Za-z_]\w*)*|\d+(\.\d*)?(e[-+]?\d+)?)")
 
 
@@ -119,18 +117,18 @@ def fit(expr: Expr, shape: tuple, shape_of: ShapeOf) -> Expr:
 # --- the printer -------------------------------------------------------------------------------------
 
 
-class CodePrinter(Printer):
+class CodePrinter(TorchPrinter):
     """backstep's torch printer, with what generated code needs on top:
 
     - names renamed where they would clash with the module's own (`ctx`, `torch`, …);
     - operands of shape-dependent ops laid out to the shape the op recorded (as the evaluator
       does), and Fit printed as `.expand(...)` / `.new_full(...)`;
-    - functions of plain numbers as `math.*`; `**` and `/` spaced as ruff formats them;
+    - `**` and `/` spaced as ruff formats them, and `-(x**2)` for a negated power;
     - composite parts of a long expression named (`t1 = ...`), so that every line fits.
     """
 
     def __init__(self, symbols: Symbols, dims: dict[str, str], shape_of: ShapeOf, like: str, like_code: str = ""):
-        super().__init__("torch", symbols)
+        super().__init__(symbols)
         self.dim_names = dims
         self.shape_of = shape_of
         self.like = like  # a tensor in scope whose dtype and device new numbers and constants take
@@ -256,8 +254,6 @@ class CodePrinter(Printer):
         return self.dim_names.get(expr.name, expr.name)
 
     def _op(self, op, operands, params: dict, in_shapes: tuple = ()) -> tuple[str, int]:
-        if not in_shapes and op.name in MATH_FUNCTIONS and all(is_number(a) for a in operands):
-            return f"math.{op.name}({self.print(operands[0])[0]})", PREC_ATOM
         if op.name in ("sum", "mean") and params.get("axis") is None and params.get("keepdims"):
             # the table's template would write torch.sum(x, keepdim=True), which torch rejects
             dims_ = tuple(range(len(in_shapes[0])))
@@ -303,74 +299,38 @@ class CodePrinter(Printer):
 
     # Formatting as ruff does -------------------------------------------------------------------
 
-    def _number(self, expr) -> tuple[str, int]:
-        if expr.is_Rational and not expr.is_Integer:
-            return f"{expr.p} / {expr.q}", PREC_MUL
-        return super()._number(expr)
-
-    def _pow(self, expr) -> tuple[str, int]:
-        base, exp = expr.base, expr.exp
-        if exp == sympy.S.Half or base is sympy.E or (exp.is_Number and exp.is_negative):
-            return super()._pow(expr)
+    def _power(self, base: Expr, exp: Expr) -> tuple[str, int]:
         base_s = self.wrap(base, PREC_POW + 1)
         exp_s = self.wrap(exp, PREC_ATOM)
         simple = SIMPLE_POW_OPERAND.fullmatch(base_s) and SIMPLE_POW_OPERAND.fullmatch(exp_s)
         return base_s + ("**" if simple else " ** ") + exp_s, PREC_POW
 
-    def _negative(self, expr: Expr) -> str:
+    def _rational(self, p: int, q: int) -> tuple[str, int]:
+        return f"{p} / {q}", PREC_MUL
+
+    def _negated(self, expr: Expr) -> str:
         """`-expr` as ruff writes it: -(x**2) and -(x**2) / 2, never -x**2."""
         if expr.is_Pow and not (expr.exp.is_Number and expr.exp.is_negative) and expr not in self.hoisted:
             return "-" + self.paren(self.print(expr)[0])
-        self._negating = expr.is_Mul
-        try:
-            s, prec = self.print(expr)
-        finally:
-            self._negating = False
+        s, prec = self.print(expr)
         return "-" + (s if prec > PREC_ADD else self.paren(s))
 
-    _negating = False
+    _negating = False  # a product after a minus sign of -1 or -1/q: a power leading it gets parentheses
+
+    def _negated_product(self, coeff, factors) -> tuple[str, int]:
+        self._negating = coeff.is_Rational and coeff.p == 1
+        try:
+            return super()._negated_product(coeff, factors)
+        finally:
+            self._negating = False
 
     def _product(self, factors: list[Expr]) -> tuple[str, int]:
         first_pow = self._negating and factors and factors[0].is_Pow and factors[0] not in self.hoisted
         self._negating = False
         if not first_pow:
             return super()._product(factors)
-        parts = [self.paren(self.print(factors[0])[0])]
-        for f in factors[1:]:
-            if isinstance(f, (MatrixProduct, OuterProduct)):
-                parts.append(self.paren(self.print(f)[0]))
-            else:
-                parts.append(self.wrap(f, PREC_MUL + 1))
+        parts = [self.paren(self.print(factors[0])[0])] + [self._factor(f, len(factors)) for f in factors[1:]]
         return " * ".join(parts), (PREC_MUL if len(parts) > 1 else PREC_ATOM)
-
-    def _mul(self, expr) -> tuple[str, int]:
-        coeff, factors = expr.as_coeff_mul()
-        flat = []
-        for f in factors:
-            flat.extend(sympy.Mul.make_args(f))
-        factors = tuple([f for f in flat if f.is_Number] + [f for f in flat if not f.is_Number])
-        if coeff.is_negative:
-            self._negating = (-coeff).is_Rational and (-coeff).p == 1
-            try:
-                s, prec = self._mul_positive(-coeff, factors)
-            finally:
-                self._negating = False
-            return "-" + (s if prec > PREC_ADD else self.paren(s)), PREC_UNARY
-        self._negating = False
-        return self._mul_positive(coeff, factors)
-
-    def _add(self, expr) -> tuple[str, int]:
-        terms = [t for t in expr.args if not t.is_Number] + [t for t in expr.args if t.is_Number]
-        first = next((i for i, t in enumerate(terms) if not t.could_extract_minus_sign()), 0)
-        terms.insert(0, terms.pop(first))
-        out = ""
-        for i, term in enumerate(terms):
-            negative = term.could_extract_minus_sign()
-            if i == 0:
-                out = self._negative(-term) if negative else self.wrap(term, PREC_ADD)
-            else:
-                out += (" - " if negative else " + ") + self.wrap(-term if negative else term, PREC_ADD + 1)
-        return out, PREC_ADD
 
 
 def split_call(target: str, code: str, indent: int) -> list[str] | None:

@@ -1,0 +1,25 @@
+"""Plain-text math, as the terminal shows it: ⊙ between arrays, powers as superscripts (`x²`), `X⁻ᵀ`."""
+
+from __future__ import annotations
+
+from sympy import Expr
+
+from ..ops import PREC_ATOM
+from .base import NotationPrinter
+from .symbols import Symbols
+
+SUPERSCRIPTS = str.maketrans("0123456789-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁽⁾")
+
+
+class TextPrinter(NotationPrinter):
+    target = "text"
+    inverse_transposed = "⁻ᵀ"
+
+    def _superscript(self, base_s: str, exp: Expr) -> str:
+        if exp.is_Integer:
+            return base_s + str(exp).translate(SUPERSCRIPTS)
+        return f"{base_s}^{self.wrap(exp, PREC_ATOM)}"
+
+
+def to_text(expr, symbols: Symbols | None = None) -> str:
+    return TextPrinter(symbols)(expr)
