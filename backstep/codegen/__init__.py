@@ -31,11 +31,10 @@ says that every gradient agrees).
 
 from ..codegen_printer import LINE, RESERVED, CodegenError, CodePrinter, Fit
 from .against import Comparison, InputComparison, compare_against, comparison_text
-from .gradcheck import check_text, gradcheck_context, run_gradcheck
+from .gradcheck import check_text, run_gradcheck
 from .module import (
     STYLES,
     Generated,
-    ModuleWriter,
     check_module_text,
     generate,
     python_name,
@@ -66,7 +65,6 @@ __all__ = [
     "Fit",
     "Generated",
     "InputComparison",
-    "ModuleWriter",
     "UserCodeBudget",
     "UserCodeTimeout",
     "check_class_name",
@@ -78,7 +76,6 @@ __all__ = [
     "comparison_text",
     "escape_char",
     "generate",
-    "gradcheck_context",
     "literal_text",
     "load_generated",
     "load_user_object",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import DomainError
-from ..shapes import SAMPLE_SIZES, concrete, free_sizes, sample_sizes  # noqa: F401  (the sizes live with shapes)
+from ..shapes import SAMPLE_SIZES, concrete, free_sizes, sample_sizes  # noqa: F401  (re-exported: defined with the shapes)
 from .evaluate import concrete_params, const_value
 
 # How often a point is drawn again before backstep gives up on finding one inside every domain.
