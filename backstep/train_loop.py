@@ -18,10 +18,18 @@ from typing import Any
 import sympy
 
 from .errors import UsageError
-from .numeric import Evaluator, concrete_params, expression_children, is_leaf, torch_module
-from .ops import OP_OF_CLASS
+from .numeric import (
+    Evaluator,
+    concrete_params,
+    const_value,
+    expression_children,
+    is_leaf,
+    node_function,
+    run_steps,
+    torch_module,
+)
 from .shapes import concrete
-from .symbolic import Dim, TensorOp
+from .symbolic import Dim
 from .train import RTOL, SMALL, DivergedError, Problem, Settings
 from .util import postorder, reachable
 
@@ -36,8 +44,8 @@ def adjoint_symbol(d, name: str) -> str | None:
 
 class Tape:
     """Backstep's Evaluator with the SymPy walk done once: the derivation's steps as a flat list of
-    torch calls over registers, for one set of sizes. Each instruction does what ``Evaluator.apply``
-    does for that node (the same op table, the same broadcasts of operands to recorded shapes)."""
+    torch calls over registers, for one set of sizes. Each instruction is the function that
+    ``Evaluator.apply`` calls for that node (``numeric.node_function``), made once."""
 
     def __init__(self, d, sizes: dict[str, int], wrt: list[str], upto: str | None = None, backward: bool = True):
         self.torch = torch_module()
@@ -83,7 +91,8 @@ class Tape:
             if is_leaf(e):
                 memo[e] = self._atom(e)
             else:
-                memo[e] = self._emit(self._function(e), tuple(memo[a] for a in expression_children(e)))
+                args = tuple(memo[a] for a in expression_children(e))
+                memo[e] = self._emit(node_function(self.torch, e, self.sizes), args)
         return memo[expr]
 
     def _atom(self, e) -> int:
@@ -94,23 +103,6 @@ class Tape:
                 self.inputs[e.name] = self._const(None)
             return self.inputs[e.name]
         return self._const(Evaluator({}, self.sizes).atom(e))
-
-    def _function(self, e) -> Callable:
-        t = self.torch
-        if e.is_Add:
-            return _sum
-        if e.is_Mul:
-            return _product
-        if e.is_Pow:
-            return t.pow
-        op = OP_OF_CLASS.get(type(e))
-        if op is None:
-            raise TypeError(f"backstep cannot evaluate {type(e).__name__}")
-        if isinstance(e, TensorOp):
-            shapes = [concrete(s, self.sizes) for s in e.in_shapes]
-            params = concrete_params(e.params, self.sizes)
-            return lambda *a: op.torch(t, [t.broadcast_to(x, s) for x, s in zip(a, shapes)], params)
-        return lambda *a: op.torch(t, list(a), {})
 
     def run(self, env: dict[str, Any]) -> list:
         regs = list(self.initial)
@@ -168,20 +160,6 @@ def record_full(tensor) -> Any:
     return float(tensor) if tensor.dim() == 0 else tensor.tolist()
 
 
-def _sum(*args):
-    out = args[0]
-    for a in args[1:]:
-        out = out + a
-    return out
-
-
-def _product(*args):
-    out = args[0]
-    for a in args[1:]:
-        out = out * a
-    return out
-
-
 def _broadcaster(t, shape):
     return lambda x: t.broadcast_to(x, shape)
 
@@ -193,19 +171,14 @@ def check_tape(d, tape: Tape, env: dict[str, Any], sizes: dict[str, int], wrt: l
     values = dict(env)
     if d.seed.is_one:
         values[d.seed.name] = t.ones((), dtype=t.float64)
-    evaluator = Evaluator(values, sizes)
+    steps = run_steps(d, values, sizes)
     worst = 0.0
-    for step in d.forward:
-        values[step.name] = evaluator(step.expr)
-        worst = max(worst, _diff(values[step.name], regs[tape.names[step.name]]))
-    for step in d.backward:
-        shape = concrete(d.symbols.table[step.target].shape, sizes)
-        values[step.target] = t.broadcast_to(evaluator(step.result), shape)
-    inputs = {k: v for k, v in values.items() if k in env or k == d.seed.name}
-    for name in wrt:
-        g = d.gradients[name]
-        value = Evaluator(dict(inputs), sizes)(g.expr) if g.in_inputs else evaluator(g.expr)
-        worst = max(worst, _diff(t.broadcast_to(value, concrete(g.shape, sizes)), regs[tape.grads[name]]))
+    for step, value in steps.forward():
+        worst = max(worst, _diff(value, regs[tape.names[step.name]]))
+    for _ in steps.backward():
+        pass
+    for name, value in steps.gradients(wrt):
+        worst = max(worst, _diff(value, regs[tape.grads[name]]))
     return worst
 
 
@@ -227,8 +200,6 @@ class TorchGraph:
     """The parsed graph as torch operations (as the verifier builds it), compiled for one set of sizes."""
 
     def __init__(self, graph, sizes: dict[str, int], upto: str | None = None):
-        from .verify import const_value
-
         torch = torch_module()
         target = graph.output if upto is None else next(n for n in graph.nodes if n.name == upto)
         needed = _ancestor_ids(target)

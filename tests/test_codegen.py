@@ -25,10 +25,9 @@ from backstep import codegen
 from backstep.cli import app
 from backstep.codegen import generate, load_generated, run_gradcheck
 from backstep.errors import BackstepError
-from backstep.numeric import Evaluator
+from backstep.numeric import Evaluator, draw_point, sample_sizes
 from backstep.ops import OPS
 from backstep.trace import trace_model
-from backstep.verify import sample_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -139,13 +138,9 @@ def module_for(source: str, shapes: dict | None = None, wrt=None, name: str = "F
 
 def draw_inputs(d, seed: int = 0):
     """Inputs inside their domains (backstep's own sampler), float64, class indices as long."""
-    from backstep.verify import _draw_point
-
     sizes = sample_sizes(d.dims)
     gen = torch.Generator().manual_seed(seed)
-    requires = {v.name: v.requires_grad for v in d.variables}
-    domains = {v.name: v.domain for v in d.variables}
-    leaves, _ = _draw_point(torch, gen, d.graph, d, sizes, domains, requires, 1)
+    leaves, _ = draw_point(torch, gen, d, sizes, 1)
     xs = []
     for v in d.variables:
         t = leaves[v.name].detach()

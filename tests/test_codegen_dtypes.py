@@ -33,8 +33,8 @@ import backstep
 from backstep import codegen
 from backstep.cli import app
 from backstep.codegen import generate, load_generated, run_gradcheck
+from backstep.numeric import draw_point, run_graph, sample_sizes
 from backstep.ops import OPS
-from backstep.verify import _draw_point, _run, sample_sizes
 
 EXAMPLES = {name: OPS[name].example for name in sorted(OPS)}
 FORMULAS = {
@@ -64,9 +64,7 @@ def draw(d, dtype, seed: int = 0):
     """Inputs inside their domains (backstep's sampler) in `dtype`; class indices as long."""
     sizes = sample_sizes(d.dims)
     generator = torch.Generator().manual_seed(seed)
-    requires = {v.name: v.requires_grad for v in d.variables}
-    domains = {v.name: v.domain for v in d.variables}
-    leaves, _ = _draw_point(torch, generator, d.graph, d, sizes, domains, requires, 1)
+    leaves, _ = draw_point(torch, generator, d, sizes, 1)
     xs = []
     for v in d.variables:
         t = leaves[v.name].detach()
@@ -126,7 +124,7 @@ def test_float32_forward_and_backward_agree_with_autograd(case, style):
     # the same computation by autograd (backstep's graph run in torch), from float32 inputs
     leaves = {v.name: x for v, x in zip(d.variables, xs)}
     with Float32Reference():
-        nodes, bad = _run(torch, d.graph, leaves, sizes)
+        nodes, bad = run_graph(torch, d.graph, leaves, sizes)
     assert bad is None, bad
     ref_out = nodes[d.graph.output.id]
     assert ref_out.dtype == torch.float32

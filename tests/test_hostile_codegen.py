@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 import backstep
 from backstep import codegen
 from backstep.cli import app
-from backstep.codegen import class_name_for, generate, load_generated, run_gradcheck
+from backstep.codegen import class_name_for, generate, load_generated, run_gradcheck, usercode
 from backstep.errors import UsageError
 
 runner = CliRunner()
@@ -338,7 +338,7 @@ LOOPS = {
 
 @pytest.mark.parametrize("body", LOOPS.values(), ids=LOOPS.keys())
 def test_a_file_that_never_finishes_importing_times_out_under_torch(tmp_path, monkeypatch, no_hang, body):
-    monkeypatch.setattr(codegen, "USER_CODE_SECONDS", 1)
+    monkeypatch.setattr(usercode, "USER_CODE_SECONDS", 1)
     path = write(tmp_path / "loops.py", body)
     result = invoke("derive", "--torch", f"{path}:f", "-s", "x=n")
     assert result.exit_code == 2, result.output
@@ -347,7 +347,7 @@ def test_a_file_that_never_finishes_importing_times_out_under_torch(tmp_path, mo
 
 
 def test_a_file_that_never_finishes_importing_times_out_under_against(tmp_path, monkeypatch, no_hang):
-    monkeypatch.setattr(codegen, "USER_CODE_SECONDS", 1)
+    monkeypatch.setattr(usercode, "USER_CODE_SECONDS", 1)
     path = write(tmp_path / "loops.py", "while True:\n    pass\n")
     result = invoke("codegen", "X @ W", "--shape", "X=n,d", "--shape", "W=d,d", "--against", f"{path}:F")
     assert result.exit_code == 2, result.output
@@ -355,7 +355,7 @@ def test_a_file_that_never_finishes_importing_times_out_under_against(tmp_path, 
 
 
 def test_a_backward_that_never_returns_times_out(tmp_path, monkeypatch, no_hang):
-    monkeypatch.setattr(codegen, "USER_CODE_SECONDS", 1)
+    monkeypatch.setattr(usercode, "USER_CODE_SECONDS", 1)
     path = write(tmp_path / "mine.py", GOOD_FUNCTION.format(backward="while True: pass"))
     result = invoke("codegen", "X @ W", "--shape", "X=n,d", "--shape", "W=d,d", "--against", f"{path}:F")
     assert result.exit_code == 2, result.output
@@ -363,7 +363,7 @@ def test_a_backward_that_never_returns_times_out(tmp_path, monkeypatch, no_hang)
 
 
 def test_a_forward_that_never_returns_while_tracing_times_out(tmp_path, monkeypatch, no_hang):
-    monkeypatch.setattr(codegen, "USER_CODE_SECONDS", 1)
+    monkeypatch.setattr(usercode, "USER_CODE_SECONDS", 1)
     path = write(tmp_path / "model.py", "def f(x):\n    while True:\n        pass\n")
     result = invoke("derive", "--torch", f"{path}:f", "-s", "x=n")
     assert result.exit_code == 2, result.output
@@ -371,7 +371,7 @@ def test_a_forward_that_never_returns_while_tracing_times_out(tmp_path, monkeypa
 
 
 def test_the_time_limit_is_restored_afterwards(tmp_path, monkeypatch):
-    monkeypatch.setattr(codegen, "USER_CODE_SECONDS", 1)
+    monkeypatch.setattr(usercode, "USER_CODE_SECONDS", 1)
     handler = signal.getsignal(signal.SIGALRM)
     path = write(tmp_path / "mine.py", GOOD_FUNCTION.format(backward="pass"))
     result = invoke("codegen", "X @ W", "--shape", "X=n,d", "--shape", "W=d,d", "--against", f"{path}:F")

@@ -1,11 +1,11 @@
-"""The text of `backstep codegen`'s module that comes from the user: names, comments, the docstring.
+"""The text of `backstep codegen`'s module that comes from the user: comments, the docstring, class names.
 
 No user text ever becomes code in the generated module: the program, its comments and the
 regenerate command reach it only inside the docstring, written by ``literal_text`` (every quote
 that could close it, every backslash, every control or line-separator character escaped), or as
 a raw docstring where nothing in it needs an escape (``raw_docstring_ok``); names only as
-identifiers in the form Python reads them (NFKC) that clash with nothing; comments only through
-``comment`` (control characters made visible).
+identifiers in the form Python reads them (NFKC) that clash with nothing (``module.safe_names``);
+comments only through ``comment`` (control characters made visible).
 
 The regenerate command is shell text that runs as it reads: each argument quoted by
 ``shell_quote`` (``'...'``, or ``$'...'`` with escapes for an argument with a newline or another
@@ -20,41 +20,14 @@ import keyword
 import re
 import shlex
 import textwrap
-import unicodedata
 from pathlib import Path
 
 import sympy
 
-from .codegen_printer import LINE, RESERVED, CodegenError
-from .errors import UsageError
-from .model import Derivation
-from .printing import Printer
-
-
-def python_name(name: str) -> str:
-    """`name` as Python reads an identifier (NFKC): a --shape dimension ｔｏｒｃｈ is torch to Python."""
-    return unicodedata.normalize("NFKC", name)
-
-
-def safe_names(d: Derivation, class_name: str) -> dict[str, str]:
-    """Every name of the derivation as a Python identifier that does not clash with the module's
-    names nor with another name of the derivation (ﬁ and fi are one name to Python)."""
-    names = list(d.symbols.table) + list(d.dims)
-    for name in names:
-        if not python_name(name).isidentifier():  # the parser and --shape allow only identifiers
-            raise CodegenError(f"internal: the name {name!r} is not a Python identifier")
-    taken = {python_name(n) for n in names} | RESERVED | {class_name}
-    given: set[str] = set()
-    out = {}
-    for name in names:
-        new = python_name(name)
-        if new in RESERVED or new == class_name or keyword.iskeyword(new) or new in given:
-            while new in taken or new in given or keyword.iskeyword(new):
-                new += "_"
-            taken.add(new)
-        given.add(new)
-        out[name] = new
-    return out
+from ..codegen_printer import LINE, RESERVED
+from ..errors import UsageError
+from ..model import Derivation
+from ..printing import Printer
 
 
 def visible(text: str) -> str:
