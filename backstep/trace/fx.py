@@ -8,6 +8,7 @@ model's line for each statement (places), and the final parse that checks the pr
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,14 +66,7 @@ def trace_model(spec: str, shapes: dict[str, tuple]) -> Traced:
     import torch.fx
 
     if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
-        with user_code(f"--torch {spec}", f"while backstep created {obj.__name__}()"):
-            try:
-                obj = obj()
-            except TypeError as err:
-                raise UsageError(
-                    f"--torch {spec}: {obj.__name__}() needs arguments ({err}); create the model in the file, "
-                    f"e.g. model = {obj.__name__}(...), and give --torch {path}:model"
-                ) from None
+        obj = create_model(obj, spec, path)
     if not (isinstance(obj, torch.nn.Module) or callable(obj)):
         raise UsageError(f"--torch {spec}: neither an nn.Module nor a function")
     tracer = torch.fx.Tracer()
@@ -89,6 +83,34 @@ def trace_model(spec: str, shapes: dict[str, tuple]) -> Traced:
     walk = _Walk(spec, Path(path), root, shapes)
     walk.traced = obj
     return walk.build(graph)
+
+
+def create_model(cls, spec: str, path):
+    """`--torch model.py:Net`: the model is Net(), which must need no arguments."""
+    from ..codegen import user_code
+
+    with user_code(f"--torch {spec}", f"while backstep created {cls.__name__}()"):
+        try:
+            return cls()
+        except Exception as err:  # the model's own __init__: any failure is a message
+            if isinstance(err, TypeError) and needs_arguments(cls):
+                raise UsageError(
+                    f"--torch {spec}: {cls.__name__}() needs arguments ({err}); create the model in the file, "
+                    f"e.g. model = {cls.__name__}(...), and give --torch {path}:model"
+                ) from None
+            raise UsageError(
+                f"--torch {spec}: {cls.__name__}() failed: {type(err).__name__}: {first_line(err)}"
+            ) from None
+
+
+def needs_arguments(cls) -> bool:
+    """Whether calling cls() lacks an argument its signature asks for."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # inspect's own: no signature to read, so none is known missing
+        return False
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return any(p.default is p.empty and p.kind not in variadic for p in signature.parameters.values())
 
 
 def first_line(err: Exception) -> str:
