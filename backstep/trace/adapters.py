@@ -1,0 +1,474 @@
+"""The torch functions and tensor methods the tracer knows, each as backstep text.
+
+One adapter per torch target, registered with ``@adapts`` / ``@adapts_method`` (registry.py).
+The torch functions that are exactly one op of the table (the same operands, no parameters) are
+not written one by one: ONE_TO_ONE lists them, and one adapter keyed by the op writes them all.
+This module imports torch, so the walk imports it only when it traces.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+
+from ..ops import OPS
+from .registry import (
+    Alias,
+    SizeOf,
+    Unmapped,
+    adapts,
+    adapts_method,
+    compact,
+    function_adapter,
+    only,
+    pair,
+)
+
+# x.name(...) is torch.name(x, ...): the tensor methods that are a torch function of the table
+TENSOR_METHODS = {
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "div": torch.div,
+    "matmul": torch.matmul,
+    "mm": torch.mm,
+    "pow": torch.pow,
+    "neg": torch.neg,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "exp": torch.exp,
+    "log": torch.log,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tan": torch.tan,
+    "sqrt": torch.sqrt,
+    "abs": torch.abs,
+    "erf": torch.erf,
+    "square": torch.square,
+    "clamp": torch.clamp,
+    "clip": torch.clip,
+    "sum": torch.sum,
+    "mean": torch.mean,
+    "softmax": torch.softmax,
+    "log_softmax": torch.log_softmax,
+    "logsumexp": torch.logsumexp,
+    "flatten": torch.flatten,
+    "unsqueeze": torch.unsqueeze,
+    "transpose": torch.transpose,
+    "t": torch.t,
+    "outer": torch.outer,
+    "dot": torch.dot,
+    "trace": torch.trace,
+    "det": torch.det,
+    "logdet": torch.logdet,
+    "inverse": torch.inverse,
+    "diag": torch.diag,
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "norm": torch.norm,
+    "sign": torch.sign,
+}
+
+
+def call(w, node, target, args: list, kw: dict):
+    """A torch function's adapter, for another adapter that stands for the same thing."""
+    return function_adapter(target)(w, node, args, kw)
+
+
+# --- functions ----------------------------------------------------------------------------------
+
+
+@adapts(operator.pos)
+def positive(w, node, args, kw):
+    return Alias(w.arg(node, args[0]))
+
+
+@adapts(torch.square)
+def square(w, node, args, kw):
+    return f"{w.arg(node, args[0])} ** 2"
+
+
+@adapts(torch.linalg.norm, torch.norm)
+def norm(w, node, args, kw):
+    only(kw, ord=None, dim=None, p="fro", keepdim=False)
+    if len(args) > 1:
+        raise Unmapped("with an order or axes; backstep's norm is the 2-norm (Frobenius) of everything")
+    return f"norm({w.arg(node, args[0])})"
+
+
+@adapts(F.gelu)
+def gelu(w, node, args, kw):
+    only(kw, approximate="none")
+    return f"gelu({w.arg(node, args[0])})"
+
+
+@adapts(F.softplus)
+def softplus(w, node, args, kw):
+    only(kw, beta=1, threshold=20)
+    return f"softplus({w.arg(node, args[0])})"
+
+
+@adapts(F.leaky_relu)
+def leaky_relu(w, node, args, kw):
+    slope = args[1] if len(args) > 1 else kw.get("negative_slope", 0.01)
+    return f"leaky_relu({w.arg(node, args[0])}, negative_slope={float(slope)!r})"
+
+
+@adapts(F.elu)
+def elu(w, node, args, kw):
+    alpha = args[1] if len(args) > 1 else kw.get("alpha", 1.0)
+    return f"elu({w.arg(node, args[0])}, alpha={float(alpha)!r})"
+
+
+@adapts(torch.clamp, torch.clip)
+def clamp(w, node, args, kw) -> str:
+    lo = args[1] if len(args) > 1 else kw.get("min")
+    hi = args[2] if len(args) > 2 else kw.get("max")
+    parts = [w.arg(node, args[0])]
+    for key, value in (("min", lo), ("max", hi)):
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise Unmapped(f"with a tensor {key}")
+        parts.append(f"{key}={float(value)!r}")
+    return f"clamp({', '.join(parts)})"
+
+
+@adapts(torch.sum)
+def sum_(w, node, args, kw) -> str:
+    return reduce(w, node, "sum", args, kw)
+
+
+@adapts(torch.mean)
+def mean(w, node, args, kw) -> str:
+    return reduce(w, node, "mean", args, kw)
+
+
+def reduce(w, node, kind: str, args, kw) -> str:
+    x = w.arg(node, args[0])
+    dim = args[1] if len(args) > 1 else kw.get("dim", kw.get("axis"))
+    keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
+    if kw.get("dtype") is not None:
+        raise Unmapped("with a dtype")
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+        return f"{kind}({x}, keepdims=True)" if keep else f"{kind}({x})"
+    dims = list(dim) if isinstance(dim, (tuple, list)) else [dim]
+    if all(d >= 0 for d in dims):
+        order = sorted(dims, reverse=True)
+    elif all(d < 0 for d in dims):
+        order = sorted(dims, reverse=True)  # -1 first
+        if not keep:
+            order = [d + i for i, d in enumerate(order)]
+    else:
+        raise Unmapped("over axes counted from both ends")
+    out = x
+    for d in order:
+        out = f"{kind}({out}, axis={d}{', keepdims=True' if keep else ''})"
+    return out
+
+
+@adapts(torch.softmax, F.softmax)
+def softmax(w, node, args, kw) -> str:
+    return softmax_like(w, node, "softmax", args, kw)
+
+
+@adapts(torch.log_softmax, F.log_softmax)
+def log_softmax(w, node, args, kw) -> str:
+    return softmax_like(w, node, "log_softmax", args, kw)
+
+
+def softmax_like(w, node, kind: str, args, kw) -> str:
+    dim = args[1] if len(args) > 1 else kw.get("dim")
+    if dim is None:
+        raise Unmapped("without dim: give it, e.g. softmax(x, dim=1)")
+    if kw.get("dtype") is not None:
+        raise Unmapped("with a dtype")
+    return f"{kind}({w.arg(node, args[0])}, axis={dim})"
+
+
+@adapts(torch.logsumexp)
+def logsumexp(w, node, args, kw) -> str:
+    dim = args[1] if len(args) > 1 else kw.get("dim")
+    if kw.get("keepdim"):
+        raise Unmapped("with keepdim=True")
+    if isinstance(dim, (tuple, list)):
+        raise Unmapped("over several axes")
+    return f"logsumexp({w.arg(node, args[0])}, axis={dim})"
+
+
+@adapts(F.linear)
+def linear(w, node, args, kw) -> str:
+    bias = args[2] if len(args) > 2 else kw.get("bias")
+    weight = w.arg(node, args[1] if len(args) > 1 else kw["weight"])
+    if bias is None:
+        return f"{w.arg(node, args[0])} @ {weight}.T"
+    return f"linear({w.arg(node, args[0])}, {weight}, {w.arg(node, bias)})"
+
+
+@adapts(F.conv2d)
+def conv2d_function(w, node, args, kw) -> str:
+    names = ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]
+    p = dict(zip(names, args))
+    p.update(kw)
+    return conv2d(w, node, p)
+
+
+@adapts(F.max_pool2d)
+def max_pool2d_function(w, node, args, kw) -> str:
+    return pool(w, node, "max_pool2d", pool_arguments(args, kw))
+
+
+@adapts(F.avg_pool2d)
+def avg_pool2d_function(w, node, args, kw) -> str:
+    return pool(w, node, "avg_pool2d", pool_arguments(args, kw))
+
+
+def pool_arguments(args, kw) -> dict:
+    names = ["input", "kernel_size", "stride", "padding"]
+    p = dict(zip(names, args))
+    p.update(kw)
+    return p
+
+
+@adapts(torch.flatten)
+def flatten_function(w, node, args, kw) -> str:
+    start = args[1] if len(args) > 1 else kw.get("start_dim", 0)
+    end = args[2] if len(args) > 2 else kw.get("end_dim", -1)
+    return flatten(w, node, w.arg(node, args[0]), start, end)
+
+
+@adapts(torch.reshape)
+def reshape_function(w, node, args, kw) -> str:
+    return reshape(w, node, args[0], args[1] if len(args) > 1 else kw.get("shape"))
+
+
+@adapts(torch.t)
+def t(w, node, args, kw) -> str:
+    return transpose(w, node, w.arg(node, args[0]))
+
+
+@adapts(torch.transpose)
+def transpose_function(w, node, args, kw) -> str:
+    return transpose(w, node, w.arg(node, args[0]), args[1:3])
+
+
+@adapts(torch.unsqueeze)
+def unsqueeze(w, node, args, kw) -> str:
+    dim = args[1] if len(args) > 1 else kw.get("dim")
+    return f"unsqueeze({w.arg(node, args[0])}, axis={dim})"
+
+
+@adapts(F.cross_entropy)
+def cross_entropy_function(w, node, args, kw) -> str:
+    return cross_entropy(w, node, args, kw)
+
+
+@adapts(F.nll_loss)
+def nll_function(w, node, args, kw) -> str:
+    return nll(w, node, args, kw)
+
+
+@adapts(F.mse_loss)
+def mse_function(w, node, args, kw) -> str:
+    reduction = args[2] if len(args) > 2 else kw.get("reduction", "mean")
+    x = w.arg(node, args[0])
+    return mse(x, w.arg(node, args[1] if len(args) > 1 else kw["target"]), reduction)
+
+
+@adapts(F.dropout)
+def dropout(w, node, args, kw):
+    p = args[1] if len(args) > 1 else kw.get("p", 0.5)
+    training = args[2] if len(args) > 2 else kw.get("training", True)
+    if training and p:
+        raise Unmapped("is random while training: call model.eval() in the file, or remove it")
+    return Alias(w.arg(node, args[0]))
+
+
+@adapts(getattr)
+def attribute(w, node, args, kw):
+    base, attr = args[0], args[1]
+    if attr == "T":
+        return transpose(w, node, w.arg(node, base))
+    if attr == "shape":
+        return SizeOf(base, None)
+    raise Unmapped(f"(the attribute .{attr}) is not in backstep's op table")
+
+
+@adapts(operator.getitem)
+def getitem(w, node, args, kw):
+    base = w.value.get(args[0]) if isinstance(args[0], torch.fx.Node) else None
+    if isinstance(base, SizeOf) and base.axis is None and isinstance(args[1], int):
+        return SizeOf(base.node, args[1])
+    raise Unmapped("(indexing) is not in backstep's op table")
+
+
+# --- tensor methods -----------------------------------------------------------------------------
+
+
+@adapts_method(*TENSOR_METHODS)
+def same_as_function(w, node, args, kw):
+    return call(w, node, TENSOR_METHODS[node.target], args, kw)
+
+
+@adapts_method("view", "reshape")
+def view(w, node, args, kw) -> str:
+    shape = args[1:] if len(args) > 2 or (len(args) == 2 and not isinstance(args[1], (tuple, list))) else None
+    if shape is None:
+        shape = args[1] if len(args) == 2 else kw.get("shape", kw.get("size"))
+    return reshape(w, node, args[0], shape)
+
+
+@adapts_method("permute")
+def permute(w, node, args, kw) -> str:
+    dims = args[1:] if len(args) > 2 else args[1]
+    if list(dims) != [1, 0]:
+        raise Unmapped("other than (1, 0) on a matrix")
+    return transpose(w, node, w.arg(node, args[0]))
+
+
+@adapts_method("contiguous", "float", "double", "clone")
+def unchanged(w, node, args, kw):
+    return Alias(w.arg(node, args[0]))
+
+
+@adapts_method("size")
+def size(w, node, args, kw):
+    axis = args[1] if len(args) > 1 else kw.get("dim")
+    return SizeOf(args[0], axis)
+
+
+# --- what several adapters write (functions and modules alike) ----------------------------------
+
+
+def transpose(w, node, x: str, dims=None) -> str:
+    if dims is not None and sorted(int(d) % 2 for d in dims) != [0, 1]:
+        raise Unmapped(f"over the axes {tuple(dims)}; backstep transposes matrices (.T)")
+    w.transposes.add(node)
+    return f"{x}.T"
+
+
+def flatten(w, node, x: str, start: int, end: int) -> str:
+    if "flatten" not in OPS:
+        raise Unmapped("is not in backstep's op table yet")
+    params = ""
+    if start != 1:
+        params += f", start_dim={start}"
+    if end != -1:
+        params += f", end_dim={end}"
+    return f"flatten({x}{params})"
+
+
+def reshape(w, node, base, shape) -> str:
+    if "reshape" not in OPS:
+        raise Unmapped("is not in backstep's op table yet")
+    x = w.arg(node, base)
+    if shape is None:
+        raise Unmapped("without a shape")
+    items = list(shape) if isinstance(shape, (tuple, list)) else [shape]
+    sizes = [w.value.get(i) if isinstance(i, torch.fx.Node) else i for i in items]
+    batch = [i for i, s in enumerate(sizes) if isinstance(s, SizeOf)]
+    if batch:
+        s = sizes[batch[0]]
+        if batch != [0] or s.node is not base or s.axis not in (0, None):
+            raise Unmapped("with sizes computed from tensors other than x.size(0)")
+        rest = sizes[1:]
+        if rest == [-1]:
+            return f"flatten({x})" if "flatten" in OPS else f"reshape({x}, (-1,))"
+        if -1 in rest:
+            raise Unmapped("with both x.size(0) and -1; write the sizes")
+        sizes = [-1] + rest
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        raise Unmapped("with sizes that are not integers")
+    return f"reshape({x}, ({', '.join(str(s) for s in sizes)}{',' if len(sizes) == 1 else ''}))"
+
+
+def tensor_or_param(w, node, item) -> str | None:
+    if item is None:
+        return None
+    if isinstance(item, tuple) and len(item) == 3 and item[0] == "param":
+        return w.parameter(item[1], item[2], node)
+    return w.arg(node, item)
+
+
+def conv2d(w, node, p: dict) -> str:
+    if "conv2d" not in OPS:
+        raise Unmapped("is not in backstep's op table yet")
+    if p.get("groups", 1) != 1:
+        raise Unmapped(f"with groups={p['groups']}")
+    if pair(p.get("dilation", 1)) != (1, 1):
+        raise Unmapped(f"with dilation={p['dilation']}")
+    padding = p.get("padding", 0)
+    if isinstance(padding, str):
+        if padding != "valid":
+            raise Unmapped(f"with padding={padding!r}; give the padding as numbers")
+        padding = 0
+    x = tensor_or_param(w, node, p["input"])
+    weight = tensor_or_param(w, node, p["weight"])
+    b = tensor_or_param(w, node, p.get("bias"))
+    extra = ""
+    if pair(p.get("stride", 1)) != (1, 1):
+        extra += f", stride={compact(p['stride'])}"
+    if pair(padding) != (0, 0):
+        extra += f", padding={compact(padding)}"
+    conv = f"conv2d({x}, {weight}{extra})"
+    if b is None:
+        return conv
+    channels = w.annotations.get(b, (None,))[0]
+    if not isinstance(channels, int):
+        raise Unmapped("with a bias whose size is not known")
+    return f"{conv} + reshape({b}, ({channels}, 1, 1))"
+
+
+def pool(w, node, kind: str, p: dict) -> str:
+    if kind not in OPS:
+        raise Unmapped("is not in backstep's op table yet")
+    if pair(p.get("padding", 0)) != (0, 0):
+        raise Unmapped(f"with padding={p['padding']}")
+    if pair(p.get("dilation", 1)) != (1, 1):
+        raise Unmapped(f"with dilation={p['dilation']}")
+    if p.get("ceil_mode") or p.get("return_indices") or p.get("divisor_override"):
+        raise Unmapped("with ceil_mode, return_indices or divisor_override")
+    x = tensor_or_param(w, node, p["input"])
+    k = p["kernel_size"]
+    stride = p.get("stride")
+    extra = ""
+    if stride not in (None, (), []) and pair(stride) != pair(k):
+        extra = f", stride={compact(stride)}"
+    return f"{kind}({x}, {compact(k)}{extra})"
+
+
+def cross_entropy(w, node, args, kw) -> str:
+    z = w.arg(node, args[0])
+    t = w.arg(node, args[1] if len(args) > 1 else kw["target"])
+    for key in ("weight",):
+        if kw.get(key) is not None:
+            raise Unmapped(f"with {key}")
+    if kw.get("label_smoothing"):
+        raise Unmapped("with label smoothing")
+    reduction = kw.get("reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise Unmapped(f"with reduction={reduction!r}")
+    return f"cross_entropy({z}, {t})" if reduction == "mean" else f'cross_entropy({z}, {t}, reduction="sum")'
+
+
+def nll(w, node, args, kw) -> str:
+    """nll_loss of a log_softmax over the classes is the cross-entropy of the logits."""
+    logp = args[0]
+    if logp not in w.fused:
+        raise Unmapped("except as nll_loss(log_softmax(z, dim=1), t), which backstep writes cross_entropy(z, t)")
+    if kw.get("weight") is not None:
+        raise Unmapped("with class weights")
+    return cross_entropy(w, node, [w.fused[logp], *args[1:]], {"reduction": kw.get("reduction", "mean")})
+
+
+def mse(a: str, b: str, reduction: str) -> str:
+    if reduction == "mean":
+        return f"mse({a}, {b})"
+    if reduction == "sum":
+        return f"sum(({a} - {b}) ** 2)"
+    if reduction == "none":
+        return f"({a} - {b}) ** 2"
+    raise Unmapped(f"with reduction={reduction!r}")
