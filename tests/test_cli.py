@@ -285,10 +285,9 @@ def test_ops_bad_format_is_exit_2():
 def test_error_message_is_the_parser_error_rendered():
     """stderr is exactly `kind at line:col: message`, the source line and a caret, nothing more."""
     source = "x@W"
-    try:
+    with pytest.raises(BackstepError) as caught:
         parse(source, {"x": (3, 4), "W": (5, 2)})
-    except BackstepError as err:
-        expected = err.render()
+    expected = caught.value.render()
     assert "(3, 4)" in expected and "(5, 2)" in expected
     err = bad("derive", source, "--shape", "x=3x4", "--shape", "W=5x2").stderr
     assert err.rstrip("\n") == expected

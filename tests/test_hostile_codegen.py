@@ -20,6 +20,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from helpers import time_limit
 from typer.testing import CliRunner
 
 import backstep
@@ -233,22 +234,11 @@ def test_class_names_from_output_files_are_checked_names(stem):
 # --- 3. the user's file: sys.exit, endless loops ---------------------------------------------------
 
 
-class Hung(BaseException):
-    """The test's own alarm: a check that hangs fails instead of hanging."""
-
-
 @pytest.fixture
 def no_hang():
-    def fire(signum, frame):
-        raise Hung("the check hung")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, 10)
-    try:
+    """The test's own alarm: a check that hangs fails instead of hanging."""
+    with time_limit(10, "the check"):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def write(path: Path, text: str) -> Path:

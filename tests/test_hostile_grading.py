@@ -9,10 +9,9 @@ import csv
 import io
 import json
 import os
-import signal
-from contextlib import contextmanager
 
 import pytest
+from helpers import time_limit
 from typer.testing import CliRunner
 
 from backstep.check import Mistake, Result
@@ -33,22 +32,6 @@ def cli(*args: str, input: str | None = None):
     assert "Traceback" not in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     return result
-
-
-@contextmanager
-def no_hang(seconds: int = 120):
-    """Fails the test (instead of hanging it) when something opens a FIFO and waits for a writer."""
-
-    def expire(signum, frame):
-        raise TimeoutError("the grading blocked: a FIFO was opened")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _key(tmp_path):
@@ -84,7 +67,7 @@ def test_grade_refuses_links_and_special_files_and_reads_nothing_through_them(tm
     (subs / "peggy").mkdir()
     os.mkfifo(subs / "peggy" / "scalar.txt")
     out = tmp_path / "grades.csv"
-    with no_hang():
+    with time_limit(120, "the grading (blocked on a FIFO?)"):
         result = cli("--grade", str(subs), "--key", str(_key(tmp_path)), "-o", str(out), "--jobs", "1")
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
@@ -301,7 +284,7 @@ def test_a_submission_swapped_for_a_link_or_a_fifo_after_listing_is_not_read(tmp
     fifo = tmp_path / "fifo.txt"
     os.mkfifo(fifo)
     spec = ProblemSpec("scalar", SCALAR, ["x"])
-    with no_hang():
+    with time_limit(120, "the grading (blocked on a FIFO?)"):
         for path, reason in ((link, "refused: a symbolic link"), (fifo, "refused: not a regular file")):
             rows = grade_task(spec, Task("mallory", "scalar", str(path)), 3, 0, 2.0)
             assert [(r["verdict"], r["reason"]) for r in rows] == [("error", reason)]

@@ -8,16 +8,15 @@ input's range (exit 2), while a real mismatch stays a failed verification (exit 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import resource
-import signal
 
 import numpy as np
 import pytest
 import sympy
 import torch
+from helpers import time_limit
 from typer.testing import CliRunner
 
 from backstep import BackstepError, derive
@@ -31,28 +30,12 @@ derive_module = importlib.import_module("backstep.derive")  # (backstep.derive i
 runner = CliRunner()
 
 
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """Fail (not hang) when the block runs past `seconds`."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
 def run(*args: str):
-    with deadline(120):
+    with time_limit(120):
         return runner.invoke(app, ["derive", *args])
 
 
@@ -272,7 +255,7 @@ def test_a_sparse_huge_file_is_refused_from_its_header(tmp_path):
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     path = tmp_path / "pipe.npy"
     os.mkfifo(path)
-    with deadline(20):
+    with time_limit(20):
         result = runner.invoke(app, ["derive", VECTOR, "--at", f"x={path}"])
     refused(result, str(path), "FIFO")
 
@@ -282,7 +265,7 @@ def test_a_folder_and_a_device_are_refused(tmp_path):
     folder.mkdir()
     refused(at_npy(folder), "a folder")
     if os.path.exists("/dev/zero"):
-        with deadline(20):
+        with time_limit(20):
             refused(run(VECTOR, "--at", "x=/dev/zero.npy"), "cannot read the array")
         with pytest.raises(BackstepError, match="a device"):
             from backstep.numeric import read_npy

@@ -14,9 +14,10 @@ For every formula: ``derive(..., verify=True, points=2)`` verifies against torch
 ``--format json`` gradient ``expr`` strings parse back with ``backstep.parse`` and evaluate to the
 same numbers as the gradients; text and JSON rendering succeed and are deterministic.
 
-Bugs these tests found become strict xfails in tests/test_ops_generated.py (``BUGS``) with the
-smallest formula that shows each, and regression tests there once fixed (an operand relying on
-broadcasting inside an array op, an output that simplifies to 0). The generator avoids none.
+Bugs these tests found became regression tests in tests/test_ops_generated.py, each the smallest
+formula that showed it (an operand relying on broadcasting inside an array op, an output that
+simplifies to 0). The generator avoids none. How an op is spelled and which parameter values it
+gets is shared with the generated tests (tests/helpers.py).
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ import ast
 import collections
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 
 import pytest
 import torch
+from helpers import INDICATOR_INPUTS, number_in_domain, param_candidates, pow_base_domain, spell
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 from backstep import derive, parse
-from backstep import parser as backstep_parser
 from backstep.numeric import Evaluator
 from backstep.numeric import draw as draw_value
 from backstep.ops import OPS, Op
@@ -50,10 +50,6 @@ DEFAULT_EXAMPLES = 150
 SLOW_EXAMPLES = int(os.environ.get("BACKSTEP_PROPERTY_EXAMPLES", "1000"))  # nightly: 10000 (README)
 
 # --- what the generator knows about the op table -----------------------------------------------------
-
-EXPLICIT_SPELLINGS = {"neg": "-{0}", "transpose": "{0}.T"}
-INFIX_TOKENS = set(backstep_parser.BINARY.values()) | set(getattr(backstep_parser, "COMPARE", {}).values())
-INDICATOR_INPUTS = {"where": 0}  # a 0/1 condition, though the op declares no domain for it
 
 # How an operand is kept inside a domain. Templates that repeat the operand are used only where
 # the operand is a name (a variable, or a step of a program), so that formulas stay small.
@@ -71,34 +67,13 @@ WRAPPERS = {
 LEAF_DOMAINS = ("spd", "invertible", "class_index", "targets", "probability")
 NUMBERS = [2, 3, 0.5, -1.5]
 POW_EXPONENTS = [2, 3, -1, 0.5]
-SIZE_PARAMS = {"classes": [4], "n": [4]}  # 4: never one of the dimension sizes below
-BOUND_PARAMS = {"min": [None, -0.5, 0.0], "max": [None, 0.75]}
+AXES = [0, 1, -1]
 DIM_SIZES = [2, 3, 5, 6, 7]
 MAX_STEPS = 6
 
 
 def param_values(op: Op, name: str, default) -> list | None:
-    choices = getattr(op, "choices", None) or {}
-    if name in choices:
-        return list(choices[name])
-    if isinstance(default, bool):
-        return [False, True]
-    if name in ("axis", "dim") and (default is None or isinstance(default, int)):
-        return ([None] if default is None else []) + [0, 1, -1]
-    if isinstance(default, float):
-        return [default, 0.3]
-    return SIZE_PARAMS.get(name) or BOUND_PARAMS.get(name)
-
-
-def spell(op: Op, operands: list[str], params: dict) -> str | None:
-    if op.name in EXPLICIT_SPELLINGS:
-        return EXPLICIT_SPELLINGS[op.name].format(*operands)
-    if op.syntax.isidentifier():
-        keywords = [f"{k}={v!r}" for k, v in params.items() if v != op.params.get(k)]
-        return f"{op.syntax}({', '.join(list(operands) + keywords)})"
-    if op.arity == 2 and op.syntax in INFIX_TOKENS and not params:
-        return f"({operands[0]} {op.syntax} {operands[1]})"
-    return None
+    return param_candidates(op, name, default, axes=AXES)
 
 
 def declared_domains(op: Op) -> list:
@@ -110,7 +85,7 @@ def declared_domains(op: Op) -> list:
 
 def usable(op: Op) -> bool:
     """Can the generator build this op? (Every op the op-table tests exercise, as a rule.)"""
-    if op.arity == 0 or spell(op, ["x"] * op.arity, {}) is None:
+    if op.arity == 0 or spell(op, ["x"] * op.arity, {}, grouped=True) is None:
         return False
     if any(param_values(op, k, v) is None for k, v in op.params.items()):
         return False
@@ -151,22 +126,10 @@ def input_domain(op: Op, i: int, args: list[Item], params: dict):
     declared = declared_domains(op)[i]
     if declared == "pow_base":
         exponent = args[1]
-        if exponent.number and float(exponent.text.strip("()")).is_integer():
-            return "nonzero" if float(exponent.text.strip("()")) < 0 else None
-        return "positive"
+        return pow_base_domain(float(exponent.text.strip("()")) if exponent.number else None)
     if declared == "targets":
         return "targets"
     return declared
-
-
-def number_ok(domain, value: float) -> bool:
-    if domain in ("positive",):
-        return value > 0
-    if domain in ("nonzero", "off_kink"):
-        return value != 0
-    if domain == "off_pole":
-        return abs(math.cos(value)) > 1e-3
-    return domain in (None, "off_tie", "off_bounds")
 
 
 def shape_of(op: Op, args: list[Item], params: dict):
@@ -182,7 +145,7 @@ def allowed(op: Op, args: list[Item], params: dict) -> bool:
         return False
     for i, a in enumerate(args):
         domain = input_domain(op, i, args, params)
-        if a.number and (not op.elementwise or not number_ok(domain, float(a.text.strip("()")))):
+        if a.number and (not op.elementwise or not number_in_domain(domain, float(a.text.strip("()")))):
             return False
         if domain in LEAF_DOMAINS and not a.fresh:
             return False
@@ -253,7 +216,7 @@ def formulas(draw) -> Formula:
             if not (a.atom or as_program):
                 templates = [t for t in templates if t.count("{0}") == 1]
             texts.append(draw(st.sampled_from(templates)).format(a.text))
-        text = spell(op, texts, params)
+        text = spell(op, texts, params, grouped=True)
         if as_program:
             name = f"t{len(lines) + 1}"
             lines.append(f"{name} = {text}")
@@ -398,9 +361,8 @@ def test_the_generator_uses_the_op_table():
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_rendering_is_deterministic_for_every_op_example(name: str):
     """Text and JSON of each op's declared example: they render, and the same way every time."""
-    example = getattr(OPS[name], "example", "")
-    if not example:
-        pytest.skip("no declared example")
+    example = OPS[name].example
+    assert example, f"{name} declares no example"
     outputs = {(render(d, "text"), render(d, "json")) for d in (derive(example), derive(example))}
     assert len(outputs) == 1
 
