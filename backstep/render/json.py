@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 from ..model import Check, Derivation, Verification
-from . import renderer
 from .common import Notation
+from .registry import renderer
 
 SCHEMA = "backstep.derivation/1"
 

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import BackwardStep, Derivation
-from . import renderer
 from .common import Notation, format_number, format_value
+from .registry import renderer
 
 
 def build(d: Derivation, notation: str = "bar", lang: str = "en") -> Group:
@@ -163,7 +163,7 @@ def verification_block(d: Derivation, n: Notation) -> Text:
     return t
 
 
-@renderer("text")
+@renderer("text", choices=("notation", "lang"), show=build)
 def render_text(d: Derivation, width: int = 120, color: bool = False, notation: str = "bar", lang: str = "en") -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, color_system="standard" if color else None)
