@@ -221,19 +221,7 @@ class _Sweep:
         for what, expr in named:
             if isinstance(expr, sympy.Basic) and expr.has(*UNDEFINED):
                 _refuse_undefined(expr, what, self.first_undefined(), g.source)
-        notes = list(g.notes)
-        for step in self.steps:
-            if step.unsimplified:
-                why = step.unsimplified
-                notes.append(f"step {step.index} ({step.target}) is shown as built, not simplified: {why}")
-        for grad in gradients.values():
-            if grad.unsimplified:
-                notes.append(f"the gradient of {grad.name} is shown as built, not simplified: {grad.unsimplified}")
-        if self.expansions_timed_out:
-            notes.append(
-                "some results are left in terms of the named steps: writing them out in the inputs took longer "
-                f"than {self.simplify_seconds:g} s (--simplify-budget)"
-            )
+        notes = self.notes(gradients)
         variables = [Variable(v.name, v.shape, requires[v.id], self.domains[v.name]) for v in g.variables]
         edges = [(a.name, n.name) for n in g.op_nodes for a in n.inputs if not a.is_const]
         return Derivation(
@@ -254,6 +242,23 @@ class _Sweep:
             program=list(g.statements),
             graph=g,
         )
+
+    def notes(self, gradients: dict[str, Gradient]) -> list[str]:
+        """The parse's notes, and what is shown as built because simplifying or expanding ran out of time."""
+        notes = list(self.graph.notes)
+        for step in self.steps:
+            if step.unsimplified:
+                why = step.unsimplified
+                notes.append(f"step {step.index} ({step.target}) is shown as built, not simplified: {why}")
+        for grad in gradients.values():
+            if grad.unsimplified:
+                notes.append(f"the gradient of {grad.name} is shown as built, not simplified: {grad.unsimplified}")
+        if self.expansions_timed_out:
+            notes.append(
+                "some results are left in terms of the named steps: writing them out in the inputs took longer "
+                f"than {self.simplify_seconds:g} s (--simplify-budget)"
+            )
+        return notes
 
     def first_undefined(self) -> Node | None:
         """The first op whose value, written in the inputs, SymPy finds undefined (`x - x` under a
