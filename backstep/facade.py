@@ -71,7 +71,8 @@ class Derivation(model.Derivation):
     def verify(self, points: int = 3, seed: int = 0, max_elements: int | None = None) -> Verification:
         """Check every forward value, every step's adjoint, every gradient and every grad_fn name against
         torch autograd at `points` random points (float64); store the result in ``self.verification``
-        and return it (``.ok`` says whether all agree)."""
+        and return it (``.ok`` says whether all agree). A grad_fn that the installed torch names
+        otherwise than the op table is shown as torch names it, with a note: not a failure."""
         from .verify import verify
 
         limit = {} if max_elements is None else {"max_elements": max_elements}

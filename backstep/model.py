@@ -114,6 +114,8 @@ class Verification:
     forward: list[Check] = field(default_factory=list)
     grad_fns: list[Check] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    grad_fn_names: dict[str, str | None] = field(default_factory=dict)  # each forward step's, as torch names it
+    notes: list[str] = field(default_factory=list)  # what differs from the op table without being wrong
 
     @property
     def ok(self) -> bool:
@@ -236,3 +238,16 @@ class Derivation:
             if s.of == name and s.partial is None:
                 found = s
         return found
+
+    def grad_fn_of(self, step: ForwardStep) -> str | None:
+        """The grad_fn of a forward step as shown: the one torch reported, once verified; before,
+        the op table's (the documented expectation)."""
+        v = self.verification
+        if v is not None and step.name in v.grad_fn_names:
+            return v.grad_fn_names[step.name]
+        return step.grad_fn
+
+    @property
+    def all_notes(self) -> list[str]:
+        """The derivation's notes, then the verification's."""
+        return self.notes + (self.verification.notes if self.verification is not None else [])

@@ -425,7 +425,7 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
         at=d.at,
         graph=_graph_view(d, n),
         verification=verification_view(d, msg),
-        notes=list(d.notes),
+        notes=list(d.all_notes),
     )
 
 
@@ -459,7 +459,7 @@ def _forward_view(d: Derivation, n: Notation) -> list[Row]:
             shape=n.shape_latex(s.shape),
             shape_text=n.shape_text(s.shape),
             space=n.space_latex(s.shape),
-            grad_fn=s.grad_fn,
+            grad_fn=d.grad_fn_of(s),
             op=s.op,
             op_name=msg.op(s.op),
             value=_value(latex_value(s.value) if d.at else "", tex(s.expr)),

@@ -22,7 +22,7 @@ def build(d: Derivation, notation: str = "bar", lang: str = "en") -> Group:
     parts += [gradient_table(d, n)]
     if d.verification is not None:
         parts += [Text(), verification_block(d, n)]
-    for note in d.notes:
+    for note in d.all_notes:
         parts.append(Text(n.msg("note", note=note), style="yellow"))
     return Group(*parts)
 
@@ -58,7 +58,7 @@ def forward_table(d: Derivation, n: Notation) -> Table:
         row = [f"{s.name} = {n.text(s.expr)}", n.shape_text(s.shape)]
         if d.at:
             row.append(format_value(s.value))
-        row.append(s.grad_fn or "—")
+        row.append(d.grad_fn_of(s) or "—")
         table.add_row(*map(Text, row))
     return table
 
