@@ -23,7 +23,7 @@ import types
 
 from .derive import derive
 from .errors import BackstepError, DomainError, ParseError, ShapeError, UnsupportedError, UsageError
-from .model import Derivation
+from .facade import Derivation
 from .parser import Limits, parse
 
 DISTRIBUTION = "backstep-autograd"  # `backstep` on the package index is another project

@@ -67,7 +67,6 @@ def _main_options(
 
 
 FORMATS = ("text", "json")
-DERIVE_FORMATS = ("text", "json", "md", "latex", "pdf")
 
 
 def input_files(file: Path | None, *models_and_values) -> list[Path]:
@@ -204,13 +203,15 @@ def derive(
     ] = None,
 ) -> None:
     """Derive the backpropagation of a function: forward pass, every backward step, the gradients."""
+    from .render import FORMAT_MODULES
+
     source = None
     traced = None
     derive_inputs = input_files(file, torch_model, at)  # an -o that names one of these is refused
     wrt_names = joined(wrt)
     try:
-        fmt, output = output_format(fmt, output, DERIVE_FORMATS)
-        check_document_options(fmt, output, standalone, notation, lang)
+        fmt, output = output_format(fmt, output, tuple(FORMAT_MODULES))
+        document = check_document_options(fmt, output, standalone, notation, lang)
         if output is not None:
             check_output_path(output, derive_inputs)  # before the work, not after it
         shapes = parse_shapes(shape)
@@ -221,74 +222,18 @@ def derive(
             source, shapes, wrt_names = traced.source, {}, wrt_names or ",".join(traced.wrt)
         else:
             source = read_program(expr, file, max_chars, 'backstep derive "relu(x@W1)@W2"')
-        from .derive import derive as run_derive
-        from .parser import Limits, deep_recursion
-
-        limits = Limits(
-            max_chars=max_chars,
-            max_depth=max_depth,
-            max_nodes=max_nodes,
-            max_exponent=max_exponent,
-            simplify_seconds=simplify_budget,
-            max_elements=max_elements,
+        limits = derive_limits(max_chars, max_depth, max_nodes, max_exponent, simplify_budget, max_elements)
+        derivation = derive_numbers_and_verify(
+            source, shapes, wrt_names, assume, at, limits, None if no_verify else points, seed
         )
-        values = None
-        if at:
-            from .numeric import parse_at_value
-
-            values = {name: parse_at_value(name, text, max_elements) for name, text in parse_pairs(at, "--at")}
-        derivation = run_derive(
-            source, shapes=shapes, wrt=wrt_names, assume=dict(parse_pairs(assume, "--assume")), limits=limits
-        )
-        check_shape_names(shapes, [v.name for v in derivation.variables])
-        with deep_recursion():  # as backstep.derive does: the numbers, then the check against torch
-            if values is not None:
-                from .numeric import evaluate_at
-
-                evaluate_at(derivation, values, seed=seed, max_elements=max_elements)
-            if not no_verify:
-                derivation.verify(points=points, seed=seed, max_elements=max_elements)
         if traced is not None:
             traced.decorate(derivation)
     except BackstepError as err:
         fail(err, source)
     except RecursionError:
         fail(UsageError("the formula is nested too deeply to derive (lower its depth, or name intermediates)"))
-    from .parser import deep_recursion
-    from .render import render
-
-    if fmt == "text" and output is None:
-        from .render.terminal import build
-
-        with deep_recursion():
-            print_rich([build(derivation, notation=notation, lang=lang)], 140)
-    elif fmt == "pdf":
-        from .render.pdf import write_pdf
-
-        try:
-            check_output_path(output, derive_inputs)
-            with deep_recursion():
-                write_pdf(derivation, output, notation=notation, lang=lang, template_dir=template, inputs=derive_inputs)
-        except BackstepError as err:
-            fail(err)
-    else:
-        options = {} if fmt == "json" else {"notation": notation, "lang": lang}
-        if fmt in ("md", "latex"):
-            options["template_dir"] = template
-        if fmt == "latex":
-            options["standalone"] = standalone
-        try:
-            with deep_recursion():
-                text = render(derivation, fmt, **options)
-        except BackstepError as err:
-            fail(err)
-        if output is not None:
-            try:
-                write_output(output, text, inputs=derive_inputs)
-            except BackstepError as err:
-                fail(err)
-        else:
-            sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+    choices = document.chosen(notation=notation, lang=lang, template_dir=template, standalone=standalone)
+    write_derivation(derivation, document, output, choices, derive_inputs)
     if derivation.verification is not None and not derivation.verification.ok:
         failure = derivation.verification.first_failure
         where = f": {failure.kind} of {failure.name}" if failure else ""
@@ -296,26 +241,91 @@ def derive(
         raise typer.Exit(1)
 
 
-def check_document_options(fmt: str, output: Path | None, standalone: bool, notation: str, lang: str) -> None:
+def derive_limits(max_chars, max_depth, max_nodes, max_exponent, simplify_seconds, max_elements):
+    """The limits of --max-* and --simplify-budget."""
+    from .parser import Limits
+
+    return Limits(
+        max_chars=max_chars,
+        max_depth=max_depth,
+        max_nodes=max_nodes,
+        max_exponent=max_exponent,
+        simplify_seconds=simplify_seconds,
+        max_elements=max_elements,
+    )
+
+
+def derive_numbers_and_verify(source, shapes, wrt_names, assume, at, limits, points, seed):
+    """The derivation, its --at numbers, and (unless `points` is None) its check against torch."""
+    from .derive import derive as run_derive
+    from .parser import deep_recursion
+
+    values = None
+    if at:
+        from .numeric import parse_at_value
+
+        values = {name: parse_at_value(name, text, limits.max_elements) for name, text in parse_pairs(at, "--at")}
+    derivation = run_derive(
+        source, shapes=shapes, wrt=wrt_names, assume=dict(parse_pairs(assume, "--assume")), limits=limits
+    )
+    check_shape_names(shapes, [v.name for v in derivation.variables])
+    with deep_recursion():  # as backstep.derive does: the numbers, then the check against torch
+        if values is not None:
+            from .numeric import evaluate_at
+
+            evaluate_at(derivation, values, seed=seed, max_elements=limits.max_elements)
+        if points is not None:
+            derivation.verify(points=points, seed=seed, max_elements=limits.max_elements)
+    return derivation
+
+
+def write_derivation(derivation, document, output: Optional[Path], choices: dict, inputs: list[Path]) -> None:
+    """The derivation in its format: a terminal's view, a file the format writes itself, or text on
+    stdout or in -o FILE. A BackstepError on the way (a template's, LaTeX's) ends the command."""
+    from .parser import deep_recursion
+
+    if output is None and document.show is not None:
+        with deep_recursion():
+            print_rich([document.show(derivation, **choices)], 140)
+        return
+    try:
+        with deep_recursion():
+            if document.write is not None:
+                document.write(derivation, output, inputs=inputs, **choices)
+                return
+            text = document.render(derivation, **choices)
+    except BackstepError as err:
+        fail(err)
+    if output is not None:
+        try:
+            write_output(output, text, inputs=inputs)
+        except BackstepError as err:
+            fail(err)
+    else:
+        sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+
+
+def check_document_options(fmt: str, output: Path | None, standalone: bool, notation: str, lang: str):
+    """The format --format names (a ``render.Format``), once the choices that go with it are
+    checked: before any work."""
+    from .render import FORMAT_MODULES, format_of
     from .render.common import NOTATIONS
     from .render.i18n import LANGS
 
-    if fmt not in DERIVE_FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(DERIVE_FORMATS)}")
-    if fmt == "pdf" and output is None:
-        raise UsageError("--format pdf writes a file: add -o FILE.pdf")
-    if fmt == "pdf" and lang in LANGS:
-        from .render.pdf import PdfError, missing_engine
-
-        problem = missing_engine(lang)
-        if problem:
-            raise PdfError(problem)
-    if standalone and fmt != "latex":
+    if fmt not in FORMAT_MODULES:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMAT_MODULES)}")
+    document = format_of(fmt)
+    if document.write is not None and output is None:
+        raise UsageError(f"--format {fmt} writes a file: add -o FILE.{fmt}")
+    if document.preflight is not None and lang in LANGS:
+        document.preflight(lang)
+    if standalone and "standalone" not in document.choices:
         raise UsageError("--standalone goes with --format latex (a PDF is always a complete document)")
     if notation not in NOTATIONS:
         raise UsageError(f"--notation {notation}: choose one of {', '.join(NOTATIONS)}")
     if lang not in LANGS:
         raise UsageError(f"--lang {lang}: choose one of {', '.join(LANGS)}")
+    return document
 
 
 @app.command(

@@ -13,8 +13,8 @@ import re
 from sympy import Expr, Function
 
 from .errors import UnsupportedError
+from .model import Symbols
 from .ops import OP_OF_CLASS, PREC_ADD, PREC_ATOM, PREC_MUL, PREC_POSTFIX, PREC_POW
-from .printing import Symbols
 from .printing.torch import TorchPrinter
 from .shapes import ShapeEnv
 from .symbolic import Dim, TensorOp, shape_from_sympy, shape_to_sympy

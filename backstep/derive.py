@@ -20,11 +20,12 @@ from sympy import Expr
 from . import symbolic as sb
 from .budget import BudgetExpired, TimeBudget
 from .errors import DomainError, UsageError
+from .facade import Derivation
 from .graph import Graph, Node
-from .model import BackwardStep, Derivation, ForwardStep, Gradient, Rule, Seed, Variable
+from .model import BackwardStep, ForwardStep, Gradient, Rule, Seed, Symbols, Variable
 from .ops import Ctx, sum_to
 from .parser import Limits, deep_recursion, parse
-from .printing import Symbols, bar_latex, bar_text, latex_name
+from .printing import bar_latex, bar_text, latex_name
 
 # A final gradient larger than this many tree nodes stays in terms of named intermediates.
 MAX_EXPANDED_SIZE = 4000
@@ -106,6 +107,7 @@ class _Sweep:
         self.taken = {n.name for n in graph.nodes} | set(graph.dims)
         self.sym: dict[int, Expr] = {}  # node id -> its symbol (or number, for constants)
         self.steps: list[BackwardStep] = []
+        self.adjoint_of: dict[str, str] = {}  # adjoint symbol -> the name it is the adjoint of
         self.rule_count = 0
         self._expanded: dict[Expr, Expr] = {}  # memo of expand(), shared by all gradients
         self._expanded_sizes: dict[Expr, int] = {}
@@ -137,7 +139,7 @@ class _Sweep:
         requires = self.requires_grad()
         for node in g.nodes:
             self.sym[node.id] = sb.var(node.name)
-            self.symbols.add(node.name, node.shape)
+            self.symbols.add(node.name, node.shape, node.name, latex_name(node.name))
         with sympy.evaluate(False):  # forward steps as the user wrote them: `x x`, not `x²`
             forward = [self.forward_step(n) for n in g.op_nodes]
         for step, node in zip(forward, g.op_nodes):
@@ -219,19 +221,7 @@ class _Sweep:
         for what, expr in named:
             if isinstance(expr, sympy.Basic) and expr.has(*UNDEFINED):
                 _refuse_undefined(expr, what, self.first_undefined(), g.source)
-        notes = list(g.notes)
-        for step in self.steps:
-            if step.unsimplified:
-                why = step.unsimplified
-                notes.append(f"step {step.index} ({step.target}) is shown as built, not simplified: {why}")
-        for grad in gradients.values():
-            if grad.unsimplified:
-                notes.append(f"the gradient of {grad.name} is shown as built, not simplified: {grad.unsimplified}")
-        if self.expansions_timed_out:
-            notes.append(
-                "some results are left in terms of the named steps: writing them out in the inputs took longer "
-                f"than {self.simplify_seconds:g} s (--simplify-budget)"
-            )
+        notes = self.notes(gradients)
         variables = [Variable(v.name, v.shape, requires[v.id], self.domains[v.name]) for v in g.variables]
         edges = [(a.name, n.name) for n in g.op_nodes for a in n.inputs if not a.is_const]
         return Derivation(
@@ -247,10 +237,28 @@ class _Sweep:
             gradients=gradients,
             symbols=self.symbols,
             edges=edges,
+            adjoint_of=self.adjoint_of,
             notes=notes,
             program=list(g.statements),
             graph=g,
         )
+
+    def notes(self, gradients: dict[str, Gradient]) -> list[str]:
+        """The parse's notes, and what is shown as built because simplifying or expanding ran out of time."""
+        notes = list(self.graph.notes)
+        for step in self.steps:
+            if step.unsimplified:
+                why = step.unsimplified
+                notes.append(f"step {step.index} ({step.target}) is shown as built, not simplified: {why}")
+        for grad in gradients.values():
+            if grad.unsimplified:
+                notes.append(f"the gradient of {grad.name} is shown as built, not simplified: {grad.unsimplified}")
+        if self.expansions_timed_out:
+            notes.append(
+                "some results are left in terms of the named steps: writing them out in the inputs took longer "
+                f"than {self.simplify_seconds:g} s (--simplify-budget)"
+            )
+        return notes
 
     def first_undefined(self) -> Node | None:
         """The first op whose value, written in the inputs, SymPy finds undefined (`x - x` under a
@@ -297,6 +305,7 @@ class _Sweep:
     def make_seed(self, out: Node) -> Seed:
         name = self.fresh(f"grad_{out.name}")
         self.symbols.add(name, out.shape, bar_text(out.name), bar_latex(out.name))
+        self.adjoint_of[name] = out.name
         return Seed(name=name, shape=out.shape, is_one=out.shape == ())
 
     def adjoint_symbol(self, node: Node, partial: int | None = None) -> str:
@@ -307,6 +316,7 @@ class _Sweep:
             text += f"⁽{partial}⁾".translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
             latex = f"{{{latex}^{{({partial})}}}}"  # braced: a later ᵀ or power stays valid LaTeX
         self.symbols.add(name, node.shape, text, latex)
+        self.adjoint_of[name] = node.name
         return name
 
     def rule_step(self, node: Node, i: int, g_sym: Expr, target: str, partial: int | None) -> BackwardStep:
@@ -331,6 +341,7 @@ class _Sweep:
             applied=applied,
             result=applied,
             partial=partial,
+            input_index=i,
         )
 
     def general_rule(self, node: Node, i: int) -> Rule:
@@ -365,6 +376,8 @@ class _Sweep:
         self.symbols.add(tag + "gy", node.shape, bar_text(out), bar_latex(out))
         role = op.arg_names[i] if i < len(op.arg_names) else f"x{i}"
         self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(role), bar_latex(role))
+        self.adjoint_of[tag + "gy"] = tag + "y"
+        self.adjoint_of[tag + "g" + role] = tag + role
         shapes = tuple(a.shape for a in node.inputs)
         y = sb.var(tag + "y")
         rhs = op.backward[i](Ctx(sb.var(tag + "gy"), tuple(args), y, shapes, node.shape, node.params))

@@ -4,6 +4,10 @@ Expressions are SymPy expressions over the symbols in ``Derivation.symbols`` (va
 named intermediates, adjoints ``grad_*``, partial adjoints ``grad_*_k``, and the generic
 symbols of the general rules, whose names start with ``_``). Renderers print them through
 ``backstep.printing`` with that table.
+
+Nothing here imports a printer, a renderer or the verifier: they read this model, and the
+methods users call on a derivation (``to_text()``, ``verify()``, ...) are added by
+``backstep.facade``. The op table is imported, for the shapes of its expressions.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any
 
 from sympy import Expr
 
-from .printing import Symbols
+from .ops import OP_OF_CLASS
+from .shapes import ShapeEnv, ShapeMismatch
+from .symbolic import Dim, TensorOp
 
 # A number as a renderer shows it: a float, or nested lists of floats for an array.
 Value = Any
@@ -61,6 +67,7 @@ class BackwardStep:
     applied: Expr  # the rule with these names, before simplification
     result: Expr  # the simplified result
     partial: int | None = None  # k when this is the k-th contribution to `of`
+    input_index: int | None = None  # kind "rule": the position of `of` among the inputs of `node`
     value: Value = None  # with --at
     unsimplified: str = ""  # why `result` is shown as built (simplification ran out of time)
 
@@ -107,6 +114,8 @@ class Verification:
     forward: list[Check] = field(default_factory=list)
     grad_fns: list[Check] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    grad_fn_names: dict[str, str | None] = field(default_factory=dict)  # each forward step's, as torch names it
+    notes: list[str] = field(default_factory=list)  # what differs from the op table without being wrong
 
     @property
     def ok(self) -> bool:
@@ -121,14 +130,78 @@ class Verification:
         return None
 
 
+@dataclass
+class SymbolInfo:
+    """How one symbol prints, and its shape."""
+
+    text: str
+    latex: str
+    lang: str
+    shape: tuple
+
+
+@dataclass
+class Symbols:
+    """The symbols of one derivation: names for each target, and shapes (for ⊙ and ᵀ)."""
+
+    table: dict[str, SymbolInfo] = field(default_factory=dict)
+
+    def add(self, name: str, shape: tuple, text: str, latex: str) -> None:
+        self.table[name] = SymbolInfo(text, latex, name, tuple(shape))
+
+    def rank(self, expr: Expr, memo: dict | None = None) -> int:
+        memo = {} if memo is None else memo
+        if expr in memo:
+            return memo[expr]
+        if isinstance(expr, Dim) or expr.is_Number or expr.is_NumberSymbol:
+            r = 0
+        elif expr.is_Symbol:
+            info = self.table.get(expr.name)
+            r = len(info.shape) if info else 0
+        elif isinstance(expr, TensorOp):
+            op = OP_OF_CLASS[type(expr)]
+            r = len(op.shape(ShapeEnv(), list(expr.in_shapes), expr.params))
+        else:
+            r = max((self.rank(a, memo) for a in expr.args), default=0)
+        memo[expr] = r
+        return r
+
+    def shape(self, expr: Expr, memo: dict | None = None) -> tuple | None:
+        """The shape of an expression over these symbols (None where it cannot be told)."""
+        memo = {} if memo is None else memo
+        if expr in memo:
+            return memo[expr]
+        if isinstance(expr, Dim) or expr.is_Number or expr.is_NumberSymbol:
+            out = ()
+        elif expr.is_Symbol:
+            info = self.table.get(expr.name)
+            out = info.shape if info else None
+        elif isinstance(expr, TensorOp):
+            op = OP_OF_CLASS[type(expr)]
+            try:
+                out = tuple(op.shape(ShapeEnv(), list(expr.in_shapes), expr.params))
+            except ShapeMismatch:
+                out = None
+        else:  # elementwise: NumPy broadcasting of the operands' shapes
+            shapes = [self.shape(a, memo) for a in expr.args]
+            out = None if any(s is None for s in shapes) else _broadcast_plain(shapes)
+        memo[expr] = out
+        return out
+
+
+def _broadcast_plain(shapes: list[tuple]) -> tuple:
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(1, rank + 1):
+        sizes = {s[-i] for s in shapes if i <= len(s)} - {1}
+        out.append(sizes.pop() if len(sizes) == 1 else (1 if not sizes else min(sizes, key=str)))
+    return tuple(reversed(out))
+
+
 @dataclass(repr=False)
 class Derivation:
-    """The backpropagation of one function, produced by ``backstep.derive``.
-
-    ``repr(d)`` is one line (the output, the sizes of the passes, the gradients, the verification),
-    ``str(d)`` a few (the formula and shapes, each gradient, the verification); ``to_text()`` is the
-    full terminal view, ``to_json()`` the ``backstep.derivation/1`` document.
-    """
+    """The backpropagation of one function, as data (``backstep.derive`` returns it with its
+    methods: ``backstep.facade.Derivation``)."""
 
     source: str
     output: str
@@ -142,6 +215,9 @@ class Derivation:
     gradients: dict[str, Gradient]
     symbols: Symbols
     edges: list[tuple[str, str]]  # (input name, node name) of the computational graph
+    # Every adjoint symbol -> the name it is the adjoint of: the seed, each backward step's target,
+    # and the generic symbols of the general rules (`_r5_gB` is the adjoint of `_r5_B`).
+    adjoint_of: dict[str, str]
     program: list[str] = field(default_factory=list)  # the statements as written (no annotations)
     at: dict[str, Value] | None = None  # the point of --at, with drawn values filled in
     sizes: dict[str, int] = field(default_factory=dict)  # sizes used for --at values
@@ -154,123 +230,24 @@ class Derivation:
         """The variables that get gradients, in order."""
         return [v.name for v in self.variables if v.requires_grad]
 
-    # Renderers, for the Python API and notebooks (imported lazily: rendering is optional).
-    def to_dict(self) -> dict:
-        """The ``backstep.derivation/1`` document (README, "JSON schema") as Python data."""
-        from .render.json import to_dict
+    def adjoint_step(self, name: str) -> BackwardStep | None:
+        """The step that defines `name`'s adjoint last (the sum, after its partial contributions);
+        None for the output (its adjoint is the seed) and for a name without a gradient."""
+        found = None
+        for s in self.backward:
+            if s.of == name and s.partial is None:
+                found = s
+        return found
 
-        return to_dict(self)
-
-    def to_json(self) -> str:
-        """The ``backstep.derivation/1`` document as JSON text: what ``backstep derive --format json`` writes."""
-        from .render import render
-
-        return render(self, "json")
-
-    def to_text(self, notation: str = "bar", lang: str = "en") -> str:
-        """The terminal view, as plain text: forward pass, backward steps, gradients, verification.
-
-        notation: how adjoints are written, ``bar`` (W̄), ``partial`` (∂L/∂W) or ``delta`` (δ_W);
-        lang: the language of the prose, ``en`` or ``zh``."""
-        from .render import render
-
-        return render(self, "text", notation=notation, lang=lang)
-
-    def to_markdown(self, notation: str = "bar", lang: str = "en", template_dir=None) -> str:
-        """Markdown with $…$ math and a Mermaid graph (the template derivation.md.j2)."""
-        from .render import render
-
-        return render(self, "md", notation=notation, lang=lang, template_dir=template_dir)
-
-    def to_latex(self, standalone: bool = False, notation: str = "bar", lang: str = "en", template_dir=None) -> str:
-        """A LaTeX fragment to paste, or with `standalone` a complete document."""
-        from .render import render
-
-        return render(self, "latex", standalone=standalone, notation=notation, lang=lang, template_dir=template_dir)
-
-    def to_pdf(self, path, notation: str = "bar", lang: str = "en", template_dir=None) -> None:
-        """Compile the complete LaTeX document to the PDF file `path` (needs latexmk and xelatex)."""
-        from .render.pdf import write_pdf
-
-        write_pdf(self, path, notation=notation, lang=lang, template_dir=template_dir)
-
-    # Jupyter shows a derivation as math: the Markdown view (with its graph), or the LaTeX math alone.
-    def _repr_markdown_(self) -> str:
-        return self.to_markdown()
-
-    def _repr_latex_(self) -> str:
-        from .render import render
-
-        return render(self, "latex", math_only=True)
-
-    def verify(self, points: int = 3, seed: int = 0, max_elements: int | None = None) -> Verification:
-        """Check every forward value, every step's adjoint, every gradient and every grad_fn name against
-        torch autograd at `points` random points (float64); store the result in ``self.verification``
-        and return it (``.ok`` says whether all agree)."""
-        from .verify import verify
-
-        limit = {} if max_elements is None else {"max_elements": max_elements}
-        self.verification = verify(self, points=points, seed=seed, **limit)
-        return self.verification
-
-    # Short and readable: the dataclass repr would print every field (kilobytes of SymPy trees).
-    def __repr__(self) -> str:
-        try:
-            forward = _count(len(self.forward), "forward step")
-            backward = _count(len(self.backward), "backward step")
-            grads = f"gradients for {', '.join(self.wrt)}" if self.wrt else "no gradients"
-            return f"<Derivation {_clip(self._formula_text())}: {forward}, {backward}, {grads}; {self._verified()}>"
-        except Exception:  # a repr must not fail, whatever state the object is in
-            return f"<Derivation of {_clip(str(self.source))!r}>"
-
-    def __str__(self) -> str:
-        """The formula and its shapes, each gradient, and the verification line."""
-        try:
-            from .render.common import Notation, format_value
-            from .shapes import format_shape
-
-            n = Notation(self)
-            lines = list(self.program) if len(self.program) > 1 else [self._formula_text(n)]
-            lines.append(
-                "   ".join(f"{v.name}: {format_shape(v.shape)}" for v in self.variables)
-                + f"   →   {self.output}: {format_shape(self.output_shape)}"
-            )
-            for name in self.wrt:
-                g = self.gradients[name]
-                value = "" if g.value is None else f" = {format_value(g.value)}"
-                lines.append(f"{n.partial(name)} = {n.text(g.expr)}{value}   ({format_shape(g.shape)})")
-            lines.append(self._verified(long=True))
-            return "\n".join(lines)
-        except Exception:
-            return repr(self)
-
-    def _formula_text(self, n=None) -> str:
-        if n is None:
-            from .render.common import Notation
-
-            n = Notation(self)
-        return f"{self.output} = {n.text(self.output_expr)}"
-
-    def _verified(self, long: bool = False) -> str:
+    def grad_fn_of(self, step: ForwardStep) -> str | None:
+        """The grad_fn of a forward step as shown: the one torch reported, once verified; before,
+        the op table's (the documented expectation)."""
         v = self.verification
-        if v is None:
-            return "not verified (d.verify() checks it against PyTorch autograd)" if long else "not verified"
-        if not v.ok:
-            failure = v.first_failure
-            where = f": {failure.kind} of {failure.name}" if failure else ""
-            return f"✗ verification failed{where}"
-        if not long:
-            return "verified ✓"
-        sizes = " ".join(f"{k}={s}" for k, s in v.sizes.items())
-        return f"✓ verified with PyTorch autograd ({v.dtype}, {_count(v.points, 'random point')}" + (
-            f", {sizes})" if sizes else ")"
-        )
+        if v is not None and step.name in v.grad_fn_names:
+            return v.grad_fn_names[step.name]
+        return step.grad_fn
 
-
-def _count(k: int, what: str) -> str:
-    return f"{k} {what}{'' if k == 1 else 's'}"
-
-
-def _clip(text: str, limit: int = 100) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    @property
+    def all_notes(self) -> list[str]:
+        """The derivation's notes, then the verification's."""
+        return self.notes + (self.verification.notes if self.verification is not None else [])

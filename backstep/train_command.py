@@ -112,26 +112,11 @@ def train_command(
 ) -> None:
     """Train with the derived gradient (SGD), beside the same loop in torch; show the table and the loss curve."""
     from .train import Settings, setup
-    from .train_loop import predict as run_predict
-    from .train_loop import train, train_contrast
-    from .train_report import write_plot
-    from .userfiles import check_output_path
 
     source = None
     inputs = input_files(file, data, init, predict)
     try:
-        fmt, output = output_format(fmt, output, FORMATS)
-        if fmt not in FORMATS:
-            raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-        if notation not in ("bar", "partial", "delta"):
-            raise UsageError(f"--notation {notation}: choose bar, partial or delta")
-        if full_batch and batch != 1:
-            raise UsageError("--batch and --full-batch: choose one")
-        for path in (output, plot):
-            if path is not None:
-                check_output_path(path, inputs)
-        if plot is not None and plot.suffix.lower() != ".png":
-            raise UsageError(f"--plot {plot}: the picture is a PNG file (FILE.png)")
+        fmt, output = _check_options(fmt, output, notation, full_batch and batch != 1, plot, inputs)
         settings = Settings(
             lr=lr,
             epochs=epochs,
@@ -154,19 +139,7 @@ def train_command(
             predict_with=predict_with,
             seed=seed,
         )
-        pred = problem.prediction
-        if pred is not None:
-            pred.before = run_predict(problem, problem.init)
-        run = _run_with_progress(problem, settings, train)
-        if pred is not None:
-            pred.after = run_predict(problem, run.final)
-            pred.torch_after = run_predict(problem, run.final, torch_leaves=run.torch_final)
-        if no_zero_grad:
-            run.contrast = train_contrast(problem, settings)
-        if plot is not None:
-            write_plot(run, plot, inputs=inputs)
-        if fmt in ("md", "latex", "pdf"):
-            problem.derivation.verify()
+        run = _train(problem, settings, no_zero_grad, plot, inputs)
         _emit(run, fmt, output, show, notation, template, inputs)
     except BackstepError as err:
         fail(err, source)
@@ -179,11 +152,56 @@ def train_command(
         raise typer.Exit(1)
 
 
+def _check_options(
+    fmt: Optional[str], output: Optional[Path], notation: str, two_batches: bool, plot: Optional[Path], inputs
+) -> tuple[str, Optional[Path]]:
+    """The format and the output file (None: stdout), once the options are checked: before any work."""
+    from .userfiles import check_output_path
+
+    fmt, output = output_format(fmt, output, FORMATS)
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if notation not in ("bar", "partial", "delta"):
+        raise UsageError(f"--notation {notation}: choose bar, partial or delta")
+    if two_batches:
+        raise UsageError("--batch and --full-batch: choose one")
+    for path in (output, plot):
+        if path is not None:
+            check_output_path(path, inputs)
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot}: the picture is a PNG file (FILE.png)")
+    return fmt, output
+
+
+def _train(problem, settings, no_zero_grad: bool, plot: Optional[Path], inputs):
+    """The run (with a progress bar on a terminal), its predictions before and after, with
+    --no-zero-grad the same run with zero_grad to contrast, and its --plot."""
+    from .train_loop import predict as run_predict
+    from .train_loop import train, train_contrast
+
+    pred = problem.prediction
+    if pred is not None:
+        pred.before = run_predict(problem, problem.init)
+    run = _run_with_progress(problem, settings, train)
+    if pred is not None:
+        pred.after = run_predict(problem, run.final)
+        pred.torch_after = run_predict(problem, run.final, torch_leaves=run.torch_final)
+    if no_zero_grad:
+        run.contrast = train_contrast(problem, settings)
+    if plot is not None:
+        from .train_report import write_plot
+
+        write_plot(run, plot, inputs=inputs)
+    return run
+
+
 def _emit(run, fmt: str, output: Optional[Path], show: int, notation: str, template: Optional[Path], inputs) -> None:
-    """The run in its format, on stdout or in -o FILE."""
+    """The run in its format, on stdout or in -o FILE; a document also shows the derivation, verified."""
     from .train_report import render_document, terminal, to_json
     from .userfiles import check_output_path, write_output
 
+    if fmt in ("md", "latex", "pdf"):
+        run.problem.derivation.verify()
     if fmt == "text" and output is None:
         print_rich(terminal(run, show, notation), 160)
     elif fmt == "pdf":

@@ -280,8 +280,7 @@ def test_codegen_wrt_and_errors():
 
 
 def test_every_public_function_has_a_docstring():
-    from backstep import api
-    from backstep.model import Derivation
+    from backstep import Derivation, api
 
     functions = [backstep.derive, backstep.parse, api.check, api.check_file, api.codegen, api.schema]
     functions += [getattr(Derivation, name) for name in dir(Derivation) if name.startswith("to_")]

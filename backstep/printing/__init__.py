@@ -12,11 +12,11 @@ by juxtaposition. To know which is which the printer asks ``Symbols`` for the sh
 symbol.
 """
 
+from ..model import SymbolInfo, Symbols  # the derivation's data; re-exported for the printers' callers
 from .base import PRINTERS, NotationPrinter, Printer, PythonSyntaxPrinter, printer_for
 from .latex import LatexPrinter, to_latex
 from .names import GREEK, bar_latex, bar_text, latex_name
 from .source import SourcePrinter, to_lang
-from .symbols import SymbolInfo, Symbols
 from .text import SUPERSCRIPTS, TextPrinter, to_text
 from .torch import MATH_FUNCTIONS, TorchPrinter, to_torch
 

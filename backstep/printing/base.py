@@ -18,10 +18,10 @@ import sympy
 from sympy import Expr
 
 from ..errors import CannotPrint
+from ..model import Symbols
 from ..ops import OP_OF_CLASS, OPS, PREC_ADD, PREC_ATOM, PREC_MATMUL, PREC_MUL, PREC_POSTFIX, PREC_POW, PREC_UNARY
 from ..shapes import fmt_shape_plain
 from ..symbolic import Dim, InverseOp, MatrixProduct, OuterProduct, TensorOp, TransposeOp
-from .symbols import Symbols
 
 PRINTERS: dict[str, type[Printer]] = {}  # target name -> its printer class (filled in as they are defined)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sympy import Expr
 
+from ..model import Symbols
 from ..ops import PREC_ATOM, PREC_MUL, PREC_UNARY
 from .base import NotationPrinter
 from .names import latex_name
-from .symbols import Symbols
 
 
 class LatexPrinter(NotationPrinter):

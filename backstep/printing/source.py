@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sympy
 
+from ..model import Symbols
 from .base import PythonSyntaxPrinter
-from .symbols import Symbols
 
 
 class SourcePrinter(PythonSyntaxPrinter):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sympy import Expr
 
+from ..model import Symbols
 from ..ops import PREC_ATOM
 from .base import NotationPrinter
-from .symbols import Symbols
 
 SUPERSCRIPTS = str.maketrans("0123456789-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁽⁾")
 

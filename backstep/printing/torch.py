@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from sympy import Expr
 
+from ..model import Symbols
 from ..symbolic import Dim
 from .base import PythonSyntaxPrinter
-from .symbols import Symbols
 
 MATH_FUNCTIONS = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "erf"}
 

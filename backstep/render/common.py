@@ -2,18 +2,16 @@
 
 ``Notation`` prints one derivation's expressions in one notation for adjoints (``bar``: W̄,
 ``partial``: ∂L/∂W, ``delta``: δ_W) and one language. The notation is a renamed copy of the
-derivation's symbol table: which symbol is the adjoint of which is read from the model (the seed,
-each backward step's ``target``/``of``/``partial``, and the generic names of the general rules).
+derivation's symbol table: which symbol is the adjoint of which is read from the model
+(``Derivation.adjoint_of``, and each backward step's ``partial``).
 """
 
 from __future__ import annotations
 
-import re
-
 import sympy
 
-from ..model import Derivation
-from ..printing import Printer, SymbolInfo, Symbols, latex_name
+from ..model import Derivation, SymbolInfo, Symbols
+from ..printing import Printer, latex_name
 from ..shapes import format_shape
 from .i18n import Messages
 
@@ -24,15 +22,8 @@ SUPERSCRIPT_DIGITS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 def adjoints_of(d: Derivation) -> dict[str, tuple[str, int | None]]:
     """Each adjoint symbol -> (the symbol it is the adjoint of, k for a k-th partial contribution)."""
-    out: dict[str, tuple[str, int | None]] = {d.seed.name: (d.output, None)}
-    for s in d.backward:
-        out[s.target] = (s.of, s.partial)
-    # The general rules use generic names: `_r5_gB` is the adjoint of `_r5_B`, `_r5_gy` of `_r5_y`.
-    for name in d.symbols.table:
-        m = re.fullmatch(r"(_r\d+_)g(\w+)", name)
-        if m and m.group(1) + m.group(2) in d.symbols.table:
-            out[name] = (m.group(1) + m.group(2), None)
-    return out
+    partial = {s.target: s.partial for s in d.backward}
+    return {symbol: (of, partial.get(symbol)) for symbol, of in d.adjoint_of.items()}
 
 
 def notation_symbols(d: Derivation, notation: str, loss: str) -> Symbols:
@@ -128,13 +119,10 @@ class Notation:
         """The symbol of `name`'s adjoint: the step that defines it last (a sum after partials)."""
         if name == self.d.output:
             return self.d.seed.name
-        found = None
-        for s in self.d.backward:
-            if s.of == name and s.partial is None:
-                found = s.target
-        if found is None:
+        step = self.d.adjoint_step(name)
+        if step is None:
             raise KeyError(f"{name} has no adjoint in this derivation")
-        return found
+        return step.target
 
     def shape_text(self, shape: tuple) -> str:
         return self.msg("scalar") if len(shape) == 0 else format_shape(shape)

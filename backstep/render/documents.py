@@ -392,13 +392,46 @@ def _row(**fields: Any) -> Row:
 def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
     """Everything a template shows of one derivation, printed in `notation` and `lang`."""
     n = Notation(d, notation, lang)
+    msg, tex, text = n.msg, n.latex, n.text
+    variables = _variables_view(d, n)
+    forward = _forward_view(d, n)
+    backward = _backward_view(d, n, {s.name: s for s in forward})
+    return _row(
+        d=d,
+        n=n,
+        msg=msg,
+        lang=lang,
+        notation=notation,
+        source=d.source,
+        program=list(d.program) if len(d.program) > 1 else [],  # the statements, without annotations
+        output=d.output,
+        output_tex=n.name_latex(d.output),
+        output_expr=tex(d.output_expr),
+        output_text=f"{d.output} = {text(d.output_expr)}",
+        output_shape=n.shape_latex(d.output_shape),
+        output_space=n.space_latex(d.output_shape),
+        variables=variables,
+        wrt=[v for v in variables if v.requires_grad],
+        all_wrt=all(v.requires_grad for v in variables),
+        forward=forward,
+        seed=n.seed_latex(),
+        seed_text=n.seed_text(),
+        seed_shape=n.shape_latex(d.seed.shape),
+        seed_is_one=d.seed.is_one,
+        backward=backward,
+        # one step too wide for its rule beside it puts every rule under its step (a steady layout)
+        rules_below=any(s.rule_below or s.long for s in backward),
+        gradients=_gradients_view(d, n),
+        at=d.at,
+        graph=_graph_view(d, n),
+        verification=verification_view(d, msg),
+        notes=list(d.all_notes),
+    )
+
+
+def _variables_view(d: Derivation, n: Notation) -> list[Row]:
     msg = n.msg
-    tex, text = n.latex, n.text
-
-    def sym_tex(name: str) -> str:
-        return tex(n.sym(name))
-
-    variables = [
+    return [
         _row(
             name=v.name,
             tex=n.name_latex(v.name),
@@ -412,24 +445,32 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
         )
         for v in d.variables
     ]
-    forward = [
+
+
+def _forward_view(d: Derivation, n: Notation) -> list[Row]:
+    tex, text, msg = n.latex, n.text, n.msg
+    return [
         _row(
             index=i,
             name=s.name,
-            lhs=sym_tex(s.name),
+            lhs=tex(n.sym(s.name)),
             rhs=tex(s.expr),
             text=f"{s.name} = {text(s.expr)}",
             shape=n.shape_latex(s.shape),
             shape_text=n.shape_text(s.shape),
             space=n.space_latex(s.shape),
-            grad_fn=s.grad_fn,
+            grad_fn=d.grad_fn_of(s),
             op=s.op,
             op_name=msg.op(s.op),
             value=_value(latex_value(s.value) if d.at else "", tex(s.expr)),
         )
         for i, s in enumerate(d.forward, 1)
     ]
-    by_name = {s.name: s for s in forward}
+
+
+def _backward_view(d: Derivation, n: Notation, forward: dict[str, Row]) -> list[Row]:
+    """Each backward step, with the forward step of its node (`forward`: the forward view by name)."""
+    tex, text, msg = n.latex, n.text, n.msg
     backward = []
     for s in d.backward:
         applied, result = tex(s.applied), tex(s.result)
@@ -446,7 +487,7 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
             )
             rule_text = f"{msg.op(s.op)}: {text(r.forward_lhs)} = {text(r.forward_rhs)} ⇒ {text(r.adjoint_lhs)} = "
             rule_text += text(r.adjoint_rhs)
-        node = by_name.get(s.node) if s.node else None
+        node = forward.get(s.node) if s.node else None
         target_shape = d.symbols.table[s.target].shape if s.target in d.symbols.table else ()
         backward.append(
             _row(
@@ -454,7 +495,7 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
                 target=s.target,
                 of=s.of,
                 kind=s.kind,
-                lhs=sym_tex(s.target),
+                lhs=tex(n.sym(s.target)),
                 lhs_text=text(n.sym(s.target)),
                 applied=applied,
                 result=result,
@@ -472,16 +513,18 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
                 value=_value(latex_value(s.value) if d.at else "", result),
             )
         )
-    defining = {}  # the step that defines each adjoint last (the sum, after partial contributions)
-    for s in d.backward:
-        if s.partial is None:
-            defining[s.of] = s
+    return backward
+
+
+def _gradients_view(d: Derivation, n: Notation) -> list[Row]:
+    tex, text = n.latex, n.text
     gradients = []
     for name in d.wrt:
         g = d.gradients.get(name)
         if g is None:
             continue
         expr_text = text(g.expr)
+        defining = d.adjoint_step(name)  # the sum, after partial contributions
         gradients.append(
             _row(
                 name=name,
@@ -495,14 +538,21 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
                 space=n.space_latex(g.shape),
                 in_inputs=g.in_inputs,
                 long=len(expr_text) > LONG_GRADIENT,
-                named=tex(defining[name].result) if name in defining else tex(g.expr),
-                step=defining[name].index if name in defining else None,
+                named=tex(defining.result) if defining else tex(g.expr),
+                step=defining.index if defining else None,
                 value=latex_value(g.value) if g.value is not None else "",
             )
         )
+    return gradients
+
+
+def _graph_view(d: Derivation, n: Notation) -> Row:
+    tex, text = n.latex, n.text
     graph = build_graph(d)
-    edge_labels = {id(e): (sym_tex(e.adjoint), text(n.sym(e.adjoint))) if e.adjoint else ("", "") for e in graph.edges}
-    graph_view = _row(
+    edge_labels = {
+        id(e): (tex(n.sym(e.adjoint)), text(n.sym(e.adjoint))) if e.adjoint else ("", "") for e in graph.edges
+    }
+    return _row(
         graph=graph,
         drawable=graph.drawable,
         nodes=[
@@ -536,37 +586,6 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
         xgap=_column_width(graph),
         top=graph.rows[0],
         bottom=graph.rows[1],
-    )
-    return _row(
-        d=d,
-        n=n,
-        msg=msg,
-        lang=lang,
-        notation=notation,
-        source=d.source,
-        program=list(d.program) if len(d.program) > 1 else [],  # the statements, without annotations
-        output=d.output,
-        output_tex=n.name_latex(d.output),
-        output_expr=tex(d.output_expr),
-        output_text=f"{d.output} = {text(d.output_expr)}",
-        output_shape=n.shape_latex(d.output_shape),
-        output_space=n.space_latex(d.output_shape),
-        variables=variables,
-        wrt=[v for v in variables if v.requires_grad],
-        all_wrt=all(v.requires_grad for v in variables),
-        forward=forward,
-        seed=n.seed_latex(),
-        seed_text=n.seed_text(),
-        seed_shape=n.shape_latex(d.seed.shape),
-        seed_is_one=d.seed.is_one,
-        backward=backward,
-        # one step too wide for its rule beside it puts every rule under its step (a steady layout)
-        rules_below=any(s.rule_below or s.long for s in backward),
-        gradients=gradients,
-        at=d.at,
-        graph=graph_view,
-        verification=verification_view(d, msg),
-        notes=list(d.notes),
     )
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 from ..model import Check, Derivation, Verification
-from . import renderer
 from .common import Notation
+from .registry import renderer
 
 SCHEMA = "backstep.derivation/1"
 
@@ -37,7 +37,7 @@ def to_dict(d: Derivation) -> dict:
                 "op": s.op,
                 **expression(n, s.expr),
                 "shape": list(s.shape),
-                "grad_fn": s.grad_fn,
+                "grad_fn": d.grad_fn_of(s),
                 "line": s.line,
                 "col": s.col,
                 **({"value": s.value} if d.at else {}),
@@ -82,7 +82,7 @@ def to_dict(d: Derivation) -> dict:
         "at": d.at,
         "sizes": d.sizes or None,
         "verification": verification_dict(d.verification),
-        "notes": d.notes,
+        "notes": d.all_notes,
     }
     return out
 

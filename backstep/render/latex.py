@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..model import Derivation
-from . import renderer
 from .documents import Templates, context, view
+from .registry import renderer
 
 
-@renderer("latex")
+@renderer("latex", choices=("notation", "lang", "template_dir", "standalone"))
 def render_latex(
     d: Derivation,
     standalone: bool = False,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..model import Derivation
-from . import renderer
 from .documents import Templates, context, view
+from .registry import renderer
 
 
-@renderer("md")
+@renderer("md", choices=("notation", "lang", "template_dir"))
 def render_markdown(
     d: Derivation, notation: str = "bar", lang: str = "en", template_dir: Path | str | None = None
 ) -> str:

@@ -39,6 +39,7 @@ from pathlib import Path
 from ..errors import BackstepError
 from ..model import Derivation
 from ..userfiles import check_output_path, write_output
+from .registry import writer
 
 INSTALL = (
     "apt-get install --no-install-recommends latexmk texlive-xetex texlive-lang-chinese fonts-noto-cjk "
@@ -75,6 +76,13 @@ def missing_engine(lang: str = "en") -> str | None:
     return None
 
 
+def refuse_missing_engine(lang: str = "en") -> None:
+    """A PdfError, before any work, when a PDF in `lang` cannot be compiled here."""
+    problem = missing_engine(lang)
+    if problem:
+        raise PdfError(problem)
+
+
 def _has_tex_file(name: str) -> bool:
     kpsewhich = shutil.which("kpsewhich")
     if kpsewhich is None:
@@ -86,6 +94,7 @@ def _has_tex_file(name: str) -> bool:
     return bool(found.stdout.strip())
 
 
+@writer("pdf", choices=("notation", "lang", "template_dir"), preflight=refuse_missing_engine)
 def write_pdf(
     d: Derivation,
     output: Path,
@@ -99,9 +108,7 @@ def write_pdf(
     from .latex import render_latex
 
     check_output_path(output, inputs)  # refused before LaTeX spends its time
-    problem = missing_engine(lang)
-    if problem:
-        raise PdfError(problem)
+    refuse_missing_engine(lang)
     tex = render_latex(d, standalone=True, notation=notation, lang=lang, template_dir=template_dir)
     compile_pdf(tex, Path(output), lang=lang, name=Path(output).stem, inputs=inputs)
 
@@ -113,9 +120,7 @@ def compile_pdf(
     `output` is refused (UsageError) when it is a symbolic link or one of `inputs`."""
     inputs = list(inputs)
     output = check_output_path(output, inputs)
-    problem = missing_engine(lang)
-    if problem:
-        raise PdfError(problem)
+    refuse_missing_engine(lang)
     name = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "document"
     folder = Path(tempfile.mkdtemp(prefix="backstep-pdf-"))
     source = folder / f"{name}.tex"

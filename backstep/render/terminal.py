@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import BackwardStep, Derivation
-from . import renderer
 from .common import Notation, format_number, format_value
+from .registry import renderer
 
 
 def build(d: Derivation, notation: str = "bar", lang: str = "en") -> Group:
@@ -22,7 +22,7 @@ def build(d: Derivation, notation: str = "bar", lang: str = "en") -> Group:
     parts += [gradient_table(d, n)]
     if d.verification is not None:
         parts += [Text(), verification_block(d, n)]
-    for note in d.notes:
+    for note in d.all_notes:
         parts.append(Text(n.msg("note", note=note), style="yellow"))
     return Group(*parts)
 
@@ -58,7 +58,7 @@ def forward_table(d: Derivation, n: Notation) -> Table:
         row = [f"{s.name} = {n.text(s.expr)}", n.shape_text(s.shape)]
         if d.at:
             row.append(format_value(s.value))
-        row.append(s.grad_fn or "—")
+        row.append(d.grad_fn_of(s) or "—")
         table.add_row(*map(Text, row))
     return table
 
@@ -163,7 +163,7 @@ def verification_block(d: Derivation, n: Notation) -> Text:
     return t
 
 
-@renderer("text")
+@renderer("text", choices=("notation", "lang"), show=build)
 def render_text(d: Derivation, width: int = 120, color: bool = False, notation: str = "bar", lang: str = "en") -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, color_system="standard" if color else None)
