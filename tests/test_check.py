@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from backstep import BackstepError
 from backstep.check import MISTAKE_KINDS, Problem, adjoint_spellings, split_lines
-from backstep.check_run import grade, load_key, run_batch
+from backstep.check.grade import grade, load_key
+from backstep.check.run import run_batch
 from backstep.cli import app
 
 runner = CliRunner()

@@ -10,8 +10,10 @@ from itertools import combinations
 import sympy
 from sympy import Expr
 
-from . import symbolic as sb
-from .check_claims import (
+from .. import symbolic as sb
+from ..derive import reevaluate, sum_to
+from ..printing import to_lang
+from .claims import (
     ClaimShapeError,
     Mistake,
     Scope,
@@ -27,8 +29,6 @@ from .check_claims import (
     normalize,
     term_to_sympy,
 )
-from .derive import reevaluate, sum_to
-from .printing import to_lang
 
 MAX_CANDIDATES = 400  # fixes tried for one wrong claim before it says it cannot name the mistake
 

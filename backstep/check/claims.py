@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 import sympy
 from sympy import Expr
 
-from . import symbolic as sb
-from .ops import OPS
-from .printing import to_lang
-from .shapes import ShapeEnv, ShapeMismatch
+from .. import symbolic as sb
+from ..ops import OPS
+from ..printing import to_lang
+from ..shapes import ShapeEnv, ShapeMismatch
 
 RTOL, ATOL = 1e-7, 1e-9
 
@@ -201,7 +201,7 @@ class Point:
 
 
 def _torch():
-    from .numeric import torch_module
+    from ..numeric import torch_module
 
     return torch_module()
 

@@ -1,7 +1,7 @@
 """Grading a class: `backstep check --grade DIR --key KEY` (see README, "Grading a class").
 
 The key's problems, the students' submissions found in the folder (links and special files
-refused, two submissions under one name a conflict), each submission checked by ``check.py`` under
+refused, two submissions under one name a conflict), each submission checked by ``problem.py`` under
 a time budget of its own, spread over the cores, and the rows written to grades.csv as they come,
 so that an interrupted run (Ctrl-C, SIGTERM, a CPU limit, an error) keeps what it graded.
 """
@@ -22,17 +22,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .budget import BudgetExpired, TimeBudget
-from .check import Problem, split_text
-from .errors import BackstepError, UsageError
-from .shapes import parse_shape_text
-from .userfiles import _keep_mode, check_output_path, csv_cell, file_kind, open_output, printable
+from ..budget import BudgetExpired, TimeBudget
+from ..errors import BackstepError, UsageError
+from ..shapes import parse_shape_text
+from ..userfiles import _keep_mode, check_output_path, csv_cell, file_kind, open_output, printable
+from .problem import Problem, split_text
 
 SUBMISSION_SUFFIXES = ("", ".txt", ".md", ".bs", ".deriv")
 DEFAULT_STUDENT_TIMEOUT = 120.0  # seconds for one student's derivation of one problem
 
 
-# --- shared with check_run (which imports them from here) ----------------------------------------
+# --- shared with run.py (which imports them from here) ----------------------------------------
 
 
 def _console(stderr: bool = False, file=None):

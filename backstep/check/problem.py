@@ -40,9 +40,17 @@ from collections.abc import Iterator
 import sympy
 from sympy import Expr
 
-from . import symbolic as sb
-from .budget import BudgetExpired, TimeBudget, can_interrupt
-from .check_claims import (  # noqa: F401  (re-exported: `from backstep.check import Result` as before)
+from .. import symbolic as sb
+from ..budget import BudgetExpired, TimeBudget, can_interrupt
+from ..derive import MAX_EXPANDED_SIZE, TooLarge, _expand, build_derivation, reevaluate
+from ..errors import BackstepError, DomainError, ParseError, UsageError
+from ..lookalike import lookalike_note, unknown_name_message
+from ..ops import Ctx
+from ..parser import Limits, deep_recursion, parse, parse_expression
+from ..printing import to_lang, to_text
+from ..shapes import concrete, fmt_shape_plain, free_sizes
+from ..util import reachable
+from .claims import (  # noqa: F401  (re-exported: `from backstep.check import Result` as before)
     _ADJOINT_LIKE,
     _BILINEAR,
     _FRACTION,
@@ -73,15 +81,7 @@ from .check_claims import (  # noqa: F401  (re-exported: `from backstep.check im
     normalize,
     term_to_sympy,
 )
-from .check_diagnose import Diagnosis
-from .derive import MAX_EXPANDED_SIZE, TooLarge, _expand, build_derivation, reevaluate
-from .errors import BackstepError, DomainError, ParseError, UsageError
-from .lookalike import lookalike_note, unknown_name_message
-from .ops import Ctx
-from .parser import Limits, deep_recursion, parse, parse_expression
-from .printing import to_lang, to_text
-from .shapes import concrete, fmt_shape_plain, free_sizes
-from .util import reachable
+from .diagnose import Diagnosis
 
 MAX_DRAWS = 200
 DEFAULT_BUDGET = 2.0  # seconds SymPy may spend proving one claim equal to the truth
@@ -170,7 +170,7 @@ class Problem:
             wrt_vars = list(wrt) if wrt and all(w in var_names for w in wrt) else None
             self.derivation = d = build_derivation(graph, wrt_vars, assume or {})
         self.graph = graph
-        from .render.common import Notation
+        from ..render.common import Notation
 
         self.notation = Notation(d)
         self.node_shape = {n.name: tuple(n.shape) for n in graph.nodes}
@@ -419,8 +419,8 @@ class Problem:
         raise DomainError(f"could not draw a point inside every function's domain in {MAX_DRAWS} tries: {bad}")
 
     def _try_point(self, sizes: dict[str, int], generator, rounded: bool) -> tuple[Point | None, str | None]:
-        from .numeric import Evaluator, draw
-        from .verify import _run
+        from ..numeric import Evaluator, draw
+        from ..verify import _run
 
         torch = _torch()
         d, graph = self.derivation, self.graph
@@ -527,7 +527,7 @@ class Problem:
         env_cache) a helper is evaluated once per point, not once per line that follows it."""
         if not helpers:
             return point.env
-        from .numeric import Evaluator
+        from ..numeric import Evaluator
 
         torch = _torch()
         done, env = 0, None
@@ -590,7 +590,7 @@ class Problem:
 
     def rerun(self, point: Point, changed: dict[int, Expr], target: Target):
         """The target's adjoint at a point when some backward steps' results are replaced."""
-        from .numeric import Evaluator
+        from ..numeric import Evaluator
 
         torch = _torch()
         d = self.derivation
@@ -715,7 +715,7 @@ class Problem:
                     )
 
     def _values(self, expr: Expr, envs: list[dict], target: Target):
-        from .numeric import Evaluator
+        from ..numeric import Evaluator
 
         torch = _torch()
         out = []
@@ -780,7 +780,7 @@ class Problem:
 
     def counterexample(self, target: Target, claim_expr: Expr, scope: Scope) -> dict | None:
         """A small point (small sizes, numbers with one decimal) where the claim and the truth differ."""
-        from .numeric import Evaluator, to_value
+        from ..numeric import Evaluator, to_value
 
         torch = _torch()
         d = self.derivation
@@ -891,7 +891,7 @@ class Problem:
         names it uses (whatever their order in the file), so a file of n lines costs n parses, not
         the n² of retrying every unresolved line until nothing changes. Names that depend on each
         other in a cycle are taken in the file's order (they cannot name a node anyway)."""
-        from .numeric import Evaluator
+        from ..numeric import Evaluator
 
         torch = _torch()
         pending = []

@@ -1,8 +1,8 @@
 """Running `backstep check`: one claim, a derivation file, a batch of claims, a class to grade.
 
-The deciding and diagnosing is in ``check.py``; this module reads the inputs and writes what a
-person (a table) or another tool (JSON) reads. Grading a class is in ``grade.py``; its names are
-imported here too (``from backstep.check_run import grade, grade_task, load_key`` keeps working).
+The deciding and diagnosing is in ``problem.py`` and the modules beside it; this module reads the
+inputs and writes what a person (a table) or another tool (JSON) reads. Grading a class is in
+``grade.py`` (``from backstep.check.grade import grade, grade_task, load_key``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .check import MAX_BYTES, MAX_ELEMENTS, Problem, Result
-from .errors import BackstepError, UsageError
+from ..errors import BackstepError, UsageError
+from ..userfiles import check_output_path, open_output, printable, read_text_capped, write_output
 from .grade import (  # noqa: F401  (re-exported: grading's names, as before the split)
     CSV_COLUMNS,
     DEFAULT_STUDENT_TIMEOUT,
@@ -34,7 +34,7 @@ from .grade import (  # noqa: F401  (re-exported: grading's names, as before the
     print_grades,
     write_csv,
 )
-from .userfiles import check_output_path, open_output, printable, read_text_capped, write_output
+from .problem import MAX_BYTES, MAX_ELEMENTS, Problem, Result
 
 # The most a derivation file or a batch file may hold, in characters, read before anything is parsed:
 # a derivation file of some thousand lines fits, /dev/zero does not take the grader's memory.
@@ -49,7 +49,7 @@ FILE_SCHEMA = "backstep.check-file/1"
 
 
 def _value(value) -> str:
-    from .render.common import format_value
+    from ..render.common import format_value
 
     return format_value(value, max_entries=24)
 
