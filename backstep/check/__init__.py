@@ -27,37 +27,33 @@ line is judged as if the lines before it were right.
 Circular claims. Since the adjoints a claim uses are bound to their true values, a claim may use
 only what the true derivation has before the quantity it claims (see ``Problem.circular``):
 otherwise ``grad_W1 = grad_W1``, or two lines that each use the other's adjoint, would be right.
+
+The package, by job: ``problem.py`` (Problem: a formula's names and targets, one claim checked),
+``claims.py`` (the claim language: adjoint spellings, terms, their shapes and SymPy meaning),
+``records.py`` (Result, Mistake, Target, Scope, Helper), ``points.py`` (sizes, random points, a
+claim's values, counterexamples), ``proof.py`` (every name's definition, the normal form, proofs),
+``diagnose.py`` and ``chain.py`` (naming the mistake of a wrong claim), ``files.py`` (derivation
+files), ``run.py`` (the command: one claim, a file, a batch) and ``grade.py`` (grading a class).
+This module re-exports the names other code uses (``from backstep.check import Problem``); it does
+not import run.py or grade.py.
 """
 
 from .claims import (
+    LOSS_NAMES,
     ClaimShapeError,
-    Helper,
-    Mistake,
-    Point,
-    Result,
-    Scope,
-    Target,
     Term,
+    adjoint_spellings,
     broadcast_sum_axes,
     broadcasts_to,
     infer_shapes,
-    normalize,
     term_to_sympy,
 )
 from .diagnose import Diagnosis
-from .problem import (
-    DEFAULT_BUDGET,
-    LOSS_NAMES,
-    MAX_BYTES,
-    MAX_DRAWS,
-    MAX_ELEMENTS,
-    MISTAKE_KINDS,
-    SIZES_B,
-    Problem,
-    adjoint_spellings,
-    split_lines,
-    split_text,
-)
+from .files import split_lines, split_text
+from .points import MAX_BYTES, MAX_DRAWS, MAX_ELEMENTS, SIZES_B, Point
+from .problem import Problem
+from .proof import DEFAULT_BUDGET, normalize
+from .records import MISTAKE_KINDS, Helper, Mistake, Result, Scope, Target
 
 __all__ = [
     "Problem",

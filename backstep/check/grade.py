@@ -26,7 +26,8 @@ from ..budget import BudgetExpired, TimeBudget
 from ..errors import BackstepError, UsageError
 from ..shapes import parse_shape_text
 from ..userfiles import _keep_mode, check_output_path, csv_cell, file_kind, open_output, printable
-from .problem import Problem, split_text
+from .files import split_text
+from .problem import Problem
 
 SUBMISSION_SUFFIXES = ("", ".txt", ".md", ".bs", ".deriv")
 DEFAULT_STUDENT_TIMEOUT = 120.0  # seconds for one student's derivation of one problem

@@ -34,7 +34,9 @@ from .grade import (  # noqa: F401  (re-exported: grading's names, as before the
     print_grades,
     write_csv,
 )
-from .problem import MAX_BYTES, MAX_ELEMENTS, Problem, Result
+from .points import MAX_BYTES, MAX_ELEMENTS
+from .problem import Problem
+from .records import Result
 
 # The most a derivation file or a batch file may hold, in characters, read before anything is parsed:
 # a derivation file of some thousand lines fits, /dev/zero does not take the grader's memory.
