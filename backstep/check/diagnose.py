@@ -13,6 +13,7 @@ from sympy import Expr
 
 from .. import symbolic as sb
 from ..derive import sum_to
+from ..errors import CannotEvaluate, CannotPrint
 from ..printing import to_lang
 from .chain import ChainRuleFamilies
 from .claims import (
@@ -34,6 +35,8 @@ MAX_CANDIDATES = 400  # fixes tried for one wrong claim before it says it cannot
 # What a family may meet on its way (a candidate that cannot be evaluated or printed, one that does
 # not type-check, numbers that overflow): that family names nothing, and the next one is tried.
 _FAMILY_FAILURES = (
+    CannotEvaluate,
+    CannotPrint,
     RuntimeError,
     TypeError,
     ValueError,
@@ -93,7 +96,7 @@ class Diagnosis(ChainRuleFamilies):
     def lang(self, expr: Expr) -> str:
         try:
             return to_lang(expr, self.p.derivation.symbols)
-        except TypeError:
+        except CannotPrint:  # an expression the printer has no rule for: SymPy's own text
             return str(expr)
 
     def written(self, term: Term) -> str:
@@ -101,7 +104,7 @@ class Diagnosis(ChainRuleFamilies):
         try:
             shapes = infer_shapes(term, self.shape_of)
             return to_lang(term_to_sympy(term, shapes))
-        except (ClaimShapeError, TypeError):
+        except (ClaimShapeError, CannotPrint):
             return term.show()
 
     # families

@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterator
 
 from ..budget import BudgetExpired
-from ..errors import BackstepError, ParseError
+from ..errors import BackstepError, CannotEvaluate, ParseError
 from ..lookalike import lookalike_note, unknown_name_message
 from .claims import (
     _ADJOINT_LIKE,
@@ -136,7 +136,7 @@ def _identify_aliases(problem, lines: list, scope: Scope, deadline: float | None
         points, env_with = problem.sampler.points, problem.sampler.env_with
         try:
             values = [Evaluator(env_with(p, scope.helpers, scope.env_cache), p.sizes)(expr) for p in points]
-        except (RuntimeError, TypeError, ValueError, KeyError, ArithmeticError):
+        except (CannotEvaluate, RuntimeError, TypeError, ValueError, KeyError, ArithmeticError):
             continue
         for node in candidates:
             if all(_close(torch, v, p.env[node.name]) for v, p in zip(values, points)):

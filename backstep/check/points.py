@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sympy import Expr
 
-from ..errors import BackstepError, DomainError, UsageError
+from ..errors import BackstepError, CannotEvaluate, DomainError, UsageError
 from ..shapes import concrete, free_sizes
 from .claims import Term
 from .records import Helper, Scope, Target
@@ -245,7 +245,7 @@ class Sampler:
             try:
                 v = Evaluator(env, p.sizes)(expr)
                 v = torch.broadcast_to(v, concrete(target.shape, p.sizes))
-            except (RuntimeError, TypeError, ValueError, KeyError, ArithmeticError) as err:
+            except (CannotEvaluate, RuntimeError, TypeError, ValueError, KeyError, ArithmeticError) as err:
                 return f"the claim cannot be evaluated ({err})"
             out.append(v)
         return out
@@ -264,7 +264,7 @@ class Sampler:
                     p = self.make_point(sizes, generator, rounded=True)
                     env = self.env_with(p, scope.helpers)
                     v = torch.broadcast_to(Evaluator(env, sizes)(claim_expr), concrete(target.shape, sizes))
-                except (BackstepError, RuntimeError, TypeError, ValueError, ArithmeticError):
+                except (BackstepError, CannotEvaluate, RuntimeError, TypeError, ValueError, ArithmeticError):
                     continue
                 t = self.truth_value(p, target)
                 if _close(torch, v, t) or not bool(torch.isfinite(v).all()):

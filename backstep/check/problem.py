@@ -10,7 +10,7 @@ import unicodedata
 
 from .. import symbolic as sb
 from ..derive import build_derivation
-from ..errors import ParseError, UsageError
+from ..errors import CannotPrint, ParseError, UsageError
 from ..lookalike import unknown_name_message
 from ..parser import Limits, deep_recursion, parse, parse_expression
 from ..printing import to_lang, to_text
@@ -351,7 +351,7 @@ class Problem:
             with deep_recursion():
                 result.expected = to_lang(expr, self.derivation.symbols)
                 result.expected_text = to_text(expr, self.derivation.symbols)
-        except (TypeError, RecursionError):
+        except (CannotPrint, RecursionError):
             result.expected = result.expected_text = None
 
     def check_lines(self, text: str, deadline: float | None = None, timeout: float | None = None) -> list[Result]:
