@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 import backstep.check.grade as grade_module
 import backstep.check.problem as check_module
 from backstep.check import MAX_BYTES, MAX_ELEMENTS, Problem
-from backstep.check.grade import GradesFile, GradingInterrupted, grade
+from backstep.check.grade import GradingInterrupted, grade
+from backstep.check.grades import GradesFile
 from backstep.check.run import run_batch
 from backstep.cli import app
 

@@ -292,7 +292,8 @@ def test_batch_output_is_never_the_batch_file_or_a_link(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symbolic links and FIFOs")
 def test_a_submission_swapped_for_a_link_or_a_fifo_after_listing_is_not_read(tmp_path):
-    from backstep.check.grade import ProblemSpec, Task, grade_task
+    from backstep.check.grade import grade_task
+    from backstep.check.submissions import ProblemSpec, Task
 
     secret = tmp_path / "secret.txt"
     secret.write_text(f"dz/dx = {MARKER}\n")

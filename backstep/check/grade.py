@@ -1,264 +1,43 @@
 """Grading a class: `backstep check --grade DIR --key KEY` (see README, "Grading a class").
 
-The key's problems, the students' submissions found in the folder (links and special files
-refused, two submissions under one name a conflict), each submission checked by ``problem.py`` under
-a time budget of its own, spread over the cores, and the rows written to grades.csv as they come,
-so that an interrupted run (Ctrl-C, SIGTERM, a CPU limit, an error) keeps what it graded.
+The key's problems and the students' submissions (read by submissions.py), each submission
+checked by ``problem.py`` under a time budget of its own, spread over the cores, and the rows
+written to grades.csv as they come (grades.py), so that an interrupted run (Ctrl-C, SIGTERM, a CPU
+limit, an error) keeps what it graded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import json
 import os
 import signal
-import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..budget import BudgetExpired, TimeBudget
 from ..errors import BackstepError, UsageError
-from ..shapes import parse_shape_text
-from ..userfiles import _keep_mode, check_output_path, csv_cell, file_kind, open_output, printable
-from .files import split_text
+from ..userfiles import check_output_path, printable
+from .common import _console, _one_line
+from .grades import CSV_COLUMNS, GradesFile, print_grades  # noqa: F401  (CSV_COLUMNS: the columns of grade_task's rows)
 from .problem import Problem
+from .submissions import (
+    ProblemSpec,
+    Task,
+    _read_submission,
+    _Refused,
+    _section,
+    _submission_files,
+    find_submissions,
+    load_key,
+)
 
-SUBMISSION_SUFFIXES = ("", ".txt", ".md", ".bs", ".deriv")
 DEFAULT_STUDENT_TIMEOUT = 120.0  # seconds for one student's derivation of one problem
 
-
-# --- shared with run.py (which imports them from here) ----------------------------------------
-
-
-def _console(stderr: bool = False, file=None):
-    from rich.console import Console
-
-    if file is not None:
-        return Console(highlight=False, width=140, file=file, color_system=None)
-    console = Console(highlight=False, stderr=stderr)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=140, stderr=stderr)
-    return console
-
-
-def _one_line(err: BackstepError) -> str:
-    return err.render().splitlines()[0]
-
-
-def _shapes_from_json(raw) -> dict[str, tuple]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise UsageError('"shapes" must be an object such as {"x": [3, 1]}')
-    shapes = {}
-    for name, value in raw.items():
-        if isinstance(value, str):
-            try:
-                shapes[name] = parse_shape_text(value)
-            except ValueError as err:
-                raise UsageError(f'"shapes": {name}: {err}') from None
-        elif isinstance(value, list) and all(
-            (isinstance(d, int) and not isinstance(d, bool) and d >= 1) or (isinstance(d, str) and d.isidentifier())
-            for d in value
-        ):
-            shapes[name] = tuple(value)
-        else:
-            raise UsageError(f'"shapes": {name} must be a list of positive integers or dimension names')
-    return shapes
-
-
-def _assume_from_json(raw) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        raise UsageError('"assume" must be an object such as {"x": "positive"}')
-    return dict(raw)
-
-
-# --- the key ------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProblemSpec:
-    id: str
-    function: str
-    wrt: list[str] = field(default_factory=list)
-    shapes: dict = field(default_factory=dict)
-    assume: dict = field(default_factory=dict)
-
-    def build(self, points: int, seed: int, budget: float) -> Problem:  # the size caps: check.MAX_*
-        return Problem(self.function, self.shapes, None, self.assume, points=points, seed=seed, budget=budget)
-
-
-def load_key(path: Path) -> list[ProblemSpec]:
-    """The key: `[[problem]]` tables with `function`, optional `id`, `wrt`, `shapes`, `assume`."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise UsageError("reading a TOML key needs Python 3.11 or the tomli package") from None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # (a byte-order mark is no TOML)
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read the key {path}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"the key {path} is not valid TOML: {err}") from None
-    problems = data.get("problem")
-    if not isinstance(problems, list) or not problems:
-        raise UsageError(f'the key {path} has no [[problem]] (each with function = "...")')
-    specs = []
-    for k, p in enumerate(problems, 1):
-        if not isinstance(p, dict):
-            raise UsageError(f"the key {path}: problem {k} is not a table")
-        function = p.get("function", p.get("expr"))
-        if not isinstance(function, str) or not function.strip():
-            raise UsageError(f'the key {path}: problem {k} has no function = "..."')
-        wrt = p.get("wrt", [])
-        if isinstance(wrt, str):
-            wrt = [w.strip() for w in wrt.split(",") if w.strip()]
-        if not isinstance(wrt, list) or not all(isinstance(w, str) for w in wrt):
-            raise UsageError(f"the key {path}: problem {k}: wrt must be a list of names")
-        pid = str(p.get("id", p.get("name", f"p{k}")))
-        shapes = _shapes_from_json(p.get("shapes"))
-        assume = _assume_from_json(p.get("assume"))
-        specs.append(ProblemSpec(pid, function, wrt, shapes, assume))
-    ids = [s.id for s in specs]
-    if len(set(ids)) != len(ids):
-        raise UsageError(f"the key {path}: two problems have the same id")
-    return specs
-
-
-@dataclass
-class Task:
-    student: str
-    problem: str
-    path: str | None  # the file to read
-    section: bool = False  # the file holds several problems in [id] sections
-    note: str | None = None  # why there is nothing to check (a missing file)
-    refused: str | None = None  # why the submission is not read (a link, a FIFO): an error row
-
-
-def _refusal(path: Path) -> str | None:
-    """Why the submission `path` is not read, or None for a regular file or folder. Looked at with
-    lstat, never through a link: a link would copy any file the grader can read into the grades,
-    and opening a FIFO would block the grading for ever."""
-    try:
-        mode = path.lstat().st_mode
-    except OSError as err:
-        return f"refused: cannot look at it ({err.strerror or err})"
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    kind = file_kind(mode)
-    return (
-        f"refused: {kind}" if stat.S_ISLNK(mode) or kind.startswith("not ") else f"refused: {kind}, not a regular file"
-    )
-
-
-def _is_folder(path: Path) -> bool:
-    """A real folder, not a link to one (Path.is_dir follows links)."""
-    try:
-        return stat.S_ISDIR(path.lstat().st_mode)
-    except OSError:
-        return False
-
-
-def _student_of(entry: Path, folder: bool) -> str:
-    return entry.name if folder or entry.suffix not in SUBMISSION_SUFFIXES else entry.stem
-
-
-def find_submissions(root: Path, specs: list[ProblemSpec]) -> list[Task]:
-    """`root/<student>/<problem id>.txt` (any of .txt .md .bs .deriv or none), or `root/<student>.txt`
-    holding every problem in `[id]` sections (or the whole file, for a key with one problem).
-    A link or a special file where a submission would be is refused (an error row), never read.
-    Two entries that are the same student's (`alice/` and `alice.txt`, `alice.txt` and `alice.md`)
-    are a conflict: neither is graded, and the row names both."""
-    if not root.is_dir():
-        raise UsageError(f"--grade {root}: not a directory")
-    ids = [s.id for s in specs]
-    entries: dict[str, list[tuple[Path, bool]]] = {}
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name.startswith("_"):
-            continue
-        folder = _is_folder(entry)
-        entries.setdefault(_student_of(entry, folder), []).append((entry, folder))
-    tasks = []
-    for student, found in sorted(entries.items()):
-        if len(found) > 1:
-            names = " and ".join(e.name + ("/" if folder else "") for e, folder in found)
-            conflict = f"conflict: {names} are both submissions of {student} (keep one, grade again)"
-            tasks.extend(Task(student, pid, None, refused=conflict) for pid in ids)
-            continue
-        entry, folder = found[0]
-        refused = _refusal(entry)
-        if refused is not None:
-            tasks.extend(Task(student, pid, None, refused=refused) for pid in ids)
-        elif folder:
-            # every entry but a folder: a link or a FIFO named like a submission is refused, not skipped
-            try:
-                files = sorted(f for f in entry.iterdir() if not f.name.startswith(".") and not _is_folder(f))
-            except OSError as err:
-                refused = f"refused: cannot list the folder ({err.strerror or err})"
-                tasks.extend(Task(student, pid, None, refused=refused) for pid in ids)
-                continue
-            for pid in ids:
-                match = [f for f in files if f.stem == pid and f.suffix in SUBMISSION_SUFFIXES]
-                if not match and len(ids) == 1 and len(files) == 1:
-                    match = files
-                if len(match) > 1:
-                    names = " and ".join(f"{entry.name}/{f.name}" for f in match)
-                    conflict = f"conflict: {names} are both {student}'s {pid} (keep one, grade again)"
-                    tasks.append(Task(student, pid, None, refused=conflict))
-                elif match:
-                    refused = _refusal(match[0])
-                    path = None if refused else str(match[0])
-                    tasks.append(Task(student, pid, path, refused=refused))
-                else:
-                    tasks.append(Task(student, pid, None, note=f"no file {entry.name}/{pid}.txt"))
-        else:
-            for pid in ids:
-                tasks.append(Task(student, pid, str(entry), section=len(ids) > 1))
-    if not tasks:
-        raise UsageError(f"--grade {root}: no submissions (one folder or one file per student)")
-    return tasks
-
-
-def _section(text: str, pid: str) -> str | None:
-    """The lines under `[pid]` up to the next `[...]` header."""
-    out, inside, found = [], False, False
-    for line in split_text(text):
-        stripped = line.strip()
-        if stripped.startswith("[") and stripped.endswith("]") and "=" not in stripped:
-            inside = stripped[1:-1].strip() == pid
-            found = found or inside
-            out.append("")  # keep line numbers
-            continue
-        out.append(line if inside else "")
-    return "\n".join(out) if found else None
-
-
-class _Refused(Exception):
-    """A submission that is not a regular file when it is opened."""
-
-
-def _read_submission(path: str) -> str:
-    """The text of a submission, opened without following a link and without waiting for a FIFO's
-    writer, then read only if it is a regular file: the folder may have changed since it was listed."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    fd = os.open(path, flags)
-    with open(fd, encoding="utf-8") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _Refused("refused: not a regular file")
-        return f.read()
-
-
+# The key's problems, derived once per process: (id, function, points, seed) -> Problem
 _WORKER_PROBLEMS: dict = {}
 
 
@@ -381,9 +160,6 @@ def _check_in_time(problem: Problem, text: str, timeout: float | None) -> list:
         if results is None:  # (expired between check_lines and the end of the block: results stand)
             raise
     return results
-
-
-CSV_COLUMNS = ["student", "problem", "step", "verdict", "mistake", "line", "written", "reason"]
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -592,159 +368,6 @@ def _end_workers(pool) -> None:
             if process.is_alive():
                 process.kill()
                 process.join(1)
-
-
-class GradesFile:
-    """grades.csv written as the grading goes. The rows go to a temporary file beside `path` (never
-    through a link, never over one of `inputs`), flushed as each submission is graded, in the
-    submissions' order (one graded early waits for those before it); close() writes any rows still
-    waiting and renames the file over `path`, whether the run ended or was interrupted."""
-
-    def __init__(self, path: Path | str, inputs: Iterable[Path | str | None] = ()):
-        self.path = check_output_path(path, inputs)
-        if not self.path.parent.is_dir():
-            raise UsageError(f"cannot write {self.path}: the folder {self.path.parent} does not exist")
-        try:
-            fd, self.temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        except OSError as err:
-            raise UsageError(f"cannot write {self.path}: {err.strerror or err}") from None
-        self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        self.waiting: dict[int, list[dict]] = {}
-        self.next = 0
-        self.rows = 0
-        self.closed = False
-        self._write(self.writer.writeheader)
-
-    def _write(self, action, *args) -> None:
-        try:
-            action(*args)
-            self.file.flush()
-        except OSError as err:
-            self.discard()
-            raise UsageError(f"cannot write {self.path}: {err.strerror or err}") from None
-
-    def _put(self, rows: list[dict]) -> None:
-        self._write(self.writer.writerows, [{k: _csv_text(v) for k, v in r.items()} for r in rows])
-        self.rows += len(rows)
-
-    def add(self, index: int, rows: list[dict]) -> None:
-        self.waiting[index] = rows
-        while self.next in self.waiting:
-            self._put(self.waiting.pop(self.next))
-            self.next += 1
-
-    def close(self, keep: bool = True) -> None:
-        """The rows still waiting (an interrupted run: those graded out of order), then the rename;
-        keep=False removes the temporary file and leaves `path` as it was."""
-        if self.closed:
-            return
-        if not keep:
-            self.discard()
-            return
-        for index in sorted(self.waiting):
-            self._put(self.waiting.pop(index))
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            _keep_mode(self.path, self.temporary)
-            os.replace(self.temporary, self.path)
-        except OSError as err:
-            self.discard()
-            raise UsageError(f"cannot write {self.path}: {err.strerror or err}") from None
-        self.closed = True
-
-    def discard(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.temporary)
-
-
-def _csv_text(value):
-    """A cell of grades.csv: a name or a line a student wrote is never a live formula (`=HYPERLINK`),
-    and never an escape sequence for whoever runs `cat grades.csv`."""
-    return csv_cell(printable(value)) if isinstance(value, str) else value
-
-
-def write_csv(rows: list[dict], path: Path, inputs: Iterable[Path | str | None] = ()) -> None:
-    """All the rows at once, by a temporary file renamed over `path`; never through a link, never over
-    one of `inputs` (the key, a submission)."""
-    with open_output(path, inputs, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: _csv_text(v) for k, v in r.items()} for r in rows)
-
-
-def print_grades(rows: list[dict], csv_path: Path | None) -> None:
-    """Per problem, one row per student and one column per step: ✓ ✗ – (missing) ! (error)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    console = _console()
-    problems = list(dict.fromkeys(r["problem"] for r in rows))
-    for pid in problems:
-        mine = [r for r in rows if r["problem"] == pid]
-        steps = list(dict.fromkeys(r["step"] for r in mine if r["step"]))
-        students = list(dict.fromkeys(r["student"] for r in mine))
-        # every name here (a folder, a step, a problem id) is Text, never markup, and printable
-        title = Text(printable(f"problem {pid}"), style="bold cyan")
-        table = Table(title=title, title_justify="left", header_style="bold")
-        table.add_column("student")
-        for step in steps:
-            table.add_column(Text(printable(step)), justify="center")
-        table.add_column("score", justify="right")
-        table.add_column("first mistake")
-        for student in students:
-            cells = [r for r in mine if r["student"] == student]
-            marks = []
-            for step in steps:
-                here = [r for r in cells if r["step"] == step]
-                if not here:
-                    marks.append(Text(""))
-                    continue
-                verdicts = {r["verdict"] for r in here}
-                if verdicts == {"right"}:
-                    marks.append(Text("✓", style="green"))
-                elif "wrong" in verdicts:
-                    marks.append(Text("✗", style="red"))
-                elif "missing" in verdicts:
-                    marks.append(Text("–", style="yellow"))
-                else:
-                    marks.append(Text("!", style="magenta"))
-            graded = [r for r in cells if r["verdict"] in ("right", "wrong", "missing", "error")]
-            right = sum(r["verdict"] == "right" for r in graded)
-            first = next((r for r in cells if r["verdict"] in ("wrong", "error", "missing")), None)
-            if first is None:
-                note = Text("all right", style="green")
-            else:
-                where = " ".join(
-                    x for x in (f"line {first['line']}" if first["line"] != "" else "", first["step"]) if x
-                )
-                what = first["mistake"] or first["reason"]
-                note = Text(
-                    printable(f"{where}: {what}" if where else what), style="red" if first["verdict"] == "wrong" else ""
-                )
-            table.add_row(Text(printable(student)), *marks, f"{right}/{len(graded)}", note)
-        console.print(table)
-    if csv_path is not None:
-        console.print(Text(printable(f"wrote {csv_path} ({len(rows)} rows)"), style="dim"))
-
-
-def _submission_files(root: Path) -> list[Path]:
-    """Every regular file a student handed in (one and two levels down), which -o must not overwrite."""
-    files: list[Path] = []
-    if not root.is_dir():
-        return files  # find_submissions says so
-    for entry in root.iterdir():
-        if _is_folder(entry):
-            with contextlib.suppress(OSError):  # a folder that cannot be listed holds nothing to overwrite
-                files.extend(f for f in entry.iterdir() if _refusal(f) is None and not _is_folder(f))
-        elif _refusal(entry) is None:
-            files.append(entry)
-    return files
 
 
 def _grade_command(

@@ -14,26 +14,8 @@ from pathlib import Path
 
 from ..errors import BackstepError, UsageError
 from ..userfiles import check_output_path, open_output, printable, read_text_capped, write_output
-from .grade import (  # noqa: F401  (re-exported: grading's names, as before the split)
-    CSV_COLUMNS,
-    DEFAULT_STUDENT_TIMEOUT,
-    SUBMISSION_SUFFIXES,
-    GradesFile,
-    GradingInterrupted,
-    ProblemSpec,
-    Task,
-    _assume_from_json,
-    _console,
-    _grade_command,
-    _one_line,
-    _shapes_from_json,
-    find_submissions,
-    grade,
-    grade_task,
-    load_key,
-    print_grades,
-    write_csv,
-)
+from .common import _assume_from_json, _console, _one_line, _shapes_from_json
+from .grade import DEFAULT_STUDENT_TIMEOUT, _grade_command
 from .points import MAX_BYTES, MAX_ELEMENTS
 from .problem import Problem
 from .records import Result
@@ -281,7 +263,7 @@ def run_check_command(
     claim: str | None,
     derivation: Path | None,
     batch: Path | None,
-    grade: Path | None,  # noqa: F811  (the --grade folder; grade() itself is grade.grade)
+    grade: Path | None,  # the --grade folder (grade() itself is grade.grade)
     key: Path | None,
     shapes: dict,
     assume: dict,
