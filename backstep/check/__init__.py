@@ -33,9 +33,10 @@ The package, by job: ``problem.py`` (Problem: a formula's names and targets, one
 ``records.py`` (Result, Mistake, Target, Scope, Helper), ``points.py`` (sizes, random points, a
 claim's values, counterexamples), ``proof.py`` (every name's definition, the normal form, proofs),
 ``diagnose.py`` and ``chain.py`` (naming the mistake of a wrong claim), ``files.py`` (derivation
-files), ``run.py`` (the command: one claim, a file, a batch) and ``grade.py`` (grading a class).
-This module re-exports the names other code uses (``from backstep.check import Problem``); it does
-not import run.py or grade.py.
+files), ``run.py`` (the command: one claim, a file, a batch), and grading a class: ``grade.py``
+(the grading), ``submissions.py`` (the key, the students' files), ``grades.py`` (grades.csv, the
+table), ``common.py`` (what run.py and grade.py share). This module re-exports the names other code
+uses (``from backstep.check import Problem``); it imports none of the command or grading modules.
 """
 
 from .claims import (
