@@ -75,7 +75,7 @@ class CheckResult(Result):
 
     def to_text(self) -> str:
         """The verdict as the terminal shows it (plain text)."""
-        from .check_run import print_claim
+        from .check.run import print_claim
 
         return _console_text(lambda console: print_claim(self, console))
 
@@ -116,13 +116,13 @@ class FileCheckResult:
     @property
     def exit_code(self) -> int:
         """The CLI's exit code: 0 every line right, 1 a line wrong, 2 a line that cannot be checked."""
-        from .check_run import file_exit_code
+        from .check.run import file_exit_code
 
         return file_exit_code(self.lines)
 
     def to_dict(self) -> dict:
         """The ``backstep.check-file/1`` document, as ``backstep check --derivation FILE --format json`` writes it."""
-        from .check_run import file_json
+        from .check.run import file_json
 
         return file_json(self.problem if self.problem is not None else _Source(self.input), self.lines)
 
@@ -132,7 +132,7 @@ class FileCheckResult:
 
     def to_text(self) -> str:
         """The table the terminal shows (plain text)."""
-        from .check_run import print_file
+        from .check.run import print_file
 
         return _console_text(lambda console: print_file(self.lines, console))
 

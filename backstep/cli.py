@@ -532,7 +532,7 @@ def check(
 
     One claim (--wrt, --claim), a derivation file (--derivation), a batch (--batch), or a class (--grade).
     """
-    from .check_run import run_check_command
+    from .check.run import run_check_command
 
     source = None
     try:

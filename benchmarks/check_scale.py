@@ -42,7 +42,7 @@ def _child_memory(claims: int) -> None:
     """In a fresh process: the peak RSS after the imports and one claim, then after `claims`."""
     from check_throughput import write_claims
 
-    from backstep.check_run import run_batch
+    from backstep.check.run import run_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "claims.jsonl"
@@ -91,7 +91,7 @@ def chain_file(n: int) -> str:
 
 
 def derivation_time(sizes: list[int], repeats: int = 1) -> tuple[str, list[dict]]:
-    import backstep.check as check_module
+    import backstep.check.problem as check_module
     from backstep.check import Problem
 
     problem = Problem(MLP, MLP_SHAPES)

@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--cli", action="store_true", help="also time `backstep check --batch` as a command")
     args = parser.parse_args()
 
-    from backstep.check_run import run_batch
+    from backstep.check.run import run_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "claims.jsonl"

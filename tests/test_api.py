@@ -157,7 +157,7 @@ IMPORT_ORDERS = {
         "import backstep\nimport backstep.check\nimport backstep.check as m\nassert m is backstep.check\n"
     ),
     "from the package": "from backstep import check, codegen\nimport backstep\nassert check is backstep.check\n",
-    "the CLI first": "import backstep.cli\nimport backstep.check_run\nimport backstep.codegen\nimport backstep\n",
+    "the CLI first": "import backstep.cli\nimport backstep.check.run\nimport backstep.codegen\nimport backstep\n",
 }
 
 
@@ -169,7 +169,7 @@ def test_every_import_order_gives_the_callable_submodule(order):
 def test_import_backstep_stays_light():
     code = (
         "import sys, backstep; heavy = ['torch', 'rich', 'typer', 'jinja2', 'backstep.api', 'backstep.check', "
-        "'backstep.codegen', 'backstep.check_run', 'backstep.render']; print([m for m in heavy if m in sys.modules])"
+        "'backstep.codegen', 'backstep.check.run', 'backstep.render']; print([m for m in heavy if m in sys.modules])"
     )
     assert run_python(code).strip() == "[]"
 

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from backstep import BackstepError
 from backstep.check import MISTAKE_KINDS, Problem, adjoint_spellings, split_lines
-from backstep.check_run import grade, load_key, run_batch
+from backstep.check.grade import grade
+from backstep.check.run import run_batch
+from backstep.check.submissions import load_key
 from backstep.cli import app
 
 runner = CliRunner()

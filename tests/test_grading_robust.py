@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import backstep.check as check_module
-import backstep.grade as grade_module
+import backstep.check.grade as grade_module
+import backstep.check.problem as check_module
 from backstep.check import MAX_BYTES, MAX_ELEMENTS, Problem
-from backstep.check_run import GradesFile, GradingInterrupted, grade, run_batch
+from backstep.check.grade import GradingInterrupted, grade
+from backstep.check.grades import GradesFile
+from backstep.check.run import run_batch
 from backstep.cli import app
 
 runner = CliRunner()

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from backstep import BackstepError
 from backstep.check import Problem
-from backstep.check_run import grade, run_batch
+from backstep.check.grade import grade
+from backstep.check.run import run_batch
 from backstep.cli import app
 
 runner = CliRunner()

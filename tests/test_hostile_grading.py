@@ -15,7 +15,7 @@ from helpers import time_limit
 from typer.testing import CliRunner
 
 from backstep.check import Mistake, Result
-from backstep.check_run import print_claim
+from backstep.check.run import print_claim
 from backstep.cli import app
 
 runner = CliRunner()
@@ -275,7 +275,8 @@ def test_batch_output_is_never_the_batch_file_or_a_link(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symbolic links and FIFOs")
 def test_a_submission_swapped_for_a_link_or_a_fifo_after_listing_is_not_read(tmp_path):
-    from backstep.check_run import ProblemSpec, Task, grade_task
+    from backstep.check.grade import grade_task
+    from backstep.check.submissions import ProblemSpec, Task
 
     secret = tmp_path / "secret.txt"
     secret.write_text(f"dz/dx = {MARKER}\n")
@@ -292,7 +293,7 @@ def test_a_submission_swapped_for_a_link_or_a_fifo_after_listing_is_not_read(tmp
 
 
 def test_output_is_never_the_program_file(tmp_path):
-    from backstep.check_run import run_check_command
+    from backstep.check.run import run_check_command
     from backstep.errors import UsageError
 
     program = tmp_path / "f.bs"

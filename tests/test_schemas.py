@@ -93,7 +93,7 @@ def test_pyproject_ships_the_schemas():
 
 def test_the_enums_follow_the_code():
     from backstep.check import MISTAKE_KINDS, Result
-    from backstep.check_run import BATCH_KEYS
+    from backstep.check.run import BATCH_KEYS
 
     for name, path in [
         ("check", ["oneOf", 0, "properties"]),

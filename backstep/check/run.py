@@ -1,8 +1,8 @@
 """Running `backstep check`: one claim, a derivation file, a batch of claims, a class to grade.
 
-The deciding and diagnosing is in ``check.py``; this module reads the inputs and writes what a
-person (a table) or another tool (JSON) reads. Grading a class is in ``grade.py``; its names are
-imported here too (``from backstep.check_run import grade, grade_task, load_key`` keeps working).
+The deciding and diagnosing is in ``problem.py`` and the modules beside it; this module reads the
+inputs and writes what a person (a table) or another tool (JSON) reads. Grading a class is in
+``grade.py`` (``from backstep.check.grade import grade, grade_task, load_key``).
 """
 
 from __future__ import annotations
@@ -12,29 +12,13 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .check import MAX_BYTES, MAX_ELEMENTS, Problem, Result
-from .errors import BackstepError, UsageError
-from .grade import (  # noqa: F401  (re-exported: grading's names, as before the split)
-    CSV_COLUMNS,
-    DEFAULT_STUDENT_TIMEOUT,
-    SUBMISSION_SUFFIXES,
-    GradesFile,
-    GradingInterrupted,
-    ProblemSpec,
-    Task,
-    _assume_from_json,
-    _console,
-    _grade_command,
-    _one_line,
-    _shapes_from_json,
-    find_submissions,
-    grade,
-    grade_task,
-    load_key,
-    print_grades,
-    write_csv,
-)
-from .userfiles import check_output_path, open_output, printable, read_text_capped, write_output
+from ..errors import BackstepError, UsageError
+from ..userfiles import check_output_path, open_output, printable, read_text_capped, write_output
+from .common import _assume_from_json, _console, _one_line, _shapes_from_json
+from .grade import DEFAULT_STUDENT_TIMEOUT, _grade_command
+from .points import MAX_BYTES, MAX_ELEMENTS
+from .problem import Problem
+from .records import Result
 
 # The most a derivation file or a batch file may hold, in characters, read before anything is parsed:
 # a derivation file of some thousand lines fits, /dev/zero does not take the grader's memory.
@@ -49,7 +33,7 @@ FILE_SCHEMA = "backstep.check-file/1"
 
 
 def _value(value) -> str:
-    from .render.common import format_value
+    from ..render.common import format_value
 
     return format_value(value, max_entries=24)
 
@@ -279,7 +263,7 @@ def run_check_command(
     claim: str | None,
     derivation: Path | None,
     batch: Path | None,
-    grade: Path | None,  # noqa: F811  (the --grade folder; grade() itself is grade.grade)
+    grade: Path | None,  # the --grade folder (grade() itself is grade.grade)
     key: Path | None,
     shapes: dict,
     assume: dict,

@@ -1,5 +1,6 @@
 """A wrong claim diagnosed: candidate fixes (a transpose, a sign, a missing sum, a factor, ...) tried
-until one equals the true gradient at every point; its kind and text are the named mistake."""
+until one equals the true gradient at every point; its kind and text are the named mistake. The
+families built from the derivation's own steps (a chain-rule factor or term) are in chain.py."""
 
 from __future__ import annotations
 
@@ -10,30 +11,42 @@ from itertools import combinations
 import sympy
 from sympy import Expr
 
-from . import symbolic as sb
-from .check_claims import (
+from .. import symbolic as sb
+from ..derive import sum_to
+from ..errors import CannotEvaluate, CannotPrint
+from ..printing import to_lang
+from .chain import ChainRuleFamilies
+from .claims import (
     ClaimShapeError,
-    Mistake,
-    Scope,
     Term,
-    _close,
     _replace_at,
-    _torch,
     _transposed,
     _walk,
     broadcast_sum_axes,
     broadcasts_to,
     infer_shapes,
-    normalize,
     term_to_sympy,
 )
-from .derive import reevaluate, sum_to
-from .printing import to_lang
+from .points import _close, _torch
+from .proof import normalize
+from .records import Mistake, Scope
 
 MAX_CANDIDATES = 400  # fixes tried for one wrong claim before it says it cannot name the mistake
+# What a family may meet on its way (a candidate that cannot be evaluated or printed, one that does
+# not type-check, numbers that overflow): that family names nothing, and the next one is tried.
+_FAMILY_FAILURES = (
+    CannotEvaluate,
+    CannotPrint,
+    RuntimeError,
+    TypeError,
+    ValueError,
+    ZeroDivisionError,
+    RecursionError,
+    ClaimShapeError,
+)
 
 
-class Diagnosis:
+class Diagnosis(ChainRuleFamilies):
     """Try candidate fixes for a wrong claim; the first that makes it equal the truth everywhere."""
 
     def __init__(self, problem, target, term, shapes, claim_expr, values, truths, envs, scope: Scope):
@@ -55,7 +68,7 @@ class Diagnosis:
         for family in families:
             try:
                 found = family()
-            except (RuntimeError, TypeError, ValueError, ZeroDivisionError, RecursionError, ClaimShapeError):
+            except _FAMILY_FAILURES:
                 found = None
             if found is not None:
                 return found
@@ -65,7 +78,7 @@ class Diagnosis:
 
     def matches(self, expr: Expr) -> bool:
         self.tried += 1
-        values = self.p._values(expr, self.envs, self.target)
+        values = self.p.sampler.values(expr, self.envs, self.target)
         if isinstance(values, str):
             return False
         return all(_close(self.torch, v, t) for v, t in zip(values, self.truths))
@@ -83,7 +96,7 @@ class Diagnosis:
     def lang(self, expr: Expr) -> str:
         try:
             return to_lang(expr, self.p.derivation.symbols)
-        except TypeError:
+        except CannotPrint:  # an expression the printer has no rule for: SymPy's own text
             return str(expr)
 
     def written(self, term: Term) -> str:
@@ -91,7 +104,7 @@ class Diagnosis:
         try:
             shapes = infer_shapes(term, self.shape_of)
             return to_lang(term_to_sympy(term, shapes))
-        except (ClaimShapeError, TypeError):
+        except (ClaimShapeError, CannotPrint):
             return term.show()
 
     # families
@@ -103,8 +116,9 @@ class Diagnosis:
         torch = self.torch
         ratios = []
         start = 0
-        for k, _ in enumerate(self.p.size_sets):
-            count = self.p.points_per_set if k == 0 else max(1, self.p.points_per_set - 1)
+        sampler = self.p.sampler
+        for k, _ in enumerate(sampler.size_sets):
+            count = sampler.points_per_set if k == 0 else max(1, sampler.points_per_set - 1)
             vals = self.values[start : start + count]
             truths = self.truths[start : start + count]
             start += count
@@ -164,7 +178,7 @@ class Diagnosis:
     def _dimension(self, ratios: list[float]) -> Mistake | None:
         """c = ±(product of dimensions)^±1, the same at both sets of sizes: a mean's 1/n."""
         dims = self.p.derivation.dims
-        sets = self.p.size_sets
+        sets = self.p.sampler.size_sets
         for r in range(1, min(3, len(dims)) + 1):
             for combo in combinations(dims, r):
                 sizes = [float(sympy.prod([s[dm] for dm in combo])) for s in sets]
@@ -289,93 +303,3 @@ class Diagnosis:
                         self.lang(normalize(fixed, lambda s: len(self.shape_of.get(s.name, ())))),
                     )
         return None
-
-    def _site_candidates(self):
-        p = self.p
-        for step, node, i in p.sites():
-            if node is None:
-                continue
-            factor = p.local_factor(node, i)
-            if factor is None:
-                continue
-            inp = node.inputs[i]
-            g = self._adjoint_of_node(node)
-            yield step, node, inp, factor, g
-
-    def _adjoint_of_node(self, node) -> Expr:
-        d = self.p.derivation
-        if node.name == d.output and d.seed.is_one:
-            return sympy.Integer(1)
-        return sb.var(self.p.adjoint[node.name])
-
-    def _matches_modified(self, changed: dict[int, Expr]) -> bool:
-        if self.values is None or self.target.kind != "adjoint":
-            return False
-        self.tried += 1
-        for point, value in zip(self.p.points, self.values):
-            if not _close(self.torch, value, self.p.rerun(point, changed, self.target)):
-                return False
-        return True
-
-    def _factor_text(self, factor: Expr) -> str:
-        full = self.p.expand(factor)
-        return self.lang(full if full is not None else factor)
-
-    def chain(self) -> Mistake | None:
-        """The truth with one inner derivative left out, or one term of a sum of paths left out."""
-        if self.values is None or self.target.kind != "adjoint":
-            return None
-        for step, node, inp, factor, g in self._site_candidates():
-            changed = {step.index: sum_to(g, node.shape, inp.shape)}
-            if self._matches_modified(changed):
-                return Mistake(
-                    "missing_chain_factor", f"a missing chain-rule factor: {self._derivative(node, inp, factor)}"
-                )
-        for step, _, _ in self.p.sites():
-            if step.kind != "sum":
-                continue
-            terms = sympy.Add.make_args(step.result)
-            for j, term in enumerate(terms):
-                changed = {step.index: sympy.Add(*[t for k, t in enumerate(terms) if k != j])}
-                if not self._matches_modified(changed):
-                    continue
-                partial = next((s for s in self.p.derivation.backward if sb.var(s.target) == term), None)
-                through = ""
-                if partial is not None and partial.node:
-                    node = next(n for n in self.p.graph.op_nodes if n.name == partial.node)
-                    through = f" through {self._expression(node)}"
-                return Mistake(
-                    "missing_chain_term",
-                    f"a missing term of the multivariable chain rule: {step.of} is used more than once, "
-                    f"and the term from its path{through} is left out",
-                )
-        return None
-
-    def extra_factor(self) -> Mistake | None:
-        if self.values is None or self.target.kind != "adjoint":
-            return None
-        for step, node, inp, factor, g in self._site_candidates():
-            changed = {step.index: sum_to(g * factor * factor, node.shape, inp.shape)}
-            if self._matches_modified(changed):
-                return Mistake(
-                    "extra_chain_factor",
-                    f"a chain-rule factor applied twice: {self._derivative(node, inp, factor)} appears twice",
-                )
-        return None
-
-    def _expression(self, node) -> str:
-        """A node in terms of the inputs when that is short, else by its name."""
-        full = self.p.expand(sb.var(node.name))
-        text = self.lang(full) if full is not None else None
-        if text is not None and len(text) <= 60:
-            return text
-        step = next(f for f in self.p.derivation.forward if f.name == node.name)
-        return f"{node.name} = {self.lang(reevaluate(step.expr))}"
-
-    def _derivative(self, node, inp, factor: Expr) -> str:
-        """relu′(x @ W1) = step(x @ W1), or ∂(a * b)/∂a = b: the inner derivative, named."""
-        factor_text = self._factor_text(factor)
-        if node.op.arity == 1:
-            inner = self._expression(inp) if inp.kind == "op" else inp.name
-            return f"{node.op.syntax}′({inner}) = {factor_text}"
-        return f"∂({self._expression(node)})/∂{self._expression(inp) if inp.kind == 'op' else inp.name} = {factor_text}"
