@@ -27,15 +27,18 @@ MAX_FUNCTION_LINES = 120
 # record's field. (file under backstep/, the word, a piece of its line or None for every line of the
 # file) -> why it is not the op.
 NOT_OP_REFERENCES = {
-    ("grade.py", "step", None): "the step of a student's derivation: a CSV column and a row's key",
-    ("check_run.py", "step", None): "the step of a checked derivation file: a JSON field",
+    ("check/grade.py", "step", None): "the step of a student's derivation: a CSV column and a row's key",
+    ("check/grades.py", "step", None): "the step of a student's derivation: a CSV column and a row's key",
+    ("check/run.py", "step", None): "the step of a checked derivation file: a JSON field",
     ("train_report.py", "step", None): "a training step: a table column and the plot's x label",
     ("render/i18n.py", "step", '"col_step": "step"'): "the heading of the step column in report tables",
     ("train_report.py", "norm", None): "the key of a gradient's norm in a training record",
     ("train_loop.py", "norm", None): "the key of a gradient's norm in a training record",
     ("render/terminal.py", "sum", None): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
     ("render/documents.py", "sum", None): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
-    ("codegen_text.py", "sum", None): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
+    ("codegen/text.py", "sum", None): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
+    ("derive.py", "sum", 'kind="sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
+    ("derive.py", "sum", 'kind == "sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
 }
 
 
