@@ -145,21 +145,22 @@ def format_error(x: float) -> str:
     return "0" if not x else f"{x:.1g}"
 
 
-def latex_number(x: float) -> str:
-    """A number in LaTeX: `4`, `0.25`, `3 \\cdot 10^{-16}`."""
-    s = format_number(x)
+def latex_scientific(s: str) -> str:
+    """A formatted number in LaTeX: `3e-16` as `3 \\cdot 10^{-16}`, anything else as it is."""
     if "e" in s:
         mantissa, exponent = s.split("e")
         return rf"{mantissa} \cdot 10^{{{int(exponent)}}}"
     return s
+
+
+def latex_number(x: float) -> str:
+    """A number in LaTeX: `4`, `0.25`, `3 \\cdot 10^{-16}`."""
+    return latex_scientific(format_number(x))
 
 
 def latex_error(x: float) -> str:
-    s = format_error(x)
-    if "e" in s:
-        mantissa, exponent = s.split("e")
-        return rf"{mantissa} \cdot 10^{{{int(exponent)}}}"
-    return s
+    """An error size in LaTeX, as format_error writes it."""
+    return latex_scientific(format_error(x))
 
 
 def latex_value(value, max_entries: int = 12) -> str:
