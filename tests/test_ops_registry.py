@@ -75,6 +75,16 @@ def test_parameters_of_a_sympy_function():
     refused(wrong("relu", parameters=(Param("alpha", "number", 1.0),)), "a SymPy function such as Relu cannot carry")
 
 
+def test_a_title_in_every_language():
+    refused(wrong("matmul", title={"en": "matrix product"}), r"has no title in zh \(each language of the catalogue")
+    refused(wrong("matmul", title={}), "has no title in en, zh")
+
+
+def test_a_title_in_a_language_the_catalogue_does_not_have():
+    title = {"en": "matrix product", "zh": "矩阵乘法", "fr": "produit matriciel"}
+    refused(wrong("matmul", title=title), "has a title in fr, which is not a language of the catalogue")
+
+
 def test_a_parameter_kind_that_is_not_known():
     refused(wrong("sum", parameters=(Param("axis", "integer"),)), "parameter axis has the unknown kind 'integer'")
 

@@ -25,6 +25,7 @@ def param_function(
     cls: type,
     backward,
     summary: str,
+    title: dict[str, str],
     torch_fn,
     grad_fn: str,
     parameters: tuple[Param, ...],
@@ -45,6 +46,7 @@ def param_function(
             torch=torch_fn,
             grad_fn=grad_fn,
             summary=summary,
+            title=title,
             parameters=parameters,
             elementwise=True,
             domains=(domain,),
@@ -65,6 +67,7 @@ unary(
     sb.Sigmoid,
     lambda x, y: y * (1 - y),
     "logistic σ(x) = 1/(1+e^(−x)); σ′ = σ(1 − σ)",
+    title={"en": "sigmoid", "zh": "sigmoid"},
     printing=Printing(text="σ({0})", latex=r"\sigma\left({0}\right)", lang="sigmoid({0})", torch="torch.sigmoid({0})"),
 )
 
@@ -89,6 +92,7 @@ unary(
     Relu,
     lambda x, y: Step(x),
     "max(x, 0); relu′ = 1[x > 0] (0 at 0, as torch)",
+    title={"en": "ReLU", "zh": "ReLU"},
     domain=OFF_KINK,
 )
 
@@ -103,6 +107,7 @@ param_function(
     # torch takes the slope at the kink itself: 1[x > 0] + s·(1 − 1[x > 0])
     lambda c: c.g * (Step(c.a) + number(c.params["negative_slope"]) * (1 - Step(c.a))),
     "max(x, 0) + s·min(x, 0); derivative 1[x > 0] + s·1[x < 0]",
+    {"en": "leaky ReLU", "zh": "Leaky ReLU"},
     lambda torch, args, p: torch.nn.functional.leaky_relu(args[0], p["negative_slope"]),
     "LeakyReluBackward0",
     (Param("negative_slope", "number", 0.01),),
@@ -121,6 +126,7 @@ param_function(
     # for x > 0 the slope is 1, else α eˣ = y + α (the forward value again)
     lambda c: c.g * (Step(c.a) + (1 - Step(c.a)) * (c.y + number(c.params["alpha"]))),
     "x for x > 0, α(eˣ − 1) else; derivative 1[x > 0] + 1[x < 0] (y + α)",
+    {"en": "ELU", "zh": "ELU"},
     lambda torch, args, p: torch.nn.functional.elu(args[0], p["alpha"]),
     "EluBackward0",
     (Param("alpha", "number", 1.0),),
@@ -159,6 +165,7 @@ param_function(
     clamp_grad,
     "clamp(x, min=a, max=b); derivative 1[a ≤ x ≤ b] (1 at the bounds, as torch: clamp(x, min=0) is relu with "
     "relu′(0) = 1)",
+    {"en": "clamp", "zh": "截断"},
     clamp_torch,
     "ClampBackward1",
     (Param("min", "number"), Param("max", "number")),
@@ -178,6 +185,7 @@ unary(
     Gelu,
     lambda x, y: (1 + sympy.erf(x / sympy.sqrt(2))) / 2 + x * sympy.exp(-(x**2) / 2) / sympy.sqrt(2 * sympy.pi),
     "x Φ(x) (exact, erf form); derivative Φ(x) + x φ(x)",
+    title={"en": "GELU", "zh": "GELU"},
     torch_fn=lambda torch, args, p: torch.nn.functional.gelu(args[0]),
     printing=fn_printing("gelu", torch="torch.nn.functional.gelu({0})"),
 )
@@ -195,6 +203,7 @@ unary(
     Softplus,
     lambda x, y: sb.Sigmoid(x),
     "log(1 + eˣ); derivative σ(x)",
+    title={"en": "softplus", "zh": "softplus"},
     torch_fn=lambda torch, args, p: torch.nn.functional.softplus(args[0]),
     printing=fn_printing("softplus", torch="torch.nn.functional.softplus({0})"),
 )

@@ -217,6 +217,7 @@ register(
         grad_fn="ConvolutionBackward0",
         summary="conv2d(x, K, stride=s, padding=p), NCHW: y[n,f,i,j] = Σ_c,a,b x[n,c,s·i+a−p, s·j+b−p] K[f,c,a,b], "
         "the cross-correlation x ⋆ K (zero padding); K̄ = x ⋆ ȳ, x̄ = ȳ ∗ rot180(K); add a bias b: (F, 1, 1)",
+        title={"en": "convolution", "zh": "卷积"},
         example="x: (N, 3, 8, 6); K: (4, 3, 3, 2)\nconv2d(x, K)",
         arg_names=("x", "K"),
         parameters=CONV_PARAMS,
@@ -301,6 +302,7 @@ register(
         summary="conv2d's x̄ = ȳ ∗ rot180(K), the full convolution of ȳ (dilated by the stride) with the flipped "
         "kernel, cropped by the padding: x̄[n,c,s·i+a−p, s·j+b−p] += ȳ[n,f,i,j] K[f,c,a,b]; size=(H, W) where "
         "the stride leaves x's size open",
+        title={"en": "transposed convolution", "zh": "转置卷积"},
         example="g: (N, 4, 6, 5); K: (4, 3, 3, 2)\nconv2d_grad_input(g, K)",
         arg_names=("g", "K"),
         parameters=CONV_GRAD_PARAMS,
@@ -383,6 +385,7 @@ register(
         summary="conv2d's K̄ = x ⋆ ȳ, the cross-correlation of the input with the upstream gradient (dilated by "
         "the stride), summed over the batch: K̄[f,c,a,b] = Σ_n,i,j x[n,c,s·i+a−p, s·j+b−p] ȳ[n,f,i,j]; "
         "size=(kh, kw) where the stride leaves it open",
+        title={"en": "kernel gradient", "zh": "卷积核梯度"},
         example="x: (N, 3, 8, 6); g: (N, 4, 6, 5)\nconv2d_grad_weight(x, g)",
         arg_names=("x", "g"),
         out_name="K",

@@ -39,6 +39,7 @@ def unary(
     sympy_fn,
     derivative: Callable[[Expr, Expr], Expr],
     summary: str,
+    title: dict[str, str],
     domain: Domain | None = None,
     printing: Printing | None = None,
     latex: str | None = None,
@@ -64,6 +65,7 @@ def unary(
             torch=torch_fn or (lambda torch, args, p: getattr(torch, name)(args[0])),
             grad_fn=f"{name.capitalize()}Backward0" if grad_fn == "auto" else grad_fn,
             summary=summary,
+            title=title,
             elementwise=True,
             domains=(domain,),
             sympy_class=sympy_class,
@@ -87,6 +89,7 @@ def elementwise(
     meaning,
     backward,
     summary: str,
+    title: dict[str, str],
     sympy_class: type,
     printing: Printing,
     torch_fn,
@@ -107,6 +110,7 @@ def elementwise(
             torch=torch_fn,
             grad_fn=grad_fn,
             summary=summary,
+            title=title,
             arg_names=arg_names,
             elementwise=True,
             domains=domains,
@@ -134,6 +138,7 @@ def comparison(symbol: str, name: str, meaning, summary: str) -> Op:
             ).to(torch.float64),
             grad_fn=None,
             summary=summary,
+            title={"en": "comparison", "zh": "比较"},  # every comparison is named alike
             arg_names=("a", "b"),
             elementwise=True,
             domains=(OFF_TIE, OFF_TIE),
@@ -154,6 +159,7 @@ register(
         torch=lambda torch, args, p: args[0] + args[1],
         grad_fn="AddBackward0",
         summary="elementwise sum, with broadcasting",
+        title={"en": "addition", "zh": "加法"},
         arg_names=("a", "b"),
         out_name="c",
         elementwise=True,
@@ -170,6 +176,7 @@ register(
         torch=lambda torch, args, p: args[0] - args[1],
         grad_fn=binary_grad_fn("SubBackward0", "RsubBackward1"),
         summary="elementwise difference, with broadcasting",
+        title={"en": "subtraction", "zh": "减法"},
         arg_names=("a", "b"),
         out_name="c",
         elementwise=True,
@@ -186,6 +193,7 @@ register(
         torch=lambda torch, args, p: args[0] * args[1],
         grad_fn="MulBackward0",
         summary="elementwise (Hadamard) product ⊙, with broadcasting",
+        title={"en": "product", "zh": "乘法"},
         arg_names=("a", "b"),
         out_name="c",
         elementwise=True,
@@ -202,6 +210,7 @@ register(
         torch=lambda torch, args, p: args[0] / args[1],
         grad_fn=binary_grad_fn("DivBackward0", "MulBackward0"),
         summary="elementwise quotient, with broadcasting",
+        title={"en": "division", "zh": "除法"},
         arg_names=("a", "b"),
         out_name="c",
         elementwise=True,
@@ -220,6 +229,7 @@ register(
         torch=lambda torch, args, p: torch.pow(args[0], args[1]),
         grad_fn=pow_grad_fn,
         summary="elementwise power; a non-integer or variable exponent needs a positive base",
+        title={"en": "power", "zh": "幂"},
         arg_names=("a", "b"),
         out_name="c",
         elementwise=True,
@@ -237,19 +247,35 @@ register(
         torch=lambda torch, args, p: -args[0],
         grad_fn="NegBackward0",
         summary="negation",
+        title={"en": "negation", "zh": "取负"},
         elementwise=True,
     )
 )
 
 # --- functions -----------------------------------------------------------------------------------
 
-unary("sin", sympy.sin, lambda x, y: sympy.cos(x), "sine", latex=r"\sin\left({0}\right)")
-unary("cos", sympy.cos, lambda x, y: -sympy.sin(x), "cosine", latex=r"\cos\left({0}\right)")
+unary(
+    "sin",
+    sympy.sin,
+    lambda x, y: sympy.cos(x),
+    "sine",
+    title={"en": "sine", "zh": "正弦"},
+    latex=r"\sin\left({0}\right)",
+)
+unary(
+    "cos",
+    sympy.cos,
+    lambda x, y: -sympy.sin(x),
+    "cosine",
+    title={"en": "cosine", "zh": "余弦"},
+    latex=r"\cos\left({0}\right)",
+)
 unary(
     "tan",
     sympy.tan,
     lambda x, y: 1 + y**2,
     "tangent; tan′ = 1 + tan²",
+    title={"en": "tangent", "zh": "正切"},
     domain=OFF_POLE,
     latex=r"\tan\left({0}\right)",
 )
@@ -258,6 +284,7 @@ unary(
     sympy.exp,
     lambda x, y: y,
     "exponential; exp′ = exp (the forward value)",
+    title={"en": "exponential", "zh": "指数"},
     printing=Printing(text="exp({0})", latex=r"e^{{{0}}}", lang="exp({0})", torch="torch.exp({0})"),
 )
 unary(
@@ -265,6 +292,7 @@ unary(
     sympy.log,
     lambda x, y: 1 / x,
     "natural logarithm; inputs drawn positive",
+    title={"en": "logarithm", "zh": "对数"},
     domain=POSITIVE,
     latex=r"\log\left({0}\right)",
 )
@@ -273,6 +301,7 @@ unary(
     sympy.sqrt,
     lambda x, y: 1 / (2 * y),
     "square root; sqrt′ = 1/(2 sqrt)",
+    title={"en": "square root", "zh": "平方根"},
     domain=POSITIVE,
     printing=Printing(text="√({0})", latex=r"\sqrt{{{0}}}", lang="sqrt({0})", torch="torch.sqrt({0})"),
 )
@@ -281,6 +310,7 @@ unary(
     sympy.Abs,
     lambda x, y: sympy.sign(x),
     "absolute value; abs′ = sign (0 at 0, as torch)",
+    title={"en": "absolute value", "zh": "绝对值"},
     domain=OFF_KINK,
     printing=Printing(text="|{0}|", latex=r"\left|{0}\right|", lang="abs({0})", torch="torch.abs({0})"),
 )
@@ -289,6 +319,7 @@ unary(
     sympy.tanh,
     lambda x, y: 1 - y**2,
     "hyperbolic tangent; tanh′ = 1 − tanh²",
+    title={"en": "tanh", "zh": "双曲正切"},
     latex=r"\tanh\left({0}\right)",
 )
 unary(
@@ -296,6 +327,7 @@ unary(
     sympy.sign,
     lambda x, y: S.Zero,
     "the sign −1, 0 or 1, abs's derivative; its own derivative is 0",
+    title={"en": "sign", "zh": "符号函数"},
     domain=OFF_KINK,
 )
 unary(
@@ -303,6 +335,7 @@ unary(
     sympy.erf,
     lambda x, y: 2 * sympy.exp(-(x**2)) / sympy.sqrt(sympy.pi),
     "the error function",
+    title={"en": "error function", "zh": "误差函数"},
     latex=r"\operatorname{{erf}}\left({0}\right)",
 )
 
@@ -331,6 +364,7 @@ unary(
     Step,
     lambda x, y: S.Zero,
     "the indicator 1[x > 0], relu's derivative; its own derivative is 0",
+    title={"en": "step", "zh": "阶跃函数"},
     domain=OFF_KINK,
     printing=Printing(
         text="1[{0} > 0]", latex=r"\mathbf{{1}}\left[{0} > 0\right]", lang="step({0})", torch="({0} > 0).to({0}.dtype)"
@@ -360,6 +394,7 @@ unary(
     StepGE,
     lambda x, y: S.Zero,
     "the indicator 1[x ≥ 0], clamp's derivative; derivative 0",
+    title={"en": "step", "zh": "阶跃函数"},
     printing=Printing(
         text="1[{0} ≥ 0]",
         latex=r"\mathbf{{1}}\left[{0} \geq 0\right]",
@@ -396,6 +431,7 @@ elementwise(
     # torch's rule: the larger one takes the gradient, a tie splits it in halves: (1 + sign(a − b))/2
     (lambda c: c.g * (1 + sympy.sign(c.a - c.b)) / 2, lambda c: c.g * (1 + sympy.sign(c.b - c.a)) / 2),
     "elementwise max(a, b); the larger one takes the gradient, a tie splits it: ā = ȳ (1 + sign(a − b))/2",
+    {"en": "maximum", "zh": "逐元素最大值"},
     Maximum,
     Printing(
         text="max({0}, {1})",
@@ -419,6 +455,7 @@ elementwise(
     lambda args, shapes, p: Minimum(*args),
     (lambda c: c.g * (1 + sympy.sign(c.b - c.a)) / 2, lambda c: c.g * (1 + sympy.sign(c.a - c.b)) / 2),
     "elementwise min(a, b); the smaller one takes the gradient, a tie splits it: ā = ȳ (1 + sign(b − a))/2",
+    {"en": "minimum", "zh": "逐元素最小值"},
     Minimum,
     Printing(
         text="min({0}, {1})",
@@ -445,6 +482,7 @@ elementwise(
     # the condition holds where it is positive (a comparison gives 1 or 0): 1[c > 0]
     (lambda c: S.Zero, lambda c: c.g * Step(c.args[0]), lambda c: c.g * (1 - Step(c.args[0]))),
     "where(cond, a, b): a where cond > 0 (a comparison such as x > 0 holds), else b",
+    {"en": "selection", "zh": "条件选择"},
     Where,
     Printing(
         text="where({0}, {1}, {2})",

@@ -71,6 +71,7 @@ register(
         torch=lambda torch, args, p: args[0] @ args[1],
         grad_fn=matmul_grad_fn,
         summary="matrix product (1-d operands are vectors, as in NumPy)",
+        title={"en": "matrix product", "zh": "矩阵乘法"},
         arg_names=("A", "B"),
         out_name="C",
         sympy_class=sb.MatrixProduct,
@@ -102,6 +103,7 @@ register(
         torch=lambda torch, args, p: args[0].permute(tuple(reversed(range(args[0].dim())))),
         grad_fn="PermuteBackward0",
         summary="transpose: reverses the axes",
+        title={"en": "transpose", "zh": "转置"},
         arg_names=("A",),
         out_name="B",
         sympy_class=sb.TransposeOp,
@@ -141,6 +143,7 @@ register(
         torch=lambda torch, args, p: torch.outer(args[0], args[1]),
         grad_fn="MulBackward0",
         summary="outer product of two vectors, a bᵀ",
+        title={"en": "outer product", "zh": "外积"},
         arg_names=("a", "b"),
         sympy_class=sb.OuterProduct,
         printing=Printing(
@@ -175,6 +178,7 @@ register(
         torch=lambda torch, args, p: torch.dot(args[0], args[1]),
         grad_fn="DotBackward0",
         summary="dot(a, b) = aᵀ b for two vectors",
+        title={"en": "dot product", "zh": "点积"},
         arg_names=("a", "b"),
     )
 )
@@ -196,6 +200,7 @@ register(
         torch=lambda torch, args, p: torch.linalg.norm(args[0]),
         grad_fn="LinalgVectorNormBackward0",
         summary="‖x‖: the 2-norm of a vector, the Frobenius norm of a matrix; x̄ = ȳ x / ‖x‖",
+        title={"en": "norm", "zh": "范数"},
         domains=(NONZERO,),
         sympy_class=NormOp,
         printing=Printing(
@@ -248,6 +253,7 @@ register(
         torch=lambda torch, args, p: torch.trace(args[0]),
         grad_fn="TraceBackward0",
         summary="tr A = Σ A_ii; Ā = ȳ I",
+        title={"en": "trace", "zh": "迹"},
         arg_names=("A",),
         sympy_class=TraceOp,
         printing=Printing(
@@ -273,6 +279,7 @@ register(
         torch=lambda torch, args, p: torch.det(args[0]),
         grad_fn="LinalgDetBackward0",
         summary="det A; Ā = ȳ det(A) A⁻ᵀ (Jacobi's formula)",
+        title={"en": "determinant", "zh": "行列式"},
         arg_names=("A",),
         domains=(INVERTIBLE,),
         sympy_class=DetOp,
@@ -297,6 +304,7 @@ register(
         torch=lambda torch, args, p: torch.logdet(args[0]),
         grad_fn="WhereBackward0",
         summary="log det A (A drawn SPD); Ā = ȳ A⁻ᵀ",
+        title={"en": "log-determinant", "zh": "对数行列式"},
         arg_names=("A",),
         domains=(SPD,),
         sympy_class=LogDetOp,
@@ -326,6 +334,7 @@ register(
         torch=lambda torch, args, p: torch.inverse(args[0]),
         grad_fn="LinalgInvExBackward0",
         summary="A⁻¹; with Y = A⁻¹, Ā = −Yᵀ Ȳ Yᵀ",
+        title={"en": "inverse", "zh": "逆矩阵"},
         arg_names=("A",),
         out_name="Y",
         domains=(INVERTIBLE,),
@@ -374,6 +383,7 @@ register(
         grad_fn=lambda ranks, consts, params: "DiagonalBackward0_copy" if ranks[0] == 2 else "DiagEmbedBackward0",
         summary="diag(v): the diagonal matrix of a vector; diag(A): the diagonal of a square matrix; "
         "each one's gradient is the other",
+        title={"en": "diagonal", "zh": "对角"},
         sympy_class=DiagOp,
         printing=Printing(
             text="diag({0})", latex=r"\operatorname{{diag}}\left({0}\right)", lang="diag({0})", torch="torch.diag({0})"
@@ -399,6 +409,7 @@ register(
         grad_fn=None,
         arg_names=(),
         summary="eye(n): the n×n identity matrix I (a constant)",
+        title={"en": "identity", "zh": "单位矩阵"},
         parameters=(Param("n", "size", required=True),),
         sympy_class=sb.Eye,
         printing=Printing(text="I", latex="I", lang="eye({n})", torch="torch.eye({n}, dtype=torch.float64)"),

@@ -35,6 +35,7 @@ register(
         torch=lambda torch, args, p: torch.nn.functional.one_hot(args[0].long(), p["classes"]).to(torch.float64),
         grad_fn=None,
         summary="onehot(t, c): rows of the c×c identity picked by integer class indices t (no gradient)",
+        title={"en": "one-hot", "zh": "独热编码"},
         parameters=(Param("classes", "size", required=True),),
         domains=(CLASS_INDEX,),
         sympy_class=OneHot,
@@ -115,6 +116,7 @@ register(
         grad_fn=cross_entropy_grad_fn,
         summary="cross_entropy(z, t): −Σ log softmax(z)[t] / N, t class indices (N,) or probabilities (N, C); "
         "z̄ = (softmax(z) − onehot(t)) / N",
+        title={"en": "cross-entropy", "zh": "交叉熵"},
         arg_names=("z", "t"),
         out_name="L",
         parameters=(Param("reduction", "choice", "mean", choices=("mean", "sum")),),
@@ -154,6 +156,7 @@ register(
         torch=lambda torch, args, p: torch.nn.functional.mse_loss(args[0], args[1]),
         grad_fn="MseLossBackward0",
         summary="mse(a, b) = mean((a − b)²); ā = 2 (a − b) / N",
+        title={"en": "mean squared error", "zh": "均方误差"},
         arg_names=("a", "b"),
         out_name="L",
     )
@@ -203,6 +206,7 @@ register(
         torch=lambda torch, args, p: torch.nn.functional.linear(*args),
         grad_fn=lambda ranks, consts, params: "AddmmBackward0" if ranks[0] == 2 else "ViewBackward0",
         summary="linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear); b̄ = ȳ summed over the batch",
+        title={"en": "linear layer", "zh": "线性层"},
         arg_names=("x", "W", "b"),
     )
 )

@@ -124,6 +124,7 @@ register(
         grad_fn="MaxPool2DWithIndicesBackward0",
         summary="max_pool2d(x, k, stride=k): y[n,c,i,j] = max_a,b<k x[n,c,s·i+a, s·j+b]; x̄ = route(ȳ → argmax x), "
         "each ȳ to the arg-max of its window (the first of tied maxima, as torch)",
+        title={"en": "max pooling", "zh": "最大池化"},
         example="x: (N, C, 6, 4)\nmax_pool2d(x, 2)",
         parameters=POOL_PARAMS,
         sympy_class=MaxPool2d,
@@ -190,6 +191,7 @@ register(
         grad_fn="Col2ImBackward0",
         summary="max_pool2d's x̄ = route(ȳ → argmax x): x̄[n,c,h,w] = Σ_i,j ȳ[n,c,i,j] 1[(h, w) is the arg-max of "
         "window (i, j) of x]; linear in ȳ (its adjoint is maxpool_gather), constant in x",
+        title={"en": "max-pooling routing", "zh": "最大池化路由"},
         example="g: (N, C, 3, 2); x: (N, C, 6, 4)\nmaxpool_route(g, x, 2)",
         arg_names=("g", "x"),
         parameters=POOL_PARAMS,
@@ -252,6 +254,7 @@ register(
         summary="u[argmax x]: u read where each window of x has its maximum, y[n,c,i,j] = u[n,c,s·i+a*, s·j+b*] "
         "with (a*, b*) the arg-max of window (i, j) of x (max_pool2d(x) = u[argmax x] at u = x); the adjoint of "
         "maxpool_route",
+        title={"en": "max-pooling gather", "zh": "最大池化取值"},
         example="u: (N, C, 6, 4); x: (N, C, 6, 4)\nmaxpool_gather(u, x, 2)",
         arg_names=("u", "x"),
         parameters=POOL_PARAMS,
@@ -297,6 +300,7 @@ register(
         grad_fn="AvgPool2DBackward0",
         summary="avg_pool2d(x, k, stride=k): y[n,c,i,j] = (1/k²) Σ_a,b<k x[n,c,s·i+a, s·j+b]; "
         "x̄ = spread(ȳ) / k², each ȳ shared equally by its window",
+        title={"en": "average pooling", "zh": "平均池化"},
         example="x: (N, C, 6, 4)\navg_pool2d(x, 2)",
         parameters=POOL_PARAMS,
         sympy_class=AvgPool2d,
@@ -362,6 +366,7 @@ register(
         grad_fn="Col2ImBackward0",
         summary="spread(g): each entry copied over its window, y[n,c,s·i+a, s·j+b] += g[n,c,i,j] for a, b < k "
         "(the adjoint of sum-pooling: avg_pool2d's x̄ = spread(ȳ) / k²); size=(H, W) where the stride leaves it open",
+        title={"en": "average-pooling spread", "zh": "平均池化展开"},
         example="g: (N, C, 3, 2)\navgpool_spread(g, 2)",
         arg_names=("g",),
         parameters=(*POOL_PARAMS, Param("size", "pair")),

@@ -49,6 +49,7 @@ register(
         torch=reduce_torch("sum"),
         grad_fn=reduce_grad_fn("Sum"),
         summary="sum of all entries, or over one axis (sum(e, axis=k), keepdims=True keeps it)",
+        title={"en": "sum of entries", "zh": "求和"},
         parameters=(axis_param(None), KEEPDIMS),
         sympy_class=sb.SumOp,
         printing=Printing(
@@ -72,6 +73,7 @@ register(
         torch=reduce_torch("mean"),
         grad_fn=reduce_grad_fn("Mean"),
         summary="mean of all entries, or over one axis (mean(e, axis=k))",
+        title={"en": "mean", "zh": "均值"},
         parameters=(axis_param(None), KEEPDIMS),
         sympy_class=sb.MeanOp,
         printing=Printing(
@@ -103,6 +105,7 @@ register(
         torch=lambda torch, args, p: args[0].unsqueeze(p["axis"]),
         grad_fn="UnsqueezeBackward0",
         summary="insert an axis of length 1 (the gradient of a sum over that axis spreads along it)",
+        title={"en": "new axis", "zh": "增加维度"},
         parameters=(axis_param(0),),
         sympy_class=sb.UnsqueezeOp,
         printing=Printing(
@@ -148,6 +151,7 @@ register(
         torch=lambda torch, args, p: torch.softmax(args[0], dim=p["axis"]),
         grad_fn="SoftmaxBackward0",
         summary="softmax(x, axis=-1)_i = exp(x_i) / Σ_j exp(x_j); x̄ = y ⊙ (ȳ − Σ(ȳ ⊙ y))",
+        title={"en": "softmax", "zh": "softmax"},
         parameters=(axis_param(-1),),
         sympy_class=Softmax,
         printing=Printing(
@@ -182,6 +186,7 @@ register(
         torch=lambda torch, args, p: torch.log_softmax(args[0], dim=p["axis"]),
         grad_fn="LogSoftmaxBackward0",
         summary="log_softmax(x, axis=-1) = x − log Σ exp(x); x̄ = ȳ − softmax(x) ⊙ Σ ȳ",
+        title={"en": "log-softmax", "zh": "log-softmax"},
         parameters=(axis_param(-1),),
         sympy_class=LogSoftmax,
         printing=Printing(
@@ -223,6 +228,7 @@ register(
         ),
         grad_fn="LogsumexpBackward0",
         summary="log Σ exp(x), over everything or one axis; its gradient is the softmax",
+        title={"en": "log-sum-exp", "zh": "log-sum-exp"},
         parameters=(axis_param(None),),
         sympy_class=LogSumExp,
         printing=Printing(

@@ -1,14 +1,15 @@
 """The op table, and `register()`: every entry is cross-checked when its module is imported.
 
 A mistake in an entry (a parameter the SymPy class does not know, a missing backward rule, a
-target it cannot print to, a domain nobody can draw from) fails at import with a sentence that
-names the op, instead of surfacing as a wrong derivation later.
+target it cannot print to, a domain nobody can draw from, a language it has no title in) fails at
+import with a sentence that names the op, instead of surfacing as a wrong derivation later.
 """
 
 from __future__ import annotations
 
 import sympy
 
+from ..languages import LANGS
 from ..symbolic import TensorOp, encode_param
 from .spec import DOMAINS, PARAM_KINDS, TARGETS, Domain, Op
 
@@ -35,7 +36,15 @@ def register(op: Op, table: dict[str, Op] | None = None) -> Op:
 
 def check(op: Op) -> None:
     """Every cross-check of an entry; raises OpDeclarationError naming the op."""
-    for part in (check_arity, check_parameters, check_sympy_class, check_printing, check_domains, check_example):
+    for part in (
+        check_arity,
+        check_title,
+        check_parameters,
+        check_sympy_class,
+        check_printing,
+        check_domains,
+        check_example,
+    ):
         part(op)
 
 
@@ -51,6 +60,16 @@ def check_arity(op: Op) -> None:
         fail(op, f"{n} input{'s' * (n != 1)} but {len(op.arg_names)} arg_names {op.arg_names}")
     if op.input_ranks and len(op.input_ranks) != n:
         fail(op, f"input_ranks must give one rank per input ({n}), not {op.input_ranks}")
+
+
+def check_title(op: Op) -> None:
+    """The rule beside a backward step names the op in the document's language: every language needs one."""
+    missing = [lang for lang in LANGS if not op.title.get(lang)]
+    if missing:
+        fail(op, f"has no title in {', '.join(missing)} (each language of the catalogue needs one: {', '.join(LANGS)})")
+    unknown = sorted(set(op.title) - set(LANGS))
+    if unknown:
+        fail(op, f"has a title in {', '.join(unknown)}, which is not a language of the catalogue ({', '.join(LANGS)})")
 
 
 def check_parameters(op: Op) -> None:

@@ -10,6 +10,7 @@ An ``Op`` says everything about one operation:
   upstream gradient ``g``, the inputs, the op's own output ``y`` (so that a step can reuse the
   forward value, ``σ(1-σ)``) and the shapes;
 - how it prints (text, LaTeX, backstep's own input language, torch code) when it is a SymPy function;
+- its name in prose in each language (``title``), for the rule beside a backward step;
 - its torch counterpart and the ``grad_fn`` name torch gives it;
 - the ``Domain`` each input is drawn from when backstep picks numbers.
 
@@ -20,7 +21,7 @@ its entry unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sympy import Expr
@@ -220,6 +221,9 @@ class Op:
     torch: Callable[..., Any]  # (torch, args, params) -> tensor
     grad_fn: str | Callable[..., str] | None  # or (ranks, constant flags, params) -> name; None: no grad
     summary: str  # one line for `backstep ops`
+    # its name in prose, by language ("matrix product": the rule beside a backward step says it);
+    # register() requires one in every language of the message catalogue (backstep.languages.LANGS)
+    title: dict[str, str] = field(default_factory=dict)
     example: str = ""  # a small program using the op (shapes included): docs, `backstep ops`, tests
     arg_names: tuple[str, ...] = ("x",)  # for the general rule: y = f(x) ⇒ x̄ = …; one per input
     out_name: str = "y"

@@ -81,6 +81,7 @@ register(
         summary="flatten(x, start_dim=1, end_dim=-1): the axes start_dim..end_dim merged into one in row-major "
         "order, (N, C, H, W) → (N, C·H·W), y[n, (c·H + h)·W + w] = x[n,c,h,w], as x.view(N, -1) (start_dim 1 as "
         "nn.Flatten); x̄ = unflatten(ȳ)",
+        title={"en": "flatten", "zh": "展平"},
         example="x: (N, 3, 4, 2)\nflatten(x)",
         parameters=(Param("start_dim", "axis", 1), Param("end_dim", "axis", -1)),
         sympy_class=Flatten,
@@ -128,6 +129,7 @@ register(
         grad_fn="ViewBackward0",
         summary="unflatten(x, axis, sizes): one axis split into several, (N, 96) → (N, 6, 4, 4) with sizes "
         "(6, 4, 4), y[n,c,h,w] = x[n, (c·4 + h)·4 + w], as torch.unflatten; x̄ = flatten(ȳ) over those axes",
+        title={"en": "unflatten", "zh": "反展平"},
         example="x: (N, 24)\nunflatten(x, 1, (3, 4, 2))",
         parameters=(axis_param(1), Param("sizes", "ints")),
         sympy_class=Unflatten,
@@ -188,6 +190,7 @@ register(
         summary="reshape(x, (a, b, …)): the same entries in row-major order under a new shape, one size may be -1 "
         "(x.view(-1, 96)), y[i, j] = x[k, l] where i·b + j is the row-major position of [k, l]; "
         "x̄ = reshape(ȳ, shape of x)",
+        title={"en": "reshape", "zh": "重塑形状"},
         example="x: (N, 3, 8)\nreshape(x, (-1, 4, 6))",
         parameters=(Param("shape", "shape"),),
         sympy_class=Reshape,
@@ -237,6 +240,7 @@ register(
         summary="broadcast_to(x, (n, d)): x repeated along new leading axes and its size-1 axes, as NumPy "
         "broadcasting does implicitly (sizes are numbers or dimension names); x̄ = ȳ summed over those axes. "
         "backstep writes it where a gradient relies on broadcasting inside @ or a reduction",
+        title={"en": "broadcast", "zh": "广播"},
         example="b: (d,); X: (n, d)\nsum(broadcast_to(b, (n, d)) * X)",
         parameters=(Param("shape", "shape"),),
         sympy_class=BroadcastTo,

@@ -3,8 +3,8 @@
 Renderers never write prose themselves; they ask ``Messages(lang)("key", **fields)``. Math is not
 prose (it comes from ``backstep.printing``), and neither are names from the user's formula or
 torch's ``grad_fn`` names. Adding a language is adding one dictionary here with the same keys
-(a test checks that every language has every key and the same fields); adding an op is adding
-its name to ``OP_NAMES`` in every language (a test generated from the op table checks that).
+(a test checks that every language has every key and the same fields) and a title to every op
+(``Op.title``: the op table refuses an op without one in each language).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime
 import string
 
-LANGS = ("en", "zh")
+from ..languages import LANGS
+from ..ops import OPS
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
@@ -204,144 +205,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 
-# The name of each op as the rule beside a backward step says it ("matrix product: C = A B ⇒ …").
-OP_NAMES: dict[str, dict[str, str]] = {
-    "en": {
-        "add": "addition",
-        "sub": "subtraction",
-        "mul": "product",
-        "div": "division",
-        "pow": "power",
-        "neg": "negation",
-        "matmul": "matrix product",
-        "transpose": "transpose",
-        "sum": "sum of entries",
-        "mean": "mean",
-        "unsqueeze": "new axis",
-        "outer": "outer product",
-        "sin": "sine",
-        "cos": "cosine",
-        "tan": "tangent",
-        "exp": "exponential",
-        "log": "logarithm",
-        "sqrt": "square root",
-        "abs": "absolute value",
-        "tanh": "tanh",
-        "sigmoid": "sigmoid",
-        "relu": "ReLU",
-        "step": "step",
-        "sign": "sign",
-        "softmax": "softmax",
-        "log_softmax": "log-softmax",
-        "logsumexp": "log-sum-exp",
-        "onehot": "one-hot",
-        "cross_entropy": "cross-entropy",
-        "mse": "mean squared error",
-        "linear": "linear layer",
-        "leaky_relu": "leaky ReLU",
-        "elu": "ELU",
-        "clamp": "clamp",
-        "gelu": "GELU",
-        "softplus": "softplus",
-        "erf": "error function",
-        "step_ge": "step",
-        "maximum": "maximum",
-        "minimum": "minimum",
-        "where": "selection",
-        "gt": "comparison",
-        "ge": "comparison",
-        "lt": "comparison",
-        "le": "comparison",
-        "norm": "norm",
-        "dot": "dot product",
-        "trace": "trace",
-        "det": "determinant",
-        "logdet": "log-determinant",
-        "inv": "inverse",
-        "diag": "diagonal",
-        "eye": "identity",
-        "conv2d": "convolution",
-        "conv2d_grad_input": "transposed convolution",
-        "conv2d_grad_weight": "kernel gradient",
-        "max_pool2d": "max pooling",
-        "maxpool_route": "max-pooling routing",
-        "maxpool_gather": "max-pooling gather",
-        "avg_pool2d": "average pooling",
-        "avgpool_spread": "average-pooling spread",
-        "flatten": "flatten",
-        "unflatten": "unflatten",
-        "reshape": "reshape",
-        "broadcast_to": "broadcast",
-    },
-    "zh": {
-        "add": "加法",
-        "sub": "减法",
-        "mul": "乘法",
-        "div": "除法",
-        "pow": "幂",
-        "neg": "取负",
-        "matmul": "矩阵乘法",
-        "transpose": "转置",
-        "sum": "求和",
-        "mean": "均值",
-        "unsqueeze": "增加维度",
-        "outer": "外积",
-        "sin": "正弦",
-        "cos": "余弦",
-        "tan": "正切",
-        "exp": "指数",
-        "log": "对数",
-        "sqrt": "平方根",
-        "abs": "绝对值",
-        "tanh": "双曲正切",
-        "sigmoid": "sigmoid",
-        "relu": "ReLU",
-        "step": "阶跃函数",
-        "sign": "符号函数",
-        "softmax": "softmax",
-        "log_softmax": "log-softmax",
-        "logsumexp": "log-sum-exp",
-        "onehot": "独热编码",
-        "cross_entropy": "交叉熵",
-        "mse": "均方误差",
-        "linear": "线性层",
-        "leaky_relu": "Leaky ReLU",
-        "elu": "ELU",
-        "clamp": "截断",
-        "gelu": "GELU",
-        "softplus": "softplus",
-        "erf": "误差函数",
-        "step_ge": "阶跃函数",
-        "maximum": "逐元素最大值",
-        "minimum": "逐元素最小值",
-        "where": "条件选择",
-        "gt": "比较",
-        "ge": "比较",
-        "lt": "比较",
-        "le": "比较",
-        "norm": "范数",
-        "dot": "点积",
-        "trace": "迹",
-        "det": "行列式",
-        "logdet": "对数行列式",
-        "inv": "逆矩阵",
-        "diag": "对角",
-        "eye": "单位矩阵",
-        "conv2d": "卷积",
-        "conv2d_grad_input": "转置卷积",
-        "conv2d_grad_weight": "卷积核梯度",
-        "max_pool2d": "最大池化",
-        "maxpool_route": "最大池化路由",
-        "maxpool_gather": "最大池化取值",
-        "avg_pool2d": "平均池化",
-        "avgpool_spread": "平均池化展开",
-        "flatten": "展平",
-        "unflatten": "反展平",
-        "reshape": "重塑形状",
-        "broadcast_to": "广播",
-    },
-}
-
 # How a list of items is joined in running prose ("W1, W2 and b" / "W1、W2 和 b").
 _AND = {"en": (", ", " and "), "zh": ("、", " 和 ")}
 
@@ -363,8 +226,9 @@ class Messages:
         return self.table[key].format(**fields)
 
     def op(self, name: str) -> str:
-        """The name of an op in prose; an op added to the table without a name here shows its code name."""
-        return OP_NAMES[self.lang].get(name, name)
+        """The name of an op in prose (its title); a name that is not an op's is shown as it is."""
+        op = OPS.get(name)
+        return op.title[self.lang] if op is not None else name
 
     def join(self, items: list[str]) -> str:
         sep, last = _AND[self.lang]
