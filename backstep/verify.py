@@ -11,26 +11,22 @@ from __future__ import annotations
 
 import math
 
-from .errors import DomainError
 from .model import Check, Derivation, Verification
 from .numeric import (
     DRAW_SCALES,
     MAX_ELEMENTS,
-    Evaluator,
+    TOLERANCE,
     check_point_size,
-    concrete_params,
-    draw,
-    in_domain,
+    draw_point,
+    draw_seed,
     nonfinite,
-    op_input_domain,
     overflow_error,
+    point_sizes,
+    run_steps,
     step_text,
     torch_module,
 )
-from .shapes import concrete, sample_sizes
 
-MAX_DRAWS = 200
-RTOL, ATOL = 1e-7, 1e-9
 # The error recorded where backstep's value is not finite (inf would not print, nor be valid JSON).
 NONFINITE_ERROR = 1e308
 
@@ -44,12 +40,10 @@ def verify(derivation: Derivation, points: int = 3, seed: int = 0, max_elements:
     a bug in backstep. Any other disagreement is a failed check in the report."""
     torch = torch_module()
     graph = derivation.graph
-    sizes = derivation.sizes or sample_sizes(derivation.dims)
+    sizes = point_sizes(derivation)
     check_point_size(derivation, sizes, max_elements)
     report = Verification(points=points, dtype="float64", sizes=sizes, seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    requires = {v.name: v.requires_grad for v in derivation.variables}
-    domains = {v.name: v.domain for v in derivation.variables}
     errors: dict[tuple[str, str], list[float]] = {}  # (kind, name) -> [abs err, rel err, fails]
 
     def compare(kind: str, name: str, symbolic, autograd) -> None:
@@ -57,7 +51,7 @@ def verify(derivation: Derivation, points: int = 3, seed: int = 0, max_elements:
         diff = (symbolic - autograd).abs()
         abs_err = float(diff.max()) if diff.numel() else 0.0
         scale = float(autograd.abs().max()) if autograd.numel() else 0.0
-        ok = bool(torch.allclose(symbolic, autograd, rtol=RTOL, atol=ATOL * max(1.0, scale)))
+        ok = TOLERANCE.close(torch, symbolic, autograd)
         finite = bool(torch.isfinite(symbolic).all())
         ok = ok and finite
         if not math.isfinite(abs_err):  # (torch's values are finite here: backstep's is not)
@@ -74,7 +68,7 @@ def verify(derivation: Derivation, points: int = 3, seed: int = 0, max_elements:
         for scale in DRAW_SCALES:
             pending: list[tuple] = []
             leaves, nodes, seed_value, bad = _try_point(
-                torch, generator, graph, derivation, sizes, domains, requires, point, scale, by_name, pending
+                torch, generator, derivation, sizes, point, scale, by_name, pending
             )
             if bad is None or at_given:
                 break
@@ -129,16 +123,13 @@ def _record_grad_fns(torch, report: Verification, derivation: Derivation, nodes,
             )
 
 
-def _try_point(torch, generator, graph, derivation, sizes, domains, requires, point, scale, by_name, pending):
+def _try_point(torch, generator, derivation, sizes, point, scale, by_name, pending):
     """One point: torch's forward and backward, backstep's own evaluation; the comparisons to make
     go to `pending`. Returns (leaves, nodes, seed value, None), or (…, what is not finite) when
     torch's values, autograd's gradients or backstep's forward values are not all finite there."""
-    leaves, nodes = _draw_point(torch, generator, graph, derivation, sizes, domains, requires, point, scale)
-    seed_value = (
-        torch.ones((), dtype=torch.float64)
-        if derivation.seed.is_one
-        else draw(torch, generator, concrete(derivation.seed.shape, sizes), "real")
-    )
+    graph = derivation.graph
+    leaves, nodes = draw_point(torch, generator, derivation, sizes, point, scale)
+    seed_value = draw_seed(torch, generator, derivation, sizes)
     steps = {step.name: step for step in derivation.forward}
     for n in graph.nodes:
         number = nonfinite(torch, nodes[n.id])
@@ -155,26 +146,19 @@ def _try_point(torch, generator, graph, derivation, sizes, domains, requires, po
 
     env = {name: t.detach() for name, t in leaves.items()}
     env[derivation.seed.name] = seed_value
-    evaluator = Evaluator(env, sizes)
-    for step in derivation.forward:
-        value = evaluator(step.expr)
+    run = run_steps(derivation, env, sizes)
+    for step, value in run.forward():
         number = nonfinite(torch, value)
         if number is not None:
             return leaves, nodes, seed_value, f"value {number} at step {step_text(derivation, step)}"
-        env[step.name] = value
         pending.append(("forward", step.name, value, nodes[by_name[step.name].id].detach()))
-    for step in derivation.backward:
-        shape = concrete(derivation.symbols.table[step.target].shape, sizes)
-        value = torch.broadcast_to(evaluator(step.result), shape)
-        env[step.target] = value
+    for step, value in run.backward():
         tensor = nodes[by_name[step.of].id]
         # A value autograd does not track (the output of a comparison or step) has no .grad.
         if step.partial is None and tensor.requires_grad:
             pending.append(("adjoint", step.of, value, _grad(torch, tensor)))
-    # The gradients in terms of the inputs, by an evaluator that knows only the inputs (one for all of them).
-    fresh = Evaluator({k: v for k, v in env.items() if k in leaves or k == derivation.seed.name}, sizes)
-    for name, grad in derivation.gradients.items():
-        value = fresh(grad.expr) if grad.in_inputs else evaluator(grad.expr)
+    # (a gradient in terms of the inputs is evaluated knowing only the inputs: see StepRun.gradients)
+    for name, value in run.gradients():
         pending.append(("gradient", name, value, _grad(torch, leaves[name])))
     return leaves, nodes, seed_value, None
 
@@ -184,51 +168,3 @@ def _grad(torch, tensor):
     if tensor.grad is None:
         return torch.zeros_like(tensor)
     return tensor.grad
-
-
-def _draw_point(torch, generator, graph, derivation, sizes, domains, requires, point: int, scale: float = 1.0):
-    """Leaves inside their domains, redrawn until every op's input is inside the op's domain;
-    `scale` narrows the plain domains towards 0 (see `draw`)."""
-    at = derivation.at if point == 0 and derivation.at else None
-    for _ in range(MAX_DRAWS):
-        leaves = {}
-        for v in graph.variables:
-            if at is not None:
-                value = torch.tensor(at[v.name], dtype=torch.float64)
-            else:
-                value = draw(torch, generator, concrete(v.shape, sizes), domains[v.name], sizes, scale)
-            leaves[v.name] = value.requires_grad_(requires[v.name])
-        nodes, bad = _run(torch, graph, leaves, sizes)
-        if bad is None:
-            return leaves, nodes
-        if at is not None:
-            raise DomainError(f"the --at point is outside the domain: {bad}")
-    raise DomainError(f"could not draw a point inside every function's domain in {MAX_DRAWS} tries: {bad}")
-
-
-def const_value(torch, node, sizes):
-    """A number as a Python float (so torch names its grad_fn as for a literal); an array as a tensor."""
-    value = Evaluator({}, sizes)(node.value)
-    return float(value) if not node.shape else value
-
-
-def _run(torch, graph, leaves, sizes):
-    """The forward pass in torch; returns (tensor of each node, None) or (…, what left a domain)."""
-    nodes = {}
-    for n in graph.nodes:
-        if n.kind == "var":
-            nodes[n.id] = leaves[n.name]
-            continue
-        args = []
-        for i, a in enumerate(n.inputs):
-            value = const_value(torch, a, sizes) if a.is_const else nodes[a.id]
-            domain = op_input_domain(n, i)
-            if not in_domain(torch, domain, value):
-                where = f" (line {n.place.line}, column {n.place.col})" if n.place else ""
-                return nodes, f"the input of {n.op.syntax} at {n.name}{where} must be {domain.replace('_', ' ')}"
-            args.append(value)
-        t = n.op.torch(torch, args, concrete_params(n.params, sizes))
-        if t.requires_grad:
-            t.retain_grad()
-        nodes[n.id] = t
-    return nodes, None
