@@ -293,6 +293,24 @@ def test_cli_wrong_shape_exit_1_with_the_reason():
     assert "shape (5, 4), expected (4, 5)" in result.stdout
 
 
+def test_cli_class_indices_counted_by_a_dimension_are_drawn_at_its_size():
+    # t's classes are W's columns, a dimension h: the points are drawn knowing h's size (this crashed
+    # with a KeyError when the checker drew without the sizes).
+    wrong = cli("cross_entropy(X@W, t)", "--shape", "t=n", "--wrt", "W", "--claim", "0")
+    assert wrong.exit_code == 1, wrong.output
+    assert "✗ wrong" in wrong.stdout and "correct" in wrong.stdout and "h=5" in wrong.stdout
+    data = json.loads(
+        cli("cross_entropy(X@W, t)", "--shape", "t=n", "--wrt", "W", "--claim", "0", "--format", "json").stdout
+    )
+    example = data["counterexample"]
+    assert all(c == int(c) and 0 <= c < example["sizes"]["h"] for c in example["values"]["t"])
+    right = cli(
+        "cross_entropy(X@W, t)", "--shape", "t=n", "--wrt", "W",
+        "--claim", "X.T @ (softmax(X@W, axis=1) - onehot(t, h)) / n",
+    )  # fmt: skip
+    assert right.exit_code == 0 and "✓ right" in right.stdout
+
+
 def test_cli_json_for_one_claim():
     result = cli(MLP, "--wrt", "W1", "--claim", "x @ ((grad_y @ W2.T) * step(x @ W1))", "--format", "json")
     assert result.exit_code == 1

@@ -51,7 +51,7 @@ from .claims import (
 )
 from .diagnose import Diagnosis
 from .files import split_lines, split_text
-from .points import MAX_BYTES, MAX_DRAWS, MAX_ELEMENTS, SIZES_B, Point
+from .points import MAX_BYTES, MAX_DRAWS, MAX_ELEMENTS, Point
 from .problem import Problem
 from .proof import DEFAULT_BUDGET, normalize
 from .records import MISTAKE_KINDS, Helper, Mistake, Result, Scope, Target
@@ -81,5 +81,4 @@ __all__ = [
     "MAX_BYTES",
     "MAX_DRAWS",
     "MAX_ELEMENTS",
-    "SIZES_B",
 ]

@@ -4,26 +4,33 @@ derivation re-run with some steps changed, and a small counterexample to show.""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 from sympy import Expr
 
 from ..errors import BackstepError, CannotEvaluate, DomainError, UsageError
-from ..shapes import concrete, free_sizes
+from ..numeric import (
+    MAX_DRAWS,
+    MAX_ELEMENTS,
+    TOLERANCE,
+    Evaluator,
+    draw_leaves,
+    draw_seed,
+    run_graph,
+    run_steps,
+    size_sets,
+    to_value,
+    torch_module,
+)
+from ..shapes import concrete
 from .claims import Term
 from .records import Helper, Scope, Target
 
-RTOL, ATOL = 1e-7, 1e-9
-MAX_DRAWS = 200
 # The sizes a claim is checked at: one array (a variable, an intermediate, a value a claim builds)
-# may have at most MAX_ELEMENTS numbers, and the formula's arrays MAX_BYTES together (float64), so
-# that one line of a batch (`"shapes": {"X": [9000, 9000]}`) cannot take the grader's memory.
-MAX_ELEMENTS = 10**7
+# may have at most MAX_ELEMENTS numbers (numeric's limit), and the formula's arrays MAX_BYTES
+# together (float64), so that one line of a batch (`"shapes": {"X": [9000, 9000]}`) cannot take
+# the grader's memory.
 MAX_BYTES = 2**30
-# A second set of sizes, each different from the first set's size of the same dimension, so that a
-# factor such as 1/n (a mean) can be told from a constant.
-SIZES_B = [3, 4, 7, 5, 6, 2, 9, 8, 11, 13, 10, 14, 12, 16, 17, 18, 19]
 
 
 @dataclass
@@ -37,8 +44,6 @@ class Point:
 
 
 def _torch():
-    from ..numeric import torch_module
-
     return torch_module()
 
 
@@ -50,8 +55,7 @@ def _close(torch, a, b) -> bool:
             return False
     if not bool(torch.isfinite(a).all()):
         return False
-    scale = float(b.abs().max()) if b.numel() else 0.0
-    return bool(torch.allclose(a, b, rtol=RTOL, atol=ATOL * max(1.0, scale)))
+    return TOLERANCE.close(torch, a, b)
 
 
 class Sampler:
@@ -75,13 +79,7 @@ class Sampler:
         self.seed = seed
         self._points: list[Point] | None = None
         ints = {x for n in graph.nodes for x in n.shape if isinstance(x, int)}
-        # distinct sizes for any number of dimensions (zip stops at the last dimension)
-        free_a = free_sizes(ints)
-        extra_b = (s for s in itertools.count(20) if s not in ints)
-        free_b = itertools.chain((s for s in SIZES_B if s not in ints), extra_b)
-        self.size_sets = [dict(zip(d.dims, free_a))]
-        if d.dims:
-            self.size_sets.append(dict(zip(d.dims, free_b)))
+        self.size_sets = size_sets(d.dims, ints)
         self.max_elements = max_elements
         self._check_sizes(max_elements, max_bytes)
 
@@ -128,26 +126,13 @@ class Sampler:
         raise DomainError(f"could not draw a point inside every function's domain in {MAX_DRAWS} tries: {bad}")
 
     def _try_point(self, sizes: dict[str, int], generator, rounded: bool) -> tuple[Point | None, str | None]:
-        from ..numeric import Evaluator, draw
-        from ..verify import _run
-
         torch = _torch()
         d, graph = self.derivation, self.graph
-        leaves = {}
-        for v in d.variables:
-            value = draw(torch, generator, concrete(v.shape, sizes), v.domain)
-            if rounded:
-                value = torch.round(value * 10) / 10
-            leaves[v.name] = value.requires_grad_(v.requires_grad)
-        nodes, bad = _run(torch, graph, leaves, sizes)
+        leaves = draw_leaves(torch, generator, d, sizes, rounded=rounded)
+        nodes, bad = run_graph(torch, graph, leaves, sizes)
         if bad is not None:
             return None, bad
-        if d.seed.is_one:
-            seed_value = torch.ones((), dtype=torch.float64)
-        else:
-            seed_value = draw(torch, generator, concrete(d.seed.shape, sizes), "real")
-            if rounded:
-                seed_value = torch.round(seed_value * 10) / 10
+        seed_value = draw_seed(torch, generator, d, sizes, rounded)
         out = nodes[graph.output.id]
         if not bool(torch.isfinite(out).all()):
             return None, "the formula's value is not finite there (it overflows)"
@@ -166,12 +151,7 @@ class Sampler:
                     return None, f"the gradient of {n.name} is not finite there (it overflows)"
         env = {name: t.detach() for name, t in leaves.items()}
         env[d.seed.name] = seed_value
-        evaluator = Evaluator(env, sizes)
-        for step in d.forward:
-            env[step.name] = evaluator(step.expr)
-        for step in d.backward:
-            shape = concrete(d.symbols.table[step.target].shape, sizes)
-            env[step.target] = torch.broadcast_to(evaluator(step.result), shape)
+        run_steps(d, env, sizes).run()
         return Point(sizes, env, truth, {k: v.detach() for k, v in leaves.items()}), None
 
     def truth_value(self, point: Point, target: Target):
@@ -186,8 +166,6 @@ class Sampler:
         env_cache) a helper is evaluated once per point, not once per line that follows it."""
         if not helpers:
             return point.env
-        from ..numeric import Evaluator
-
         torch = _torch()
         done, env = 0, None
         if cache is not None and id(point) in cache:
@@ -206,19 +184,10 @@ class Sampler:
 
     def rerun(self, point: Point, changed: dict[int, Expr], target: Target):
         """The target's adjoint at a point when some backward steps' results are replaced."""
-        from ..numeric import Evaluator
-
         torch = _torch()
-        d = self.derivation
-        first = min(changed)
-        env = {k: v for k, v in point.env.items()}
-        evaluator = Evaluator(env, point.sizes)
-        for step in d.backward:
-            if step.index < first:
-                continue
-            expr = changed.get(step.index, step.result)
-            shape = concrete(d.symbols.table[step.target].shape, point.sizes)
-            env[step.target] = torch.broadcast_to(evaluator(expr), shape)
+        env = dict(point.env)
+        for _ in run_steps(self.derivation, env, point.sizes).backward(replaced=changed):
+            pass
         return torch.broadcast_to(env[target.symbol], concrete(target.shape, point.sizes))
 
     def check_claim_sizes(self, shapes: dict[Term, tuple]) -> None:
@@ -237,8 +206,6 @@ class Sampler:
     def values(self, expr: Expr, envs: list[dict], target: Target) -> list | str:
         """The claim's value at every point (`envs`: the points' values, helpers included), or why it
         has none."""
-        from ..numeric import Evaluator
-
         torch = _torch()
         out = []
         for p, env in zip(self.points, envs):
@@ -252,8 +219,6 @@ class Sampler:
 
     def counterexample(self, target: Target, claim_expr: Expr, scope: Scope) -> dict | None:
         """A small point (small sizes, numbers with one decimal) where the claim and the truth differ."""
-        from ..numeric import Evaluator, to_value
-
         torch = _torch()
         d = self.derivation
         generator = torch.Generator().manual_seed(self.seed + 7919)
