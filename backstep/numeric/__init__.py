@@ -31,10 +31,8 @@ from .evaluate import (
 from .limits import MAX_ELEMENTS, TOTAL_FACTOR, check_array_size, check_point_size, point_arrays, total_limit
 from .sampling import (
     AGAINST_TOLERANCE,
-    ATOL,
     DRAW_SCALES,
     MAX_DRAWS,
-    RTOL,
     SAMPLE_SIZES,
     SECOND_SIZES,
     TOLERANCE,
@@ -55,13 +53,11 @@ from .sampling import (
 
 __all__ = [
     "AGAINST_TOLERANCE",
-    "ATOL",
     "DRAW_SCALES",
     "DTYPE_NAME",
     "MAX_AT_DEPTH",
     "MAX_DRAWS",
     "MAX_ELEMENTS",
-    "RTOL",
     "SAMPLE_SIZES",
     "SECOND_SIZES",
     "TOLERANCE",

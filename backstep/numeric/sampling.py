@@ -44,7 +44,6 @@ class Tolerance:
 
 # backstep's symbolic values against torch autograd (verification, check): both float64.
 TOLERANCE = Tolerance(1e-7, 1e-9)
-RTOL, ATOL = TOLERANCE.rtol, TOLERANCE.atol
 # A user's autograd.Function against the derived one (codegen --against): the user's may compute differently.
 AGAINST_TOLERANCE = Tolerance(1e-6, 1e-8)
 
