@@ -420,9 +420,9 @@ def mse(a: str, b: str, reduction: str) -> str:
     if reduction == "none":
         return squares
     reducer = reduction_op(reduction)
-    if reducer is not None and reducer is op_of(torch.mean):
+    if reducer is op_of(torch.mean):
         return spell(op_of(F.mse_loss), [a, b])
-    if reducer is not None and reducer is op_of(torch.sum):
+    if reducer is op_of(torch.sum):
         return spell(reducer, [squares])
     raise Unmapped(f"with reduction={reduction!r}")
 
