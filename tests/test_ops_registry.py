@@ -227,3 +227,37 @@ def test_a_domain_demands_what_the_derivation_draws(source):
                 demanded[a.name] = node.op.domains[i].demand(node, i) or "real"
     drawn = infer_domains(graph)
     assert demanded and all(drawn[name] == kind for name, kind in demanded.items()), (demanded, drawn)
+
+
+# --- torch aliases -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "aliases, sentence",
+    [
+        ("torch.relu", "must be a tuple of dotted names, not the string 'torch.relu'"),
+        (("torch",), "the torch alias 'torch' is not a dotted name"),
+        (("torch.nn.functional relu",), "is not a dotted name"),
+        (("torch..relu",), "is not a dotted name"),
+        ((None,), "the torch alias None is not a dotted name"),
+        (("F.relu",), "the torch alias 'F.relu' does not start from torch or operator"),
+        (("torch.relu", "torch.Tensor.relu", "torch.relu"), "lists the torch alias torch.relu twice"),
+    ],
+)
+def test_torch_aliases_are_dotted_names_from_torch(aliases, sentence):
+    refused(wrong("relu", torch_aliases=aliases), sentence)
+
+
+def test_a_torch_alias_means_one_op():
+    op = wrong("tanh", torch_aliases=("torch.tanh", "torch.relu"))
+    refused(op, "the torch alias torch.relu already means the op 'relu'", table={"relu": OPS["relu"]})
+
+
+def test_every_torch_alias_resolves_under_the_installed_torch():
+    from backstep.trace.torch_ops import ops_by_torch, resolve
+
+    assert not ops_by_torch().unresolved
+    for op in OPS.values():
+        for alias in op.torch_aliases:
+            target = resolve(alias)
+            assert callable(target), (op.name, alias, target)

@@ -1,5 +1,5 @@
-"""The tracer's adapters (backstep.trace): the one-to-one table, the registry, and the errors a
-model can cause while it is created or traced."""
+"""The tracer's adapters (backstep.trace): the torch tables read from the op records' torch_aliases,
+the registry, and the errors a model can cause while it is created or traced."""
 
 from __future__ import annotations
 
@@ -55,18 +55,87 @@ def models(tmp_path):
     return path
 
 
-def test_every_one_to_one_entry_is_an_op_of_the_table():
-    from backstep.trace.one_to_one import ONE_TO_ONE, ONE_TO_ONE_MODULES
+def test_the_torch_tables_are_read_from_the_op_records():
+    import operator
 
-    for target, name in {**ONE_TO_ONE, **ONE_TO_ONE_MODULES}.items():
-        assert name in OPS, (target, name)
+    import torch
+    import torch.nn.functional as F
+
+    from backstep.trace.torch_ops import ops_by_torch
+
+    found = ops_by_torch()
+    assert found.functions[torch.relu] is found.functions[F.relu] is OPS["relu"]
+    assert found.functions[operator.add] is found.functions[torch.add] is OPS["add"]
+    assert found.methods["sum"] is OPS["sum"] and found.methods["view"] is OPS["reshape"]
+    assert found.modules[torch.nn.ReLU] is OPS["relu"] and found.modules[torch.nn.Linear] is OPS["linear"]
+    tables = {id(op): set() for op in OPS.values()}
+    for table in (found.functions, found.methods, found.modules):
+        for key, op in table.items():
+            tables[id(op)].add(key)
+    for op in OPS.values():  # every alias lands in one table, as the op's; nothing else does
+        assert len(tables[id(op)]) == len(op.torch_aliases), op.name
 
 
-def test_every_tensor_method_reaches_a_function_adapter():
-    from backstep.trace.adapters import TENSOR_METHODS
-    from backstep.trace.registry import FUNCTIONS
+def test_every_torch_alias_reaches_an_adapter():
+    from backstep.trace import one_to_one  # noqa: F401 (registers every adapter)
+    from backstep.trace.registry import FUNCTIONS, METHODS, MODULES
+    from backstep.trace.torch_ops import ops_by_torch
 
-    assert all(function in FUNCTIONS for function in TENSOR_METHODS.values())
+    found = ops_by_torch()
+    assert all(function in FUNCTIONS for function in found.functions)
+    assert all(name in METHODS for name in found.methods)
+    assert all(any(issubclass(cls, known) for known, _, _ in MODULES) for cls in found.modules)
+
+
+def test_an_adapter_finds_its_op_through_the_torch_function():
+    import torch
+
+    from backstep.errors import InternalSignal
+    from backstep.trace.torch_ops import op_of, op_of_module, reduction_op
+
+    class MySoftmax(torch.nn.Softmax):
+        pass
+
+    assert op_of(torch.sum) is OPS["sum"]
+    assert op_of_module(MySoftmax(dim=1)) is OPS["softmax"]  # through its base class
+    assert reduction_op("sum") is OPS["sum"] and reduction_op("mean") is OPS["mean"]
+    assert reduction_op("none") is None and reduction_op(None) is None
+    with pytest.raises(InternalSignal):
+        op_of(torch.cumsum)
+
+
+def test_a_dotted_name_resolves_lazily():
+    import torch
+
+    from backstep.trace.torch_ops import resolve
+
+    assert resolve("torch.nn.functional.relu") is torch.nn.functional.relu
+    assert resolve("torch.Tensor.view") is torch.Tensor.view
+    assert resolve("torch.nn.ReLU") is torch.nn.ReLU
+    assert resolve("torch.no_such_function") is None
+    assert resolve("no_such_module_here.relu") is None
+
+
+def test_an_alias_of_two_ops_is_refused_when_the_tables_are_built(monkeypatch):
+    from dataclasses import replace
+
+    from backstep.trace import torch_ops
+
+    twice = {**OPS, "relu_again": replace(OPS["relu"], name="relu_again")}
+    monkeypatch.setattr(torch_ops, "OPS", twice)
+    with pytest.raises(RuntimeError, match="means both relu and relu_again"):
+        torch_ops.ops_by_torch.__wrapped__()
+
+
+def test_importing_the_tracer_imports_no_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = "import sys, backstep.trace, backstep.ops; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_one_to_one_calls_are_spelled_from_the_op(models):

@@ -27,6 +27,7 @@ def param_function(
     summary: str,
     title: dict[str, str],
     torch_fn,
+    torch_aliases: tuple[str, ...],
     grad_fn: str,
     parameters: tuple[Param, ...],
     latex: str,
@@ -44,6 +45,7 @@ def param_function(
             sympy=lambda args, shapes, p: cls.build(args, shapes, **p),
             backward=(backward,),
             torch=torch_fn,
+            torch_aliases=torch_aliases,
             grad_fn=grad_fn,
             summary=summary,
             title=title,
@@ -69,6 +71,7 @@ unary(
     "logistic σ(x) = 1/(1+e^(−x)); σ′ = σ(1 − σ)",
     title={"en": "sigmoid", "zh": "sigmoid"},
     printing=Printing(text="σ({0})", latex=r"\sigma\left({0}\right)", lang="sigmoid({0})", torch="torch.sigmoid({0})"),
+    torch_aliases=("torch.sigmoid", "torch.nn.functional.sigmoid", "torch.Tensor.sigmoid", "torch.nn.Sigmoid"),
 )
 
 
@@ -94,6 +97,7 @@ unary(
     "max(x, 0); relu′ = 1[x > 0] (0 at 0, as torch)",
     title={"en": "ReLU", "zh": "ReLU"},
     domain=OFF_KINK,
+    torch_aliases=("torch.relu", "torch.nn.functional.relu", "torch.Tensor.relu", "torch.nn.ReLU"),
 )
 
 
@@ -109,6 +113,7 @@ param_function(
     "max(x, 0) + s·min(x, 0); derivative 1[x > 0] + s·1[x < 0]",
     {"en": "leaky ReLU", "zh": "Leaky ReLU"},
     lambda torch, args, p: torch.nn.functional.leaky_relu(args[0], p["negative_slope"]),
+    ("torch.nn.functional.leaky_relu", "torch.nn.LeakyReLU"),
     "LeakyReluBackward0",
     (Param("negative_slope", "number", 0.01),),
     r"\operatorname{{lrelu}}\left({0}\right)",
@@ -128,6 +133,7 @@ param_function(
     "x for x > 0, α(eˣ − 1) else; derivative 1[x > 0] + 1[x < 0] (y + α)",
     {"en": "ELU", "zh": "ELU"},
     lambda torch, args, p: torch.nn.functional.elu(args[0], p["alpha"]),
+    ("torch.nn.functional.elu", "torch.nn.ELU"),
     "EluBackward0",
     (Param("alpha", "number", 1.0),),
     r"\operatorname{{elu}}\left({0}\right)",
@@ -167,6 +173,7 @@ param_function(
     "relu′(0) = 1)",
     {"en": "clamp", "zh": "截断"},
     clamp_torch,
+    ("torch.clamp", "torch.clip", "torch.Tensor.clamp", "torch.Tensor.clip"),
     "ClampBackward1",
     (Param("min", "number"), Param("max", "number")),
     r"\operatorname{{clamp}}\left({0}{params_kw}\right)",
@@ -187,6 +194,7 @@ unary(
     "x Φ(x) (exact, erf form); derivative Φ(x) + x φ(x)",
     title={"en": "GELU", "zh": "GELU"},
     torch_fn=lambda torch, args, p: torch.nn.functional.gelu(args[0]),
+    torch_aliases=("torch.nn.functional.gelu", "torch.nn.GELU"),
     printing=fn_printing("gelu", torch="torch.nn.functional.gelu({0})"),
 )
 
@@ -205,5 +213,6 @@ unary(
     "log(1 + eˣ); derivative σ(x)",
     title={"en": "softplus", "zh": "softplus"},
     torch_fn=lambda torch, args, p: torch.nn.functional.softplus(args[0]),
+    torch_aliases=("torch.nn.functional.softplus", "torch.nn.Softplus"),
     printing=fn_printing("softplus", torch="torch.nn.functional.softplus({0})"),
 )

@@ -214,6 +214,7 @@ register(
             lambda c: grad_weight(c.a, c.shapes[0], c.g, c.out_shape, c.shapes[1], conv_params(c)),
         ),
         torch=conv_torch,
+        torch_aliases=("torch.nn.functional.conv2d", "torch.nn.Conv2d"),
         grad_fn="ConvolutionBackward0",
         summary="conv2d(x, K, stride=s, padding=p), NCHW: y[n,f,i,j] = Σ_c,a,b x[n,c,s·i+a−p, s·j+b−p] K[f,c,a,b], "
         "the cross-correlation x ⋆ K (zero padding); K̄ = x ⋆ ȳ, x̄ = ȳ ∗ rot180(K); add a bias b: (F, 1, 1)",

@@ -44,6 +44,7 @@ def unary(
     printing: Printing | None = None,
     latex: str | None = None,
     torch_fn: Callable[..., Any] | None = None,
+    torch_aliases: tuple[str, ...] = (),
     grad_fn: str | None = "auto",
 ) -> Op:
     """An elementwise function of one input: x̄ = ȳ ⊙ f′(x), f′ given in terms of x and y = f(x).
@@ -63,6 +64,7 @@ def unary(
             sympy=lambda args, shapes, p: sympy_fn(args[0]),
             backward=(lambda c: c.g * derivative(c.a, c.y),),
             torch=torch_fn or (lambda torch, args, p: getattr(torch, name)(args[0])),
+            torch_aliases=torch_aliases,
             grad_fn=f"{name.capitalize()}Backward0" if grad_fn == "auto" else grad_fn,
             summary=summary,
             title=title,
@@ -93,6 +95,7 @@ def elementwise(
     sympy_class: type,
     printing: Printing,
     torch_fn,
+    torch_aliases: tuple[str, ...],
     grad_fn: str,
     arg_names: tuple[str, ...] = ("x",),
     domains: tuple = (),
@@ -108,6 +111,7 @@ def elementwise(
             sympy=meaning,
             backward=backward,
             torch=torch_fn,
+            torch_aliases=torch_aliases,
             grad_fn=grad_fn,
             summary=summary,
             title=title,
@@ -121,7 +125,7 @@ def elementwise(
     )
 
 
-def comparison(symbol: str, name: str, meaning, summary: str) -> Op:
+def comparison(symbol: str, name: str, meaning, summary: str, torch_aliases: tuple[str, ...]) -> Op:
     """A comparison is an indicator (1 where it holds, 0 elsewhere): it has no gradient."""
     return register(
         Op(
@@ -136,6 +140,7 @@ def comparison(symbol: str, name: str, meaning, summary: str) -> Op:
                     name
                 ]
             ).to(torch.float64),
+            torch_aliases=torch_aliases,
             grad_fn=None,
             summary=summary,
             title={"en": "comparison", "zh": "比较"},  # every comparison is named alike
@@ -157,6 +162,7 @@ register(
         sympy=lambda args, shapes, p: args[0] + args[1],
         backward=(lambda c: c.g, lambda c: c.g),
         torch=lambda torch, args, p: args[0] + args[1],
+        torch_aliases=("operator.add", "torch.add", "torch.Tensor.add"),
         grad_fn="AddBackward0",
         summary="elementwise sum, with broadcasting",
         title={"en": "addition", "zh": "加法"},
@@ -174,6 +180,7 @@ register(
         sympy=lambda args, shapes, p: args[0] - args[1],
         backward=(lambda c: c.g, lambda c: -c.g),
         torch=lambda torch, args, p: args[0] - args[1],
+        torch_aliases=("operator.sub", "torch.sub", "torch.subtract", "torch.Tensor.sub"),
         grad_fn=binary_grad_fn("SubBackward0", "RsubBackward1"),
         summary="elementwise difference, with broadcasting",
         title={"en": "subtraction", "zh": "减法"},
@@ -191,6 +198,7 @@ register(
         sympy=lambda args, shapes, p: args[0] * args[1],
         backward=(lambda c: c.g * c.b, lambda c: c.g * c.a),
         torch=lambda torch, args, p: args[0] * args[1],
+        torch_aliases=("operator.mul", "torch.mul", "torch.multiply", "torch.Tensor.mul"),
         grad_fn="MulBackward0",
         summary="elementwise (Hadamard) product ⊙, with broadcasting",
         title={"en": "product", "zh": "乘法"},
@@ -208,6 +216,7 @@ register(
         sympy=lambda args, shapes, p: args[0] / args[1],
         backward=(lambda c: c.g / c.b, lambda c: -c.g * c.a / c.b**2),
         torch=lambda torch, args, p: args[0] / args[1],
+        torch_aliases=("operator.truediv", "torch.div", "torch.divide", "torch.true_divide", "torch.Tensor.div"),
         grad_fn=binary_grad_fn("DivBackward0", "MulBackward0"),
         summary="elementwise quotient, with broadcasting",
         title={"en": "division", "zh": "除法"},
@@ -227,6 +236,7 @@ register(
         # ā = ȳ b a^(b-1);  b̄ = ȳ y log a, with y = a^b the forward value
         backward=(lambda c: c.g * c.b * c.a ** (c.b - 1), lambda c: c.g * c.y * sympy.log(c.a)),
         torch=lambda torch, args, p: torch.pow(args[0], args[1]),
+        torch_aliases=("operator.pow", "torch.pow", "torch.Tensor.pow", "torch.square", "torch.Tensor.square"),
         grad_fn=pow_grad_fn,
         summary="elementwise power; a non-integer or variable exponent needs a positive base",
         title={"en": "power", "zh": "幂"},
@@ -245,6 +255,7 @@ register(
         sympy=lambda args, shapes, p: -args[0],
         backward=(lambda c: -c.g,),
         torch=lambda torch, args, p: -args[0],
+        torch_aliases=("operator.neg", "torch.neg", "torch.negative", "torch.Tensor.neg"),
         grad_fn="NegBackward0",
         summary="negation",
         title={"en": "negation", "zh": "取负"},
@@ -261,6 +272,7 @@ unary(
     "sine",
     title={"en": "sine", "zh": "正弦"},
     latex=r"\sin\left({0}\right)",
+    torch_aliases=("torch.sin", "torch.Tensor.sin"),
 )
 unary(
     "cos",
@@ -269,6 +281,7 @@ unary(
     "cosine",
     title={"en": "cosine", "zh": "余弦"},
     latex=r"\cos\left({0}\right)",
+    torch_aliases=("torch.cos", "torch.Tensor.cos"),
 )
 unary(
     "tan",
@@ -278,6 +291,7 @@ unary(
     title={"en": "tangent", "zh": "正切"},
     domain=OFF_POLE,
     latex=r"\tan\left({0}\right)",
+    torch_aliases=("torch.tan", "torch.Tensor.tan"),
 )
 unary(
     "exp",
@@ -286,6 +300,7 @@ unary(
     "exponential; exp′ = exp (the forward value)",
     title={"en": "exponential", "zh": "指数"},
     printing=Printing(text="exp({0})", latex=r"e^{{{0}}}", lang="exp({0})", torch="torch.exp({0})"),
+    torch_aliases=("torch.exp", "torch.Tensor.exp"),
 )
 unary(
     "log",
@@ -295,6 +310,7 @@ unary(
     title={"en": "logarithm", "zh": "对数"},
     domain=POSITIVE,
     latex=r"\log\left({0}\right)",
+    torch_aliases=("torch.log", "torch.Tensor.log"),
 )
 unary(
     "sqrt",
@@ -304,6 +320,7 @@ unary(
     title={"en": "square root", "zh": "平方根"},
     domain=POSITIVE,
     printing=Printing(text="√({0})", latex=r"\sqrt{{{0}}}", lang="sqrt({0})", torch="torch.sqrt({0})"),
+    torch_aliases=("torch.sqrt", "torch.Tensor.sqrt"),
 )
 unary(
     "abs",
@@ -313,6 +330,7 @@ unary(
     title={"en": "absolute value", "zh": "绝对值"},
     domain=OFF_KINK,
     printing=Printing(text="|{0}|", latex=r"\left|{0}\right|", lang="abs({0})", torch="torch.abs({0})"),
+    torch_aliases=("torch.abs", "torch.Tensor.abs"),
 )
 unary(
     "tanh",
@@ -321,6 +339,7 @@ unary(
     "hyperbolic tangent; tanh′ = 1 − tanh²",
     title={"en": "tanh", "zh": "双曲正切"},
     latex=r"\tanh\left({0}\right)",
+    torch_aliases=("torch.tanh", "torch.nn.functional.tanh", "torch.Tensor.tanh", "torch.nn.Tanh"),
 )
 unary(
     "sign",
@@ -329,6 +348,7 @@ unary(
     "the sign −1, 0 or 1, abs's derivative; its own derivative is 0",
     title={"en": "sign", "zh": "符号函数"},
     domain=OFF_KINK,
+    torch_aliases=("torch.sign", "torch.Tensor.sign"),
 )
 unary(
     "erf",
@@ -337,6 +357,7 @@ unary(
     "the error function",
     title={"en": "error function", "zh": "误差函数"},
     latex=r"\operatorname{{erf}}\left({0}\right)",
+    torch_aliases=("torch.erf", "torch.Tensor.erf"),
 )
 
 # --- indicators: the derivatives of relu and clamp, and comparisons ------------------------------
@@ -406,10 +427,34 @@ unary(
     domain=OFF_KINK,
 )
 
-comparison(">", "gt", lambda a, b: Step(a - b), "a > b as an indicator 1[a − b > 0] (inside where)")
-comparison(">=", "ge", lambda a, b: StepGE(a - b), "a ≥ b as an indicator 1[a − b ≥ 0] (inside where)")
-comparison("<", "lt", lambda a, b: Step(b - a), "a < b as an indicator 1[b − a > 0] (inside where)")
-comparison("<=", "le", lambda a, b: StepGE(b - a), "a ≤ b as an indicator 1[b − a ≥ 0] (inside where)")
+comparison(
+    ">",
+    "gt",
+    lambda a, b: Step(a - b),
+    "a > b as an indicator 1[a − b > 0] (inside where)",
+    torch_aliases=("operator.gt", "torch.gt"),
+)
+comparison(
+    ">=",
+    "ge",
+    lambda a, b: StepGE(a - b),
+    "a ≥ b as an indicator 1[a − b ≥ 0] (inside where)",
+    torch_aliases=("operator.ge", "torch.ge"),
+)
+comparison(
+    "<",
+    "lt",
+    lambda a, b: Step(b - a),
+    "a < b as an indicator 1[b − a > 0] (inside where)",
+    torch_aliases=("operator.lt", "torch.lt"),
+)
+comparison(
+    "<=",
+    "le",
+    lambda a, b: StepGE(b - a),
+    "a ≤ b as an indicator 1[b − a ≥ 0] (inside where)",
+    torch_aliases=("operator.le", "torch.le"),
+)
 
 # --- maximum, minimum, where ---------------------------------------------------------------------
 
@@ -440,6 +485,7 @@ elementwise(
         torch="torch.maximum(torch.as_tensor({0}), torch.as_tensor({1}))",
     ),
     lambda torch, args, p: torch.maximum(*as_tensors(torch, args)),
+    ("torch.maximum", "torch.Tensor.maximum"),
     "MaximumBackward0",
     arg_names=("a", "b"),
 )
@@ -464,6 +510,7 @@ elementwise(
         torch="torch.minimum(torch.as_tensor({0}), torch.as_tensor({1}))",
     ),
     lambda torch, args, p: torch.minimum(*as_tensors(torch, args)),
+    ("torch.minimum", "torch.Tensor.minimum"),
     "MinimumBackward0",
     arg_names=("a", "b"),
 )
@@ -491,6 +538,7 @@ elementwise(
         torch="torch.where({0} > 0, {1}, {2})",
     ),
     lambda torch, args, p: torch.where(torch.as_tensor(args[0]) > 0, args[1], args[2]),
+    ("torch.where",),
     "WhereBackward0",
     arg_names=("c", "a", "b"),
     example="a: (n, d); b: (n, d)\nwhere(a > b, a, 2 * b)",

@@ -113,6 +113,7 @@ register(
         sympy=lambda args, shapes, p: CrossEntropy.build(args, shapes, reduction=p["reduction"]),
         backward=(ce_grad_logits, ce_grad_targets),
         torch=cross_entropy_torch,
+        torch_aliases=("torch.nn.functional.cross_entropy", "torch.nn.CrossEntropyLoss"),
         grad_fn=cross_entropy_grad_fn,
         summary="cross_entropy(z, t): −Σ log softmax(z)[t] / N, t class indices (N,) or probabilities (N, C); "
         "z̄ = (softmax(z) − onehot(t)) / N",
@@ -154,6 +155,7 @@ register(
             lambda c: -2 * c.g * (c.a - c.b) / size_of(c.shapes[0]),
         ),
         torch=lambda torch, args, p: torch.nn.functional.mse_loss(args[0], args[1]),
+        torch_aliases=("torch.nn.functional.mse_loss", "torch.nn.MSELoss"),
         grad_fn="MseLossBackward0",
         summary="mse(a, b) = mean((a − b)²); ā = 2 (a − b) / N",
         title={"en": "mean squared error", "zh": "均方误差"},
@@ -204,6 +206,7 @@ register(
             lambda c: sum_to(c.g, c.out_shape, c.shapes[2]),
         ),
         torch=lambda torch, args, p: torch.nn.functional.linear(*args),
+        torch_aliases=("torch.nn.functional.linear", "torch.nn.Linear"),
         grad_fn=lambda ranks, consts, params: "AddmmBackward0" if ranks[0] == 2 else "ViewBackward0",
         summary="linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear); b̄ = ȳ summed over the batch",
         title={"en": "linear layer", "zh": "线性层"},

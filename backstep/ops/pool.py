@@ -121,6 +121,7 @@ register(
         sympy=lambda args, shapes, p: MaxPool2d.build(args, shapes, **p),
         backward=(lambda c: MaxPoolRoute.build([c.g, c.a], [c.out_shape, c.shapes[0]], **pool_params(c)),),
         torch=pool_torch("max_pool2d"),
+        torch_aliases=("torch.nn.functional.max_pool2d", "torch.nn.MaxPool2d"),
         grad_fn="MaxPool2DWithIndicesBackward0",
         summary="max_pool2d(x, k, stride=k): y[n,c,i,j] = max_a,b<k x[n,c,s·i+a, s·j+b]; x̄ = route(ȳ → argmax x), "
         "each ȳ to the arg-max of its window (the first of tied maxima, as torch)",
@@ -297,6 +298,7 @@ register(
         sympy=lambda args, shapes, p: AvgPool2d.build(args, shapes, **p),
         backward=(avgpool_grad,),
         torch=pool_torch("avg_pool2d"),
+        torch_aliases=("torch.nn.functional.avg_pool2d", "torch.nn.AvgPool2d"),
         grad_fn="AvgPool2DBackward0",
         summary="avg_pool2d(x, k, stride=k): y[n,c,i,j] = (1/k²) Σ_a,b<k x[n,c,s·i+a, s·j+b]; "
         "x̄ = spread(ȳ) / k², each ȳ shared equally by its window",

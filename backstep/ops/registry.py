@@ -7,13 +7,17 @@ import with a sentence that names the op, instead of surfacing as a wrong deriva
 
 from __future__ import annotations
 
+import re
+
 import sympy
 
 from ..languages import LANGS
 from ..symbolic import TensorOp, encode_param
-from .spec import DOMAINS, PARAM_KINDS, TARGETS, Domain, Op
+from .spec import DOMAINS, PARAM_KINDS, TARGETS, TORCH_ALIAS_ROOTS, Domain, Op
 
 OPS: dict[str, Op] = {}
+
+DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
 class OpDeclarationError(ValueError):
@@ -28,6 +32,7 @@ def register(op: Op, table: dict[str, Op] | None = None) -> Op:
     if not op.example:
         op.example = default_example(op)
     check(op)
+    check_aliases_unclaimed(op, table)
     if isinstance(op.sympy_class, type) and issubclass(op.sympy_class, TensorOp):
         op.sympy_class.param_kinds = tuple(p.kind for p in op.parameters)
     table[op.name] = op
@@ -44,6 +49,7 @@ def check(op: Op) -> None:
         check_printing,
         check_domains,
         check_example,
+        check_torch_aliases,
     ):
         part(op)
 
@@ -130,6 +136,28 @@ def check_domains(op: Op) -> None:
 def check_example(op: Op) -> None:
     if not op.example.strip():
         fail(op, "declares no example program")
+
+
+def check_torch_aliases(op: Op) -> None:
+    """Each alias a dotted name from torch or operator (resolved only when a model is traced), once."""
+    if isinstance(op.torch_aliases, str):
+        fail(op, f"torch_aliases must be a tuple of dotted names, not the string {op.torch_aliases!r}")
+    for alias in op.torch_aliases:
+        if not isinstance(alias, str) or not DOTTED_NAME.fullmatch(alias):
+            fail(op, f"the torch alias {alias!r} is not a dotted name such as torch.nn.functional.relu")
+        if alias.split(".")[0] not in TORCH_ALIAS_ROOTS:
+            fail(op, f"the torch alias {alias!r} does not start from {' or '.join(TORCH_ALIAS_ROOTS)}")
+    repeated = sorted({a for a in op.torch_aliases if op.torch_aliases.count(a) > 1})
+    if repeated:
+        fail(op, f"lists the torch alias {', '.join(repeated)} twice")
+
+
+def check_aliases_unclaimed(op: Op, table: dict[str, Op]) -> None:
+    """A torch spelling means one op: no other op of the table may claim it."""
+    for other in table.values():
+        shared = [a for a in op.torch_aliases if a in other.torch_aliases]
+        if shared:
+            fail(op, f"the torch alias {shared[0]} already means the op {other.name!r}")
 
 
 def default_example(op: Op) -> str:

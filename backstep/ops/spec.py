@@ -12,6 +12,7 @@ An ``Op`` says everything about one operation:
 - how it prints (text, LaTeX, backstep's own input language, torch code) when it is a SymPy function;
 - its name in prose in each language (``title``), for the rule beside a backward step;
 - its torch counterpart and the ``grad_fn`` name torch gives it;
+- the torch spellings that mean it (``torch_aliases``), which the tracer reads as this op;
 - the ``Domain`` each input is drawn from when backstep picks numbers.
 
 The record only grows by fields with defaults, so that an op that does not need a new fact keeps
@@ -33,6 +34,11 @@ PREC_ADD, PREC_MUL, PREC_MATMUL, PREC_UNARY, PREC_POW, PREC_POSTFIX, PREC_ATOM =
 
 # The targets an op with a SymPy class of its own must print to (the fields of Printing).
 TARGETS = ("text", "latex", "lang", "torch")
+
+# Where an op's torch_aliases start: torch itself, or Python's operator module (`x + y` is
+# operator.add in a traced graph). A tensor method is named through torch.Tensor.
+TORCH_ALIAS_ROOTS = ("torch", "operator")
+TENSOR_METHOD_PREFIX = "torch.Tensor."
 
 
 @dataclass
@@ -233,6 +239,10 @@ class Op:
     sympy_class: type | None = None  # the SymPy class that means this op, if it has its own
     printing: Printing | None = None
     input_ranks: tuple[int, ...] = ()  # the rank an unannotated variable used as each input gets (4: NCHW)
+    # The torch spellings that mean this op, as dotted names the tracer resolves when it traces (so
+    # that importing backstep imports no torch): a function ("torch.relu", "torch.nn.functional.relu",
+    # "operator.add"), a tensor method ("torch.Tensor.relu") or an nn.Module class ("torch.nn.ReLU").
+    torch_aliases: tuple[str, ...] = ()
 
     def grad_fn_name(self, ranks: tuple[int, ...], consts: tuple[bool, ...], params: dict) -> str | None:
         if self.grad_fn is None or isinstance(self.grad_fn, str):

@@ -77,6 +77,7 @@ register(
         sympy=lambda args, shapes, p: Flatten.build(args, shapes, **p),
         backward=(flatten_grad,),
         torch=view_torch(lambda shape, p: flatten_shape(ShapeEnv(), [shape], p)),
+        torch_aliases=("torch.flatten", "torch.Tensor.flatten", "torch.nn.Flatten"),
         grad_fn="ViewBackward0",
         summary="flatten(x, start_dim=1, end_dim=-1): the axes start_dim..end_dim merged into one in row-major "
         "order, (N, C, H, W) → (N, C·H·W), y[n, (c·H + h)·W + w] = x[n,c,h,w], as x.view(N, -1) (start_dim 1 as "
@@ -186,6 +187,7 @@ register(
         sympy=lambda args, shapes, p: Reshape.build(args, shapes, **p),
         backward=(reshape_grad,),
         torch=view_torch(lambda shape, p: int_tuple(p, "shape", "reshape", allow_fill=True)),
+        torch_aliases=("torch.reshape", "torch.Tensor.reshape", "torch.Tensor.view"),
         grad_fn="ViewBackward0",
         summary="reshape(x, (a, b, …)): the same entries in row-major order under a new shape, one size may be -1 "
         "(x.view(-1, 96)), y[i, j] = x[k, l] where i·b + j is the row-major position of [k, l]; "

@@ -14,9 +14,11 @@ Importing it, creating the model and tracing it run inside ``codegen.user_code``
 the model's code, or code that never returns, is an error (exit 2), not backstep's exit or a hang.
 
 The package: fx.py walks the traced graph; the adapters (adapters.py for torch functions and
-tensor methods, modules.py for nn.Module classes, one_to_one.py for the torch functions that are
-exactly one op) write each torch call, and are found through registry.py. Only fx.py is imported
-here: the adapters import torch, so they are imported when a model is traced.
+tensor methods, modules.py for nn.Module classes, one_to_one.py for the torch spellings that are
+exactly one op) write each torch call, and are found through registry.py. Which torch spelling
+means which op is written in the op records (``Op.torch_aliases``), as dotted names that
+torch_ops.py resolves when a model is traced. Only fx.py is imported here: the adapters import
+torch, so they are imported when a model is traced.
 """
 
 from .fx import Traced, trace_from_cli, trace_model

@@ -1,82 +1,23 @@
-"""The torch functions and tensor methods the tracer knows, each as backstep text.
+"""The torch functions and tensor methods the tracer writes with an adapter of their own, as backstep text.
 
-One adapter per torch target, registered with ``@adapts`` / ``@adapts_method`` (registry.py).
-The torch functions that are exactly one op of the table (the same operands, no parameters) are
-not written one by one: ONE_TO_ONE lists them, and one adapter keyed by the op writes them all.
-This module imports torch, so the walk imports it only when it traces.
+One adapter per torch target, registered with ``@adapts`` / ``@adapts_method`` (registry.py): the
+spellings that need more than the op's operands (axes, keyword parameters, another spelling
+altogether). Each finds the op it writes through the torch function it is registered for
+(torch_ops.op_of) and spells it from the op's record. The torch spellings that are exactly one op
+need no adapter here: one_to_one.py gives them their op's. This module imports torch, so the walk
+imports it only when it traces.
 """
 
 from __future__ import annotations
 
+import inspect
 import operator
 
 import torch
 import torch.nn.functional as F
 
-from ..ops import OPS
-from .registry import (
-    Alias,
-    SizeOf,
-    Unmapped,
-    adapts,
-    adapts_method,
-    compact,
-    function_adapter,
-    only,
-    pair,
-)
-
-# x.name(...) is torch.name(x, ...): the tensor methods that are a torch function of the table
-TENSOR_METHODS = {
-    "add": torch.add,
-    "sub": torch.sub,
-    "mul": torch.mul,
-    "div": torch.div,
-    "matmul": torch.matmul,
-    "mm": torch.mm,
-    "pow": torch.pow,
-    "neg": torch.neg,
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "exp": torch.exp,
-    "log": torch.log,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "tan": torch.tan,
-    "sqrt": torch.sqrt,
-    "abs": torch.abs,
-    "erf": torch.erf,
-    "square": torch.square,
-    "clamp": torch.clamp,
-    "clip": torch.clip,
-    "sum": torch.sum,
-    "mean": torch.mean,
-    "softmax": torch.softmax,
-    "log_softmax": torch.log_softmax,
-    "logsumexp": torch.logsumexp,
-    "flatten": torch.flatten,
-    "unsqueeze": torch.unsqueeze,
-    "transpose": torch.transpose,
-    "t": torch.t,
-    "outer": torch.outer,
-    "dot": torch.dot,
-    "trace": torch.trace,
-    "det": torch.det,
-    "logdet": torch.logdet,
-    "inverse": torch.inverse,
-    "diag": torch.diag,
-    "maximum": torch.maximum,
-    "minimum": torch.minimum,
-    "norm": torch.norm,
-    "sign": torch.sign,
-}
-
-
-def call(w, node, target, args: list, kw: dict):
-    """A torch function's adapter, for another adapter that stands for the same thing."""
-    return function_adapter(target)(w, node, args, kw)
-
+from .registry import Alias, SizeOf, Unmapped, adapts, adapts_method, compact, only, pair, spell
+from .torch_ops import op_of, ops_by_torch, reduction_op
 
 # --- functions ----------------------------------------------------------------------------------
 
@@ -88,7 +29,7 @@ def positive(w, node, args, kw):
 
 @adapts(torch.square)
 def square(w, node, args, kw):
-    return f"{w.arg(node, args[0])} ** 2"
+    return spell(op_of(torch.square), [w.arg(node, args[0]), "2"])
 
 
 @adapts(torch.linalg.norm, torch.norm)
@@ -96,31 +37,39 @@ def norm(w, node, args, kw):
     only(kw, ord=None, dim=None, p="fro", keepdim=False)
     if len(args) > 1:
         raise Unmapped("with an order or axes; backstep's norm is the 2-norm (Frobenius) of everything")
-    return f"norm({w.arg(node, args[0])})"
+    return spell(op_of(torch.norm), [w.arg(node, args[0])])
 
 
 @adapts(F.gelu)
 def gelu(w, node, args, kw):
     only(kw, approximate="none")
-    return f"gelu({w.arg(node, args[0])})"
+    return spell(op_of(F.gelu), [w.arg(node, args[0])])
 
 
 @adapts(F.softplus)
 def softplus(w, node, args, kw):
     only(kw, beta=1, threshold=20)
-    return f"softplus({w.arg(node, args[0])})"
+    return spell(op_of(F.softplus), [w.arg(node, args[0])])
 
 
 @adapts(F.leaky_relu)
 def leaky_relu(w, node, args, kw):
     slope = args[1] if len(args) > 1 else kw.get("negative_slope", 0.01)
-    return f"leaky_relu({w.arg(node, args[0])}, negative_slope={float(slope)!r})"
+    return leaky_relu_text(w.arg(node, args[0]), slope)
+
+
+def leaky_relu_text(x: str, slope) -> str:
+    return f"{op_of(F.leaky_relu).syntax}({x}, negative_slope={float(slope)!r})"
 
 
 @adapts(F.elu)
 def elu(w, node, args, kw):
     alpha = args[1] if len(args) > 1 else kw.get("alpha", 1.0)
-    return f"elu({w.arg(node, args[0])}, alpha={float(alpha)!r})"
+    return elu_text(w.arg(node, args[0]), alpha)
+
+
+def elu_text(x: str, alpha) -> str:
+    return f"{op_of(F.elu).syntax}({x}, alpha={float(alpha)!r})"
 
 
 @adapts(torch.clamp, torch.clip)
@@ -134,27 +83,27 @@ def clamp(w, node, args, kw) -> str:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise Unmapped(f"with a tensor {key}")
         parts.append(f"{key}={float(value)!r}")
-    return f"clamp({', '.join(parts)})"
+    return spell(op_of(torch.clamp), parts)
 
 
 @adapts(torch.sum)
 def sum_(w, node, args, kw) -> str:
-    return reduce(w, node, "sum", args, kw)
+    return reduce(w, node, op_of(torch.sum), args, kw)
 
 
 @adapts(torch.mean)
 def mean(w, node, args, kw) -> str:
-    return reduce(w, node, "mean", args, kw)
+    return reduce(w, node, op_of(torch.mean), args, kw)
 
 
-def reduce(w, node, kind: str, args, kw) -> str:
+def reduce(w, node, op, args, kw) -> str:
     x = w.arg(node, args[0])
     dim = args[1] if len(args) > 1 else kw.get("dim", kw.get("axis"))
     keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
     if kw.get("dtype") is not None:
         raise Unmapped("with a dtype")
     if dim is None or (isinstance(dim, (tuple, list)) and not dim):
-        return f"{kind}({x}, keepdims=True)" if keep else f"{kind}({x})"
+        return f"{op.syntax}({x}, keepdims=True)" if keep else spell(op, [x])
     dims = list(dim) if isinstance(dim, (tuple, list)) else [dim]
     if all(d >= 0 for d in dims):
         order = sorted(dims, reverse=True)
@@ -166,27 +115,27 @@ def reduce(w, node, kind: str, args, kw) -> str:
         raise Unmapped("over axes counted from both ends")
     out = x
     for d in order:
-        out = f"{kind}({out}, axis={d}{', keepdims=True' if keep else ''})"
+        out = f"{op.syntax}({out}, axis={d}{', keepdims=True' if keep else ''})"
     return out
 
 
 @adapts(torch.softmax, F.softmax)
 def softmax(w, node, args, kw) -> str:
-    return softmax_like(w, node, "softmax", args, kw)
+    return softmax_like(w, node, op_of(torch.softmax), args, kw)
 
 
 @adapts(torch.log_softmax, F.log_softmax)
 def log_softmax(w, node, args, kw) -> str:
-    return softmax_like(w, node, "log_softmax", args, kw)
+    return softmax_like(w, node, op_of(torch.log_softmax), args, kw)
 
 
-def softmax_like(w, node, kind: str, args, kw) -> str:
+def softmax_like(w, node, op, args, kw) -> str:
     dim = args[1] if len(args) > 1 else kw.get("dim")
     if dim is None:
         raise Unmapped("without dim: give it, e.g. softmax(x, dim=1)")
     if kw.get("dtype") is not None:
         raise Unmapped("with a dtype")
-    return f"{kind}({w.arg(node, args[0])}, axis={dim})"
+    return f"{op.syntax}({w.arg(node, args[0])}, axis={dim})"
 
 
 @adapts(torch.logsumexp)
@@ -196,16 +145,21 @@ def logsumexp(w, node, args, kw) -> str:
         raise Unmapped("with keepdim=True")
     if isinstance(dim, (tuple, list)):
         raise Unmapped("over several axes")
-    return f"logsumexp({w.arg(node, args[0])}, axis={dim})"
+    return f"{op_of(torch.logsumexp).syntax}({w.arg(node, args[0])}, axis={dim})"
 
 
 @adapts(F.linear)
 def linear(w, node, args, kw) -> str:
     bias = args[2] if len(args) > 2 else kw.get("bias")
     weight = w.arg(node, args[1] if len(args) > 1 else kw["weight"])
+    return linear_text(w.arg(node, args[0]), weight, None if bias is None else w.arg(node, bias))
+
+
+def linear_text(x: str, weight: str, bias: str | None) -> str:
+    """x Wᵀ + b is linear(x, W, b); without a bias, x @ W.T."""
     if bias is None:
-        return f"{w.arg(node, args[0])} @ {weight}.T"
-    return f"linear({w.arg(node, args[0])}, {weight}, {w.arg(node, bias)})"
+        return spell(op_of(operator.matmul), [x, spell(op_of(torch.t), [weight])])
+    return spell(op_of(F.linear), [x, weight, bias])
 
 
 @adapts(F.conv2d)
@@ -218,12 +172,12 @@ def conv2d_function(w, node, args, kw) -> str:
 
 @adapts(F.max_pool2d)
 def max_pool2d_function(w, node, args, kw) -> str:
-    return pool(w, node, "max_pool2d", pool_arguments(args, kw))
+    return pool(w, node, op_of(F.max_pool2d), pool_arguments(args, kw))
 
 
 @adapts(F.avg_pool2d)
 def avg_pool2d_function(w, node, args, kw) -> str:
-    return pool(w, node, "avg_pool2d", pool_arguments(args, kw))
+    return pool(w, node, op_of(F.avg_pool2d), pool_arguments(args, kw))
 
 
 def pool_arguments(args, kw) -> dict:
@@ -258,7 +212,7 @@ def transpose_function(w, node, args, kw) -> str:
 @adapts(torch.unsqueeze)
 def unsqueeze(w, node, args, kw) -> str:
     dim = args[1] if len(args) > 1 else kw.get("dim")
-    return f"unsqueeze({w.arg(node, args[0])}, axis={dim})"
+    return f"{op_of(torch.unsqueeze).syntax}({w.arg(node, args[0])}, axis={dim})"
 
 
 @adapts(F.cross_entropy)
@@ -273,7 +227,7 @@ def nll_function(w, node, args, kw) -> str:
 
 @adapts(F.mse_loss)
 def mse_function(w, node, args, kw) -> str:
-    reduction = args[2] if len(args) > 2 else kw.get("reduction", "mean")
+    reduction = args[2] if len(args) > 2 else kw.get("reduction", torch_default(F.mse_loss, "reduction"))
     x = w.arg(node, args[0])
     return mse(x, w.arg(node, args[1] if len(args) > 1 else kw["target"]), reduction)
 
@@ -308,12 +262,7 @@ def getitem(w, node, args, kw):
 # --- tensor methods -----------------------------------------------------------------------------
 
 
-@adapts_method(*TENSOR_METHODS)
-def same_as_function(w, node, args, kw):
-    return call(w, node, TENSOR_METHODS[node.target], args, kw)
-
-
-@adapts_method("view", "reshape")
+@adapts_method(torch.Tensor.view, torch.Tensor.reshape)
 def view(w, node, args, kw) -> str:
     shape = args[1:] if len(args) > 2 or (len(args) == 2 and not isinstance(args[1], (tuple, list))) else None
     if shape is None:
@@ -321,7 +270,7 @@ def view(w, node, args, kw) -> str:
     return reshape(w, node, args[0], shape)
 
 
-@adapts_method("permute")
+@adapts_method(torch.Tensor.permute)
 def permute(w, node, args, kw) -> str:
     dims = args[1:] if len(args) > 2 else args[1]
     if list(dims) != [1, 0]:
@@ -329,12 +278,12 @@ def permute(w, node, args, kw) -> str:
     return transpose(w, node, w.arg(node, args[0]))
 
 
-@adapts_method("contiguous", "float", "double", "clone")
+@adapts_method(torch.Tensor.contiguous, torch.Tensor.float, torch.Tensor.double, torch.Tensor.clone)
 def unchanged(w, node, args, kw):
     return Alias(w.arg(node, args[0]))
 
 
-@adapts_method("size")
+@adapts_method(torch.Tensor.size)
 def size(w, node, args, kw):
     axis = args[1] if len(args) > 1 else kw.get("dim")
     return SizeOf(args[0], axis)
@@ -347,23 +296,21 @@ def transpose(w, node, x: str, dims=None) -> str:
     if dims is not None and sorted(int(d) % 2 for d in dims) != [0, 1]:
         raise Unmapped(f"over the axes {tuple(dims)}; backstep transposes matrices (.T)")
     w.transposes.add(node)
-    return f"{x}.T"
+    return spell(op_of(torch.t), [x])
 
 
 def flatten(w, node, x: str, start: int, end: int) -> str:
-    if "flatten" not in OPS:
-        raise Unmapped("is not in backstep's op table yet")
+    op = op_of(torch.flatten)
     params = ""
     if start != 1:
         params += f", start_dim={start}"
     if end != -1:
         params += f", end_dim={end}"
-    return f"flatten({x}{params})"
+    return f"{op.syntax}({x}{params})"
 
 
 def reshape(w, node, base, shape) -> str:
-    if "reshape" not in OPS:
-        raise Unmapped("is not in backstep's op table yet")
+    op = op_of(torch.reshape)
     x = w.arg(node, base)
     if shape is None:
         raise Unmapped("without a shape")
@@ -376,13 +323,14 @@ def reshape(w, node, base, shape) -> str:
             raise Unmapped("with sizes computed from tensors other than x.size(0)")
         rest = sizes[1:]
         if rest == [-1]:
-            return f"flatten({x})" if "flatten" in OPS else f"reshape({x}, (-1,))"
+            flat = ops_by_torch().functions.get(torch.flatten)
+            return spell(flat, [x]) if flat is not None else spell(op, [x, "(-1,)"])
         if -1 in rest:
             raise Unmapped("with both x.size(0) and -1; write the sizes")
         sizes = [-1] + rest
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
         raise Unmapped("with sizes that are not integers")
-    return f"reshape({x}, ({', '.join(str(s) for s in sizes)}{',' if len(sizes) == 1 else ''}))"
+    return spell(op, [x, f"({', '.join(str(s) for s in sizes)}{',' if len(sizes) == 1 else ''})"])
 
 
 def tensor_or_param(w, node, item) -> str | None:
@@ -394,8 +342,7 @@ def tensor_or_param(w, node, item) -> str | None:
 
 
 def conv2d(w, node, p: dict) -> str:
-    if "conv2d" not in OPS:
-        raise Unmapped("is not in backstep's op table yet")
+    op = op_of(F.conv2d)
     if p.get("groups", 1) != 1:
         raise Unmapped(f"with groups={p['groups']}")
     if pair(p.get("dilation", 1)) != (1, 1):
@@ -413,18 +360,16 @@ def conv2d(w, node, p: dict) -> str:
         extra += f", stride={compact(p['stride'])}"
     if pair(padding) != (0, 0):
         extra += f", padding={compact(padding)}"
-    conv = f"conv2d({x}, {weight}{extra})"
+    conv = f"{op.syntax}({x}, {weight}{extra})"
     if b is None:
         return conv
     channels = w.annotations.get(b, (None,))[0]
     if not isinstance(channels, int):
         raise Unmapped("with a bias whose size is not known")
-    return f"{conv} + reshape({b}, ({channels}, 1, 1))"
+    return spell(op_of(operator.add), [conv, spell(op_of(torch.reshape), [b, f"({channels}, 1, 1)"])])
 
 
-def pool(w, node, kind: str, p: dict) -> str:
-    if kind not in OPS:
-        raise Unmapped("is not in backstep's op table yet")
+def pool(w, node, op, p: dict) -> str:
     if pair(p.get("padding", 0)) != (0, 0):
         raise Unmapped(f"with padding={p['padding']}")
     if pair(p.get("dilation", 1)) != (1, 1):
@@ -437,10 +382,11 @@ def pool(w, node, kind: str, p: dict) -> str:
     extra = ""
     if stride not in (None, (), []) and pair(stride) != pair(k):
         extra = f", stride={compact(stride)}"
-    return f"{kind}({x}, {compact(k)}{extra})"
+    return f"{op.syntax}({x}, {compact(k)}{extra})"
 
 
 def cross_entropy(w, node, args, kw) -> str:
+    op = op_of(F.cross_entropy)
     z = w.arg(node, args[0])
     t = w.arg(node, args[1] if len(args) > 1 else kw["target"])
     for key in ("weight",):
@@ -448,10 +394,13 @@ def cross_entropy(w, node, args, kw) -> str:
             raise Unmapped(f"with {key}")
     if kw.get("label_smoothing"):
         raise Unmapped("with label smoothing")
-    reduction = kw.get("reduction", "mean")
-    if reduction not in ("mean", "sum"):
+    reductions = op.param("reduction")  # backstep's cross_entropy takes torch's values and default
+    reduction = kw.get("reduction", reductions.default)
+    if reduction not in reductions.choices:
         raise Unmapped(f"with reduction={reduction!r}")
-    return f"cross_entropy({z}, {t})" if reduction == "mean" else f'cross_entropy({z}, {t}, reduction="sum")'
+    if reduction == reductions.default:
+        return spell(op, [z, t])
+    return f'{op.syntax}({z}, {t}, reduction="{reduction}")'
 
 
 def nll(w, node, args, kw) -> str:
@@ -461,14 +410,23 @@ def nll(w, node, args, kw) -> str:
         raise Unmapped("except as nll_loss(log_softmax(z, dim=1), t), which backstep writes cross_entropy(z, t)")
     if kw.get("weight") is not None:
         raise Unmapped("with class weights")
-    return cross_entropy(w, node, [w.fused[logp], *args[1:]], {"reduction": kw.get("reduction", "mean")})
+    reduction = {"reduction": kw["reduction"]} if "reduction" in kw else {}
+    return cross_entropy(w, node, [w.fused[logp], *args[1:]], reduction)
 
 
 def mse(a: str, b: str, reduction: str) -> str:
-    if reduction == "mean":
-        return f"mse({a}, {b})"
-    if reduction == "sum":
-        return f"sum(({a} - {b}) ** 2)"
+    """The mean of the squares is mse(a, b); their sum, or the squares themselves, are written out."""
+    squares = spell(op_of(operator.pow), [f"({spell(op_of(operator.sub), [a, b])})", "2"])
     if reduction == "none":
-        return f"({a} - {b}) ** 2"
+        return squares
+    reducer = reduction_op(reduction)
+    if reducer is op_of(torch.mean):
+        return spell(op_of(F.mse_loss), [a, b])
+    if reducer is op_of(torch.sum):
+        return spell(reducer, [squares])
     raise Unmapped(f"with reduction={reduction!r}")
+
+
+def torch_default(function, parameter: str):
+    """The default torch's own signature gives a parameter (F.mse_loss's reduction)."""
+    return inspect.signature(function).parameters[parameter].default

@@ -2,8 +2,9 @@
 
 trace_model loads and traces the model; _Walk visits the graph's nodes in order and writes one
 statement per node, asking the adapters (adapters.py, modules.py, one_to_one.py, looked up
-through registry.py) for the text of each torch call. It also owns the program's names, the
-model's line for each statement (places), and the final parse that checks the program.
+through registry.py; the ops they write found through torch_ops.py) for the text of each torch
+call. It also owns the program's names, the model's line for each statement (places), and the
+final parse that checks the program.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..errors import BackstepError, Place, UnsupportedError, UsageError
 from ..ops import FUNCTION_OPS
 from ..printing import bar_latex, bar_text, latex_name
 from .registry import Alias, SizeOf, Unmapped, function_adapter, method_adapter, module_adapter
+from .torch_ops import ops_by_torch
 
 FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)\n(?P<code>[^\n]*)')
 RESERVED_NAMES = {"True", "False", "None"}
@@ -124,7 +126,7 @@ class _Walk:
     def __init__(self, spec: str, path: Path, root, shapes: dict[str, tuple]):
         import torch
 
-        from . import adapters, modules, one_to_one  # noqa: F401 (importing them registers the adapters)
+        from . import one_to_one  # noqa: F401 (importing it registers every adapter)
 
         self.torch = torch
         self.spec = spec
@@ -367,9 +369,14 @@ class _Walk:
         inner = node.args[0]
         if len(inner.users) != 1 or not inner.args:
             return False
-        if inner.op == "call_function" and inner.target in (F.log_softmax, self.torch.log_softmax):
-            pass
-        elif not (inner.op == "call_method" and inner.target == "log_softmax"):
+        found = ops_by_torch()
+        if inner.op == "call_function":
+            op = found.functions.get(inner.target)
+        elif inner.op == "call_method":
+            op = found.methods.get(inner.target)
+        else:
+            return False
+        if op is None or op is not found.functions.get(F.log_softmax):
             return False
         dim = inner.args[1] if len(inner.args) > 1 else inner.kwargs.get("dim")
         return dim in (1, -1) and inner.kwargs.get("dtype") is None

@@ -1,32 +1,27 @@
 """The nn.Module classes the tracer knows (a `call_module` node), each as backstep text.
 
-A module matches its adapter by isinstance, in the order of this file, except the plain
-activations of ONE_TO_ONE_MODULES, which match only their very class. Each adapter gets the
-program text `x` of the module's first argument (None when it is a log_softmax that an NLLLoss
-fuses into cross_entropy). This module imports torch: the walk imports it only when it traces.
+A module matches its adapter by isinstance, in the order of this file; the classes that are
+exactly their op (nn.ReLU, whose op's torch_aliases name it) need none here: one_to_one.py gives
+them their op's, for that very class only. An adapter finds its op through the module's class
+(torch_ops.op_of_module). Each gets the program text `x` of the module's first argument (None
+when it is a log_softmax that an NLLLoss fuses into cross_entropy). This module imports torch:
+the walk imports it only when it traces.
 """
 
 from __future__ import annotations
 
 import torch.nn as nn
 
-from .adapters import conv2d, cross_entropy, flatten, mse, nll, pool
-from .one_to_one import ONE_TO_ONE_MODULES
-from .registry import Alias, Unmapped, adapts
+from .adapters import conv2d, cross_entropy, elu_text, flatten, leaky_relu_text, linear_text, mse, nll, pool
+from .registry import Alias, Unmapped, adapts, spell
+from .torch_ops import op_of_module
 
 
 @adapts(nn.Linear)
 def linear(w, node, mod, x):
     weight = w.parameter(f"{node.target}.weight", mod.weight, node)
-    if mod.bias is None:
-        return f"{x} @ {weight}.T"
-    b = w.parameter(f"{node.target}.bias", mod.bias, node)
-    return f"linear({x}, {weight}, {b})"
-
-
-@adapts(*ONE_TO_ONE_MODULES, exact=True)
-def activation(w, node, mod, x):
-    return f"{ONE_TO_ONE_MODULES[type(mod)]}({x})"
+    b = None if mod.bias is None else w.parameter(f"{node.target}.bias", mod.bias, node)
+    return linear_text(x, weight, b)
 
 
 @adapts(nn.Identity)
@@ -45,32 +40,31 @@ def dropout(w, node, mod, x):
 def softmax(w, node, mod, x):
     if mod.dim is None:
         raise Unmapped("without dim: give it, e.g. nn.Softmax(dim=1)")
-    fn = "softmax" if isinstance(mod, nn.Softmax) else "log_softmax"
-    return f"{fn}({x}, axis={mod.dim})"
+    return f"{op_of_module(mod).syntax}({x}, axis={mod.dim})"
 
 
 @adapts(nn.LeakyReLU)
 def leaky_relu(w, node, mod, x):
-    return f"leaky_relu({x}, negative_slope={float(mod.negative_slope)!r})"
+    return leaky_relu_text(x, mod.negative_slope)
 
 
 @adapts(nn.ELU)
 def elu(w, node, mod, x):
-    return f"elu({x}, alpha={float(mod.alpha)!r})"
+    return elu_text(x, mod.alpha)
 
 
 @adapts(nn.GELU)
 def gelu(w, node, mod, x):
     if mod.approximate != "none":
         raise Unmapped("with approximate='tanh'; backstep's gelu is the exact (erf) one")
-    return f"gelu({x})"
+    return spell(op_of_module(mod), [x])
 
 
 @adapts(nn.Softplus)
 def softplus(w, node, mod, x):
     if mod.beta != 1:
         raise Unmapped("with beta ≠ 1")
-    return f"softplus({x})"
+    return spell(op_of_module(mod), [x])
 
 
 @adapts(nn.Flatten)
@@ -91,14 +85,13 @@ def conv2d_module(w, node, mod, x):
 
 @adapts(nn.MaxPool2d, nn.AvgPool2d)
 def pool_module(w, node, mod, x):
-    kind = "max_pool2d" if isinstance(mod, nn.MaxPool2d) else "avg_pool2d"
     p = {"input": node.args[0], "kernel_size": mod.kernel_size, "stride": mod.stride, "padding": mod.padding}
     if isinstance(mod, nn.MaxPool2d):
         p.update(dilation=mod.dilation, return_indices=mod.return_indices)
     p["ceil_mode"] = mod.ceil_mode
     if isinstance(mod, nn.AvgPool2d):
         p["divisor_override"] = mod.divisor_override
-    return pool(w, node, kind, p)
+    return pool(w, node, op_of_module(mod), p)
 
 
 @adapts(nn.MSELoss)

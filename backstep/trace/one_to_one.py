@@ -1,96 +1,26 @@
-"""The torch functions that are exactly one op of the table, and the one adapter that writes them.
+"""The torch spellings that are exactly one op of the table, read from the op records.
 
-ONE_TO_ONE is the one place that says which torch function is which op (same operands, no
-parameters): `torch.relu(x)` is `relu(x)`, `torch.add(x, y)` and `x + y` are `x + y`. Every entry
-shares the adapter of its op, which spells the op from its record (syntax and arity). A later
-step reads this mapping from the op records themselves; the adapter stays as it is.
+Each op's torch_aliases (torch_ops.py) say which torch functions, tensor methods and nn.Module
+classes mean it. Where adapters.py or modules.py write a spelling with an adapter of its own
+(torch.sum with its axes, nn.Linear with its parameters), that adapter stands; every other
+spelling is the op itself, with the same operands and no parameters, and shares the adapter
+of its op, which spells the op from its record (syntax and arity): `torch.relu(x)` is
+`relu(x)`, `torch.add(x, y)` and `x + y` are `x + y`. A tensor method `x.name(...)` is
+`torch.name(x, ...)`: it goes to the adapter of that function.
 """
 
 from __future__ import annotations
 
 import functools
-import operator
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from ..ops import OPS
-from .registry import Unmapped, only, register_function
-
-# torch function -> the op of the table that is exactly it. The one place this mapping is
-# written: a later step reads it from the op records instead.
-ONE_TO_ONE = {
-    operator.add: "add",
-    operator.sub: "sub",
-    operator.mul: "mul",
-    operator.truediv: "div",
-    operator.pow: "pow",
-    operator.matmul: "matmul",
-    torch.add: "add",
-    torch.sub: "sub",
-    torch.subtract: "sub",
-    torch.mul: "mul",
-    torch.multiply: "mul",
-    torch.div: "div",
-    torch.divide: "div",
-    torch.true_divide: "div",
-    torch.matmul: "matmul",
-    torch.mm: "matmul",
-    torch.pow: "pow",
-    operator.gt: "gt",
-    operator.ge: "ge",
-    operator.lt: "lt",
-    operator.le: "le",
-    torch.gt: "gt",
-    torch.ge: "ge",
-    torch.lt: "lt",
-    torch.le: "le",
-    operator.neg: "neg",
-    torch.neg: "neg",
-    torch.negative: "neg",
-    torch.relu: "relu",
-    F.relu: "relu",
-    torch.tanh: "tanh",
-    F.tanh: "tanh",
-    torch.sigmoid: "sigmoid",
-    F.sigmoid: "sigmoid",
-    torch.exp: "exp",
-    torch.log: "log",
-    torch.sin: "sin",
-    torch.cos: "cos",
-    torch.tan: "tan",
-    torch.sqrt: "sqrt",
-    torch.abs: "abs",
-    torch.erf: "erf",
-    torch.trace: "trace",
-    torch.det: "det",
-    torch.linalg.det: "det",
-    torch.logdet: "logdet",
-    torch.inverse: "inv",
-    torch.linalg.inv: "inv",
-    torch.diag: "diag",
-    torch.sign: "sign",
-    torch.outer: "outer",
-    torch.dot: "dot",
-    torch.maximum: "maximum",
-    torch.minimum: "minimum",
-    torch.where: "where",
-}
-
-# nn.Module class -> the op it is exactly (written by modules.py, which matches only these classes)
-ONE_TO_ONE_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+from . import adapters, modules  # noqa: F401 (their adapters first: only the spellings left are one-to-one)
+from .registry import FUNCTIONS, METHODS, MODULES, Unmapped, function_adapter, only, register_function, spell
+from .torch_ops import ops_by_torch
 
 ARITY_WORDS = {1: "one", 2: "two", 3: "three"}
-
-
-def spell(op, operands: list[str]) -> str:
-    """The op applied to its operands, in backstep's language (`x + y`, `-x`, `relu(x)`)."""
-    if op.syntax.isidentifier():
-        return f"{op.syntax}({', '.join(operands)})"
-    if op.arity == 2:
-        return f"{operands[0]} {op.syntax} {operands[1]}"
-    return op.syntax[:-1] + operands[0]  # a prefix operator: its syntax is "-x"
 
 
 @functools.cache
@@ -108,5 +38,38 @@ def one_to_one(op_name: str):
     return adapter
 
 
-for _target, _op_name in ONE_TO_ONE.items():
-    register_function(_target, one_to_one(_op_name))
+def same_as_function(w, node, args, kw):
+    """x.name(...) is torch.name(x, ...): the adapter of that function writes it."""
+    return function_adapter(getattr(torch, node.target))(w, node, args, kw)
+
+
+def activation(w, node, mod, x):
+    """An nn.Module class that is exactly its op (nn.ReLU is relu)."""
+    return spell(ops_by_torch().modules[type(mod)], [x])
+
+
+def has_module_adapter(cls: type) -> bool:
+    return any(cls is known or (not exact and issubclass(cls, known)) for known, exact, _ in MODULES)
+
+
+def register_the_rest() -> None:
+    """Give every alias that has no adapter of its own the adapter of its op."""
+    found = ops_by_torch()
+    for target, op in found.functions.items():
+        if target in FUNCTIONS:
+            continue
+        if op.parameters:
+            raise RuntimeError(f"{target!r} means {op.name}, which has parameters: it needs an adapter of its own")
+        register_function(target, one_to_one(op.name))
+    for name, op in found.methods.items():
+        if name in METHODS:
+            continue
+        if getattr(torch, name, None) not in FUNCTIONS:
+            raise RuntimeError(f"torch.Tensor.{name} means {op.name}, but torch.{name} has no adapter")
+        METHODS[name] = same_as_function
+    for cls in found.modules:
+        if not has_module_adapter(cls):
+            MODULES.append((cls, True, activation))  # only that very class: a subclass may do more
+
+
+register_the_rest()

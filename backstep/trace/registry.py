@@ -5,7 +5,8 @@ the torch targets it stands for and is looked up by the walk (``fx.py``):
 
 - ``@adapts(torch.relu, F.relu)``: a function (an fx ``call_function`` node), called as
   ``adapter(walk, node, args, kw)``;
-- ``@adapts_method("view", "reshape")``: a tensor method (``call_method``), called the same way;
+- ``@adapts_method(torch.Tensor.view)``: a tensor method (``call_method``, by the method's name),
+  called the same way;
 - ``@adapts(nn.Linear)``: a module class (``call_module``), called as ``adapter(walk, node, mod, x)``
   with ``x`` the program text of the module's first argument. A module matches by isinstance, in
   the order the adapters were registered (``exact=True``: only that very class).
@@ -14,6 +15,8 @@ What an adapter may use of the walk: ``walk.arg(node, a)`` (an argument as progr
 ``walk.parameter(target, tensor, node)``, ``walk.value`` (fx node -> name or SizeOf),
 ``walk.annotations`` (variable -> shape), ``walk.fused`` and ``walk.transposes``.
 An adapter returns the statement's expression, an Alias or a SizeOf, or raises Unmapped.
+It finds the op it writes through the torch function it stands for (torch_ops.op_of) and
+spells it from the op's record (``spell``).
 """
 
 from __future__ import annotations
@@ -68,12 +71,12 @@ def adapts(*targets, exact: bool = False):
     return register
 
 
-def adapts_method(*names: str):
-    """Register the decorated adapter for tensor methods (`x.view(...)`), by name."""
+def adapts_method(*methods):
+    """Register the decorated adapter for tensor methods (torch.Tensor.view: `x.view(...)`)."""
 
     def register(adapter: Callable) -> Callable:
-        for name in names:
-            METHODS[name] = adapter
+        for method in methods:
+            METHODS[method.__name__] = adapter
         return adapter
 
     return register
@@ -101,6 +104,17 @@ def module_adapter(mod) -> Callable:
 
 
 # --- helpers the adapters share -----------------------------------------------------------------
+
+
+def spell(op, operands: list[str]) -> str:
+    """The op applied to its operands, in backstep's language (`x + y`, `-x`, `x.T`, `relu(x)`)."""
+    if op.syntax.isidentifier():
+        return f"{op.syntax}({', '.join(operands)})"
+    if op.syntax.startswith("."):  # a postfix operator: .T
+        return operands[0] + op.syntax
+    if op.arity == 2:
+        return f"{operands[0]} {op.syntax} {operands[1]}"
+    return op.syntax[:-1] + operands[0]  # a prefix operator: its syntax is "-x"
 
 
 def only(kw: dict, **defaults) -> None:
