@@ -45,6 +45,10 @@ def where_of_one(x):
 
 def ops(x, y):
     return (torch.where(x > y, -x, torch.relu(y)) + torch.maximum(x, y) + x.mul(y)).sum()
+
+
+def with_constant(x):
+    return (x * torch.ones(4)).sum()
 """
 
 
@@ -173,3 +177,10 @@ def test_a_one_to_one_call_with_other_arguments_is_unsupported(models, name, sha
     with pytest.raises(UnsupportedError) as err:
         trace_model(f"{models}:{name}", shapes)
     assert words in err.value.message
+
+
+def test_a_tensor_made_inside_a_plain_function_is_read_from_the_tracer(models):
+    # fx stores the constant on the tracer's root; reading it from an empty Module was an AttributeError
+    traced = trace_model(f"{models}:with_constant", {"x": (3, 4)})
+    assert "x * tensor_constant0" in traced.source, traced.source
+    assert "tensor_constant0: (4,)" in traced.source or "tensor_constant0: (4)" in traced.source, traced.source

@@ -81,7 +81,9 @@ def trace_model(spec: str, shapes: dict[str, tuple]) -> Traced:
                 f"--torch {spec}: torch.fx cannot trace it ({type(err).__name__}: {first_line(err)}); "
                 "backstep needs a forward without data-dependent control flow"
             ) from None
-    root = obj if isinstance(obj, torch.nn.Module) else torch.nn.Module()
+    # the tracer's root holds what the graph's get_attr nodes read: the model's parameters and
+    # buffers, and the tensor constants fx stores there (a plain function gets a fresh root)
+    root = tracer.root
     walk = _Walk(spec, Path(path), root, shapes)
     walk.traced = obj
     return walk.build(graph)
