@@ -261,3 +261,58 @@ def test_every_torch_alias_resolves_under_the_installed_torch():
         for alias in op.torch_aliases:
             target = resolve(alias)
             assert callable(target), (op.name, alias, target)
+
+
+# --- the fields that stand for what consumers used to test by an op's name ------------------------
+
+
+def test_a_math_function_computes_the_op_on_a_number():
+    """Printing.math_function: the torch code of an op on a number (torch.sqrt(2) fails)."""
+    import math
+
+    with_math = [op for op in OPS.values() if op.printing is not None and op.printing.math_function]
+    assert {op.name for op in with_math} >= {"sqrt", "exp", "log", "sin"}
+    for op in with_math:
+        function = eval(op.printing.math_function, {"math": math})
+        x = torch.tensor(0.7, dtype=torch.float64)
+        assert function(0.7) == pytest.approx(float(op.torch(torch, [x], op.params))), op.name
+
+
+def test_undefined_outside_marks_poles_not_kinks():
+    """Domain.undefined_outside: a pole or a singular matrix (a gradcheck draws again), never a kink."""
+    assert all(d.undefined_outside for d in (DOMAINS["positive"], NONZERO, DOMAINS["spd"], DOMAINS["invertible"]))
+    assert not any(DOMAINS[name].undefined_outside for name in ("off_kink", "off_tie", "off_bounds", "class_index"))
+
+
+@pytest.mark.parametrize(
+    "source, ranks",
+    [
+        ("A @ B", {"A": 2, "B": 2}),
+        ("outer(a, b)", {"a": 1, "b": 1}),
+        ("sum(X.T @ W)", {"X": 2, "W": 2}),  # shape_passes_rank: through the transpose
+        ("sum(exp(X) @ W)", {"X": 2, "W": 2}),  # and through an elementwise op
+        ("sum(sin(x))", {"x": 0}),
+    ],
+)
+def test_input_ranks_give_unannotated_variables_their_rank(source, ranks):
+    graph = parse(source)
+    assert {v.name: len(v.shape) for v in graph.variables} == ranks
+
+
+def test_positive_through_passes_a_demand_for_positive_inputs():
+    """Op.positive_through: log(a + b) draws a and b positive; log(a - b) cannot demand it of b."""
+    assert infer_domains(parse("x: (n,); y: (n,)\nsum(log(x + y))")) == {"x": "positive", "y": "positive"}
+    assert infer_domains(parse("x: (n,); y: (n,)\nsum(log(x - y))")) == {"x": "real", "y": "real"}
+    assert OPS["add"].positive_through and not OPS["sub"].positive_through
+
+
+def test_codegen_templates_fill_in_a_tensor_in_scope():
+    """Printing.code and code_with_number: codegen's own templates, where torch's (float64 on the CPU) won't do."""
+    for op in OPS.values():
+        if op.printing is None:
+            continue
+        if op.printing.code_with_number:
+            assert op.printing.code, op.name  # both operands tensors: the plain code
+            assert "{x}" in op.printing.code_with_number and "{c}" in op.printing.code_with_number, op.name
+        if op.printing.code:
+            assert "float64" not in op.printing.code, op.name

@@ -38,6 +38,7 @@ from .rules import (
 )
 from .spec import (
     DOMAINS,
+    ONE_HOT_ROWS,
     PARAM_KINDS,
     PREC_ADD,
     PREC_ATOM,
@@ -63,6 +64,17 @@ OPERATOR_OPS = {op.syntax: op for op in OPS.values() if not op.syntax.isidentifi
 FUNCTION_OPS = {op.syntax: op for op in OPS.values() if op.syntax.isidentifier()}
 OP_OF_CLASS: dict[type, Op] = {op.sympy_class: op for op in OPS.values() if op.sympy_class is not None}
 
+# The records other modules need as such: the claim language's matrix product and transpose, the
+# parser's checks of a power's exponent and of a division by zero, the printers' spellings of
+# x**(1/2), e**x and of an operand the op broadcasts.
+MATMUL = OPS["matmul"]
+TRANSPOSE = OPS["transpose"]
+POW = OPS["pow"]
+DIV = OPS["div"]
+SQRT = OPS["sqrt"]
+EXP = OPS["exp"]
+BROADCAST_TO = OPS["broadcast_to"]
+
 
 def unknown_function_hint(name: str) -> str:
     close = difflib.get_close_matches(name, list(FUNCTION_OPS), n=1)
@@ -70,12 +82,18 @@ def unknown_function_hint(name: str) -> str:
 
 
 __all__ = [
+    "BROADCAST_TO",
+    "DIV",
     "DOMAINS",
+    "EXP",
     "FUNCTION_OPS",
+    "MATMUL",
+    "ONE_HOT_ROWS",
     "OPERATOR_OPS",
     "OPS",
     "OP_OF_CLASS",
     "PARAM_KINDS",
+    "POW",
     "PREC_ADD",
     "PREC_ATOM",
     "PREC_MATMUL",
@@ -83,7 +101,9 @@ __all__ = [
     "PREC_POSTFIX",
     "PREC_POW",
     "PREC_UNARY",
+    "SQRT",
     "TARGETS",
+    "TRANSPOSE",
     "TUPLE_KINDS",
     "ByParams",
     "Ctx",

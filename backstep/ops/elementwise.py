@@ -46,20 +46,24 @@ def unary(
     torch_fn: Callable[..., Any] | None = None,
     torch_aliases: tuple[str, ...] = (),
     grad_fn: str | None = "auto",
+    math_function: str = "",
+    positive_through: bool = False,
 ) -> Op:
     """An elementwise function of one input: x̄ = ȳ ⊙ f′(x), f′ given in terms of x and y = f(x).
 
     `sympy_fn` is a SymPy class (printed and evaluated as this op) or, for sqrt, a function
-    that SymPy rewrites into its own algebra.
+    that SymPy rewrites into its own algebra. `math_function` is Python's function of a number
+    (where `printing` is not given: its Printing.math_function).
     """
     sympy_class = sympy_fn if isinstance(sympy_fn, type) else None
     if printing is None:
-        printing = fn_printing(name, latex)
+        printing = fn_printing(name, latex, math_function=math_function)
     return register(
         Op(
             name=name,
             syntax=name,
             arity=1,
+            positive_through=positive_through,
             shape=same_shape,
             sympy=lambda args, shapes, p: sympy_fn(args[0]),
             backward=(lambda c: c.g * derivative(c.a, c.y),),
@@ -76,12 +80,13 @@ def unary(
     )
 
 
-def fn_printing(name: str, latex: str | None = None, torch: str | None = None) -> Printing:
+def fn_printing(name: str, latex: str | None = None, torch: str | None = None, math_function: str = "") -> Printing:
     return Printing(
         text=f"{name}({{0}})",
         latex=latex or rf"\operatorname{{{{{name}}}}}\left({{0}}\right)",
         lang=f"{name}({{0}})",
         torch=torch or f"torch.{name}({{0}})",
+        math_function=math_function,
     )
 
 
@@ -158,6 +163,7 @@ register(
         name="add",
         syntax="+",
         arity=2,
+        positive_through=True,
         shape=broadcast_shapes,
         sympy=lambda args, shapes, p: args[0] + args[1],
         backward=(lambda c: c.g, lambda c: c.g),
@@ -194,6 +200,7 @@ register(
         name="mul",
         syntax="*",
         arity=2,
+        positive_through=True,
         shape=broadcast_shapes,
         sympy=lambda args, shapes, p: args[0] * args[1],
         backward=(lambda c: c.g * c.b, lambda c: c.g * c.a),
@@ -212,6 +219,7 @@ register(
         name="div",
         syntax="/",
         arity=2,
+        positive_through=True,
         shape=broadcast_shapes,
         sympy=lambda args, shapes, p: args[0] / args[1],
         backward=(lambda c: c.g / c.b, lambda c: -c.g * c.a / c.b**2),
@@ -273,6 +281,7 @@ unary(
     title={"en": "sine", "zh": "正弦"},
     latex=r"\sin\left({0}\right)",
     torch_aliases=("torch.sin", "torch.Tensor.sin"),
+    math_function="math.sin",
 )
 unary(
     "cos",
@@ -282,6 +291,7 @@ unary(
     title={"en": "cosine", "zh": "余弦"},
     latex=r"\cos\left({0}\right)",
     torch_aliases=("torch.cos", "torch.Tensor.cos"),
+    math_function="math.cos",
 )
 unary(
     "tan",
@@ -292,6 +302,7 @@ unary(
     domain=OFF_POLE,
     latex=r"\tan\left({0}\right)",
     torch_aliases=("torch.tan", "torch.Tensor.tan"),
+    math_function="math.tan",
 )
 unary(
     "exp",
@@ -299,7 +310,9 @@ unary(
     lambda x, y: y,
     "exponential; exp′ = exp (the forward value)",
     title={"en": "exponential", "zh": "指数"},
-    printing=Printing(text="exp({0})", latex=r"e^{{{0}}}", lang="exp({0})", torch="torch.exp({0})"),
+    printing=Printing(
+        text="exp({0})", latex=r"e^{{{0}}}", lang="exp({0})", torch="torch.exp({0})", math_function="math.exp"
+    ),
     torch_aliases=("torch.exp", "torch.Tensor.exp"),
 )
 unary(
@@ -311,6 +324,7 @@ unary(
     domain=POSITIVE,
     latex=r"\log\left({0}\right)",
     torch_aliases=("torch.log", "torch.Tensor.log"),
+    math_function="math.log",
 )
 unary(
     "sqrt",
@@ -319,8 +333,11 @@ unary(
     "square root; sqrt′ = 1/(2 sqrt)",
     title={"en": "square root", "zh": "平方根"},
     domain=POSITIVE,
-    printing=Printing(text="√({0})", latex=r"\sqrt{{{0}}}", lang="sqrt({0})", torch="torch.sqrt({0})"),
+    printing=Printing(
+        text="√({0})", latex=r"\sqrt{{{0}}}", lang="sqrt({0})", torch="torch.sqrt({0})", math_function="math.sqrt"
+    ),
     torch_aliases=("torch.sqrt", "torch.Tensor.sqrt"),
+    positive_through=True,
 )
 unary(
     "abs",
@@ -340,6 +357,7 @@ unary(
     title={"en": "tanh", "zh": "双曲正切"},
     latex=r"\tanh\left({0}\right)",
     torch_aliases=("torch.tanh", "torch.nn.functional.tanh", "torch.Tensor.tanh", "torch.nn.Tanh"),
+    math_function="math.tanh",
 )
 unary(
     "sign",
@@ -358,6 +376,7 @@ unary(
     title={"en": "error function", "zh": "误差函数"},
     latex=r"\operatorname{{erf}}\left({0}\right)",
     torch_aliases=("torch.erf", "torch.Tensor.erf"),
+    math_function="math.erf",
 )
 
 # --- indicators: the derivatives of relu and clamp, and comparisons ------------------------------
@@ -483,6 +502,8 @@ elementwise(
         latex=r"\max\left({0}, {1}\right)",
         lang="maximum({0}, {1})",
         torch="torch.maximum(torch.as_tensor({0}), torch.as_tensor({1}))",
+        code="torch.maximum({0}, {1})",
+        code_with_number="torch.clamp({x}, min={c})",
     ),
     lambda torch, args, p: torch.maximum(*as_tensors(torch, args)),
     ("torch.maximum", "torch.Tensor.maximum"),
@@ -508,6 +529,8 @@ elementwise(
         latex=r"\min\left({0}, {1}\right)",
         lang="minimum({0}, {1})",
         torch="torch.minimum(torch.as_tensor({0}), torch.as_tensor({1}))",
+        code="torch.minimum({0}, {1})",
+        code_with_number="torch.clamp({x}, max={c})",
     ),
     lambda torch, args, p: torch.minimum(*as_tensors(torch, args)),
     ("torch.minimum", "torch.Tensor.minimum"),

@@ -65,6 +65,8 @@ register(
         example="A: (n, k); B: (k, m)\nA @ B",
         syntax="@",
         arity=2,
+        positive_through=True,
+        input_ranks=(2, 2),
         shape=matmul_shape,
         sympy=lambda args, shapes, p: sb.MatrixProduct.build(args, shapes),
         backward=(matmul_grad_a, matmul_grad_b),
@@ -83,6 +85,7 @@ register(
             torch="{0} @ {1}",
             prec=PREC_MATMUL,
             operand_prec=PREC_MATMUL,
+            python_operator=True,
         ),
     )
 )
@@ -98,6 +101,8 @@ register(
         example="A: (n, d)\nA.T",
         syntax=".T",
         arity=1,
+        positive_through=True,
+        shape_passes_rank=True,
         shape=transpose_shape,
         sympy=lambda args, shapes, p: sb.TransposeOp.build(args, shapes),
         backward=(lambda c: sb.TransposeOp.build([c.g], [c.out_shape]),),
@@ -140,6 +145,8 @@ register(
         example="a: (n,); b: (d,)\nouter(a, b)",
         syntax="outer",
         arity=2,
+        positive_through=True,
+        input_ranks=(1, 1),
         shape=outer_shape,
         sympy=lambda args, shapes, p: sb.OuterProduct.build(args, shapes),
         backward=(
@@ -428,6 +435,12 @@ register(
         title={"en": "identity", "zh": "单位矩阵"},
         parameters=(Param("n", "size", required=True),),
         sympy_class=sb.Eye,
-        printing=Printing(text="I", latex="I", lang="eye({n})", torch="torch.eye({n}, dtype=torch.float64)"),
+        printing=Printing(
+            text="I",
+            latex="I",
+            lang="eye({n})",
+            torch="torch.eye({n}, dtype=torch.float64)",
+            code="torch.eye({n}, dtype={dtype}, device={device})",
+        ),
     )
 )

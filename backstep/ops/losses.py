@@ -44,6 +44,7 @@ register(
             latex=r"\operatorname{{onehot}}\left({0}\right)",
             lang="onehot({0}, {classes})",
             torch="torch.nn.functional.one_hot({0}.long(), {classes}).to(torch.float64)",
+            code="torch.nn.functional.one_hot({0}.long(), {classes}).to({to})",
         ),
     )
 )

@@ -71,6 +71,18 @@ class Printing:
     torch: str = ""  # torch code, for generated modules (backstep codegen)
     prec: int = PREC_ATOM  # precedence of the printed result
     operand_prec: int = 0  # operands below this precedence get parentheses
+    # Python's math function for a number operand (torch code): torch.sqrt(2) fails, math.sqrt(2) does not
+    math_function: str = ""
+    # In Python syntax (lang, torch) it is an operator of `*`'s precedence, left-associative (`@`):
+    # a right operand of its own precedence and a product operand get parentheses.
+    python_operator: bool = False
+    # Generated modules' code (backstep codegen) where the `torch` template, written for backstep's
+    # float64 checks on the CPU, will not do: {dtype} and {device} are those of a tensor in scope,
+    # {to} what `.to()` takes to match it.
+    code: str = ""
+    # Generated code where one operand is a number ({x} the other operand, {c} the number), where
+    # torch's function takes tensors only: maximum(x, c) is torch.clamp(x, min=c).
+    code_with_number: str = ""
 
 
 class ByParams:
@@ -144,6 +156,9 @@ class Domain:
     draws: str | None = None
     contains: Callable[[Any, Any], bool] | None = None
     at: Callable[[Any, int], str | None] | None = None
+    # Outside it the op's value or derivative is infinite or undefined (a pole, log 0, a singular
+    # matrix), not merely kinked: generated gradchecks draw again until the forward value is finite.
+    undefined_outside: bool = False
 
     def demand(self, node, i: int) -> str | None:
         """The domain a variable used as input i of `node` is drawn from (None: anywhere)."""
@@ -170,30 +185,49 @@ def _tensor_check(test: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]
     return lambda torch, value: not torch.is_tensor(value) or bool(test(torch, value))
 
 
-POSITIVE = Domain("positive", "positive", "positive", _tensor_check(lambda torch, v: (v > 1e-6).all()))
-NONZERO = Domain("nonzero", "away from 0", "nonzero", _tensor_check(lambda torch, v: (v.abs() > 1e-6).all()))
+POSITIVE = Domain(
+    "positive", "positive", "positive", _tensor_check(lambda torch, v: (v > 1e-6).all()), undefined_outside=True
+)
+NONZERO = Domain(
+    "nonzero", "away from 0", "nonzero", _tensor_check(lambda torch, v: (v.abs() > 1e-6).all()), undefined_outside=True
+)
 OFF_KINK = Domain("off_kink", "away from the kink at 0", None, _tensor_check(lambda torch, v: (v.abs() > 1e-6).all()))
 OFF_POLE = Domain(
-    "off_pole", "away from tan's poles", None, _tensor_check(lambda torch, v: (torch.cos(v).abs() > 1e-3).all())
+    "off_pole",
+    "away from tan's poles",
+    None,
+    _tensor_check(lambda torch, v: (torch.cos(v).abs() > 1e-3).all()),
+    undefined_outside=True,
 )
 OFF_BOUNDS = Domain("off_bounds", "away from clamp's bounds")
 OFF_TIE = Domain("off_tie", "the two operands unequal (a comparison's kink)")
 SPD = Domain(
-    "spd", "symmetric positive definite", "spd", _tensor_check(lambda torch, v: torch.linalg.det(v.detach()) > 1e-8)
+    "spd",
+    "symmetric positive definite",
+    "spd",
+    _tensor_check(lambda torch, v: torch.linalg.det(v.detach()) > 1e-8),
+    undefined_outside=True,
 )
 INVERTIBLE = Domain(
     "invertible",
     "well-conditioned invertible",
     "invertible",
     _tensor_check(lambda torch, v: torch.linalg.cond(v.detach()) < 1e8),
+    undefined_outside=True,
 )
-POW_BASE = Domain("pow_base", "a power's base: positive unless the exponent is an integer", at=_pow_base)
+POW_BASE = Domain(
+    "pow_base", "a power's base: positive unless the exponent is an integer", at=_pow_base, undefined_outside=True
+)
 CLASS_INDEX = Domain(
     "class_index",
     "integer class indices below onehot's classes",
     at=lambda node, i: f"class_index:{node.params.get('classes')}",
 )
 TARGETS_DOMAIN = Domain("targets", "cross_entropy's targets: class indices or probabilities", at=_targets)
+
+# The --assume name (a draw domain, not an op input's) of a tensor whose rows are one-hot, as the
+# onehot op makes them.
+ONE_HOT_ROWS = "onehot"
 
 DOMAINS: dict[str, Domain] = {
     d.name: d
@@ -221,6 +255,11 @@ class Op:
     name: str
     syntax: str  # "+" … for operators, a function name, or ".T"
     arity: int
+    # Positive inputs where its value must be positive (log(a + b) draws a and b positive).
+    positive_through: bool = field(default=False, kw_only=True)
+    # An unshaped variable's rank passes through it to its inputs, as through an elementwise op
+    # (the parser's rank inference: X in X.T @ W is a matrix).
+    shape_passes_rank: bool = field(default=False, kw_only=True)
     shape: Callable[..., Shape]  # (env, in_shapes, params) -> out shape
     sympy: Callable[..., Expr]  # (args, in_shapes, params) -> SymPy expression
     backward: tuple[Callable[[Ctx], Expr], ...]
@@ -238,7 +277,7 @@ class Op:
     domains: tuple[Domain | None, ...] = ()  # one per input (None: anywhere), or () for none at all
     sympy_class: type | None = None  # the SymPy class that means this op, if it has its own
     printing: Printing | None = None
-    input_ranks: tuple[int, ...] = ()  # the rank an unannotated variable used as each input gets (4: NCHW)
+    input_ranks: tuple[int, ...] = ()  # the rank an unannotated variable used as each input gets (4: NCHW, 2: @)
     # The torch spellings that mean this op, as dotted names the tracer resolves when it traces (so
     # that importing backstep imports no torch): a function ("torch.relu", "torch.nn.functional.relu",
     # "operator.add"), a tensor method ("torch.Tensor.relu") or an nn.Module class ("torch.nn.ReLU").
