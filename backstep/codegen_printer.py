@@ -254,39 +254,40 @@ class CodePrinter(TorchPrinter):
         return self.dim_names.get(expr.name, expr.name)
 
     def _op(self, op, operands, params: dict, in_shapes: tuple = ()) -> tuple[str, int]:
-        if op.name in ("sum", "mean") and params.get("axis") is None and params.get("keepdims"):
-            # the table's template would write torch.sum(x, keepdim=True), which torch rejects
+        template = op.printing.torch if op.printing else ""
+        if op.param("keepdims") and params.get("axis") is None and params.get("keepdims"):
+            # a reduction over every axis that keeps them: torch needs the axes spelled out
             dims_ = tuple(range(len(in_shapes[0])))
-            return f"torch.{op.name}({self.print(operands[0])[0]}, dim={dims_}, keepdim=True)", PREC_ATOM
-        if op.name == "logsumexp" and params.get("axis") is not None:
-            # the table's torch template reduces over every axis; this one reduces over one
-            return f"torch.logsumexp({self.print(operands[0])[0]}, dim={params['axis']})", PREC_ATOM
+            return template.format(self.print(operands[0])[0], dim_kw=f", dim={dims_}, keepdim=True"), PREC_ATOM
+        if isinstance(template, str) and "{reduce_dims}" in template and params.get("axis") is not None:
+            # a reduction over one axis (logsumexp): the operand as it is
+            return template.format(self.print(operands[0])[0], reduce_dims=params["axis"]), PREC_ATOM
         params = {k: self._sizes(v) for k, v in params.items()}  # dimension names: onehot's classes, a shape
-        # constants in the dtype and on the device of a tensor in scope, never float64 on the CPU
-        # (the table's templates, written for backstep's float64 checks, say torch.float64)
-        if op.name == "eye":
-            self.used.add(self.like)
-            return f"torch.eye({params['n']}, dtype={self.like_dtype}, device={self.like_code}.device)", PREC_ATOM
-        if op.name in ("maximum", "minimum") and sum(is_number(a) for a in operands) == 1:
+        if op.printing and op.printing.code_with_number and sum(is_number(a) for a in operands) == 1:
             # with a number: a clamp, never torch.as_tensor(number) (a CPU tensor of torch's default dtype)
             x, c = (operands[1], operands[0]) if is_number(operands[0]) else operands
-            bound = "min" if op.name == "maximum" else "max"
-            return f"torch.clamp({self.print(x)[0]}, {bound}={self.print(c)[0]})", PREC_ATOM
-        if op.name in ("maximum", "minimum"):
-            return f"torch.{op.name}({self.print(operands[0])[0]}, {self.print(operands[1])[0]})", PREC_ATOM
-        if op.name == "onehot":
-            self.used.add(self.like)
-            index = self.wrap(operands[0], PREC_POSTFIX)
-            # .to(X): X's dtype and device (the indices' device is X's already)
-            to = self.like_code if self.like_dtype == f"{self.like_code}.dtype" else self.like_dtype
-            code = f"torch.nn.functional.one_hot({index}.long(), {params['classes']}).to({to})"
-            return code, PREC_POSTFIX
+            return op.printing.code_with_number.format(x=self.print(x)[0], c=self.print(c)[0]), PREC_ATOM
+        if op.printing and op.printing.code:
+            return self._code(op.printing.code, operands, params), op.printing.prec
         if not getattr(op.printing, "torch", ""):
             raise CodegenError(
                 f"the op {op.name} has no torch code template yet (ops.py: its Printing lacks torch=...), "
                 "so backstep cannot write this derivation as code"
             )
         return super()._op(op, operands, params, in_shapes)
+
+    def _code(self, code: str, operands, params: dict) -> str:
+        """An op's own template for generated code (Printing.code): constants in the dtype and on the
+        device of a tensor in scope, never float64 on the CPU (the table's `torch` templates, written
+        for backstep's float64 checks, say torch.float64)."""
+        if any(f"{{{k}}}" in code for k in ("dtype", "device", "to")):
+            self.used.add(self.like)
+        # .to(X): X's dtype and device (onehot's indices are on X's device already)
+        to = self.like_code if self.like_dtype == f"{self.like_code}.dtype" else self.like_dtype
+        printed = [
+            self.wrap(a, PREC_POSTFIX) if f"{{{i}}}." in code else self.print(a)[0] for i, a in enumerate(operands)
+        ]
+        return code.format(*printed, dtype=self.like_dtype, device=f"{self.like_code}.device", to=to, **params)
 
     def _sizes(self, value):
         """A parameter that names dimensions, with those names as the code has them (and marked used)."""

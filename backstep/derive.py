@@ -23,7 +23,7 @@ from .errors import DomainError, UsageError
 from .facade import Derivation
 from .graph import Graph, Node
 from .model import BackwardStep, ForwardStep, Gradient, Rule, Seed, Symbols, Variable
-from .ops import Ctx, sum_to
+from .ops import ONE_HOT_ROWS, Ctx, sum_to
 from .parser import Limits, deep_recursion, parse
 from .printing import bar_latex, bar_text, latex_name
 
@@ -39,7 +39,7 @@ ASSUMPTIONS = (
     "symmetric",
     "orthogonal",
     "invertible",
-    "onehot",
+    ONE_HOT_ROWS,
     "probability",
 )
 
@@ -594,10 +594,6 @@ def expr_size(expr: Expr) -> int:
     return memo[expr]
 
 
-# Ops through which "this must be positive" passes to their inputs.
-POSITIVE_THROUGH = {"add", "mul", "div", "sum", "mean", "transpose", "matmul", "sqrt", "unsqueeze", "outer"}
-
-
 def infer_domains(graph: Graph) -> dict[str, str]:
     """Where each variable is drawn, from the ops that use it: positive if a log/sqrt/… needs it,
     SPD under logdet, invertible under inv/det, class indices or probabilities as targets.
@@ -623,7 +619,7 @@ def infer_domains(graph: Graph) -> dict[str, str]:
                 need.add("class_index:" + str(node.params.get("classes")))
             elif declared in ("positive", "nonzero", "spd", "invertible"):
                 need.add(declared)
-            if "positive" in wants_here and node.op.name in POSITIVE_THROUGH:
+            if "positive" in wants_here and node.op.positive_through:
                 need.add("positive")
             if need:
                 demands.setdefault(a.id, set()).update(need)

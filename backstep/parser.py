@@ -28,7 +28,7 @@ from . import ops as op_table
 from .errors import ParseError, Place, ShapeError, UnsupportedError
 from .graph import Graph, Node
 from .lookalike import unknown_name_message
-from .ops import PARAM_KINDS, TUPLE_KINDS, Op, Param
+from .ops import DIV, PARAM_KINDS, POW, TUPLE_KINDS, Op, Param
 from .safetext import dedent_program, split_lines
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
 from .symbolic import Dim
@@ -382,12 +382,12 @@ class _Builder:
             if isinstance(e.op, ast.UAdd):
                 return self._expr(e.operand)
             if isinstance(e.op, ast.USub):
-                return self._apply(op_table.OPS["neg"], [self._expr(e.operand)], {}, e)
+                return self._apply(op_table.OPERATOR_OPS["-x"], [self._expr(e.operand)], {}, e)
             self._fail(UnsupportedError, "only unary - and + are supported", e)
         if isinstance(e, ast.Attribute):
             if e.attr != "T":
                 self._fail(UnsupportedError, f"the attribute .{e.attr} is not supported; only .T (transpose) is", e)
-            return self._apply(op_table.OPS["transpose"], [self._expr(e.value)], {}, e)
+            return self._apply(op_table.OPERATOR_OPS[".T"], [self._expr(e.value)], {}, e)
         if isinstance(e, ast.Call):
             return self._call(e)
         if isinstance(e, ast.Compare):
@@ -546,20 +546,20 @@ class _Builder:
         if op.arity == 0:  # a constant array such as eye(n)
             shape = op.shape(self.env, [], params)
             return self._new(kind="const", value=op.sympy([], [], params), shape=shape, place=place)
-        if op.name == "pow" and args[1].is_const:
+        if op is POW and args[1].is_const:
             exponent = args[1].value
             if exponent.is_Number and abs(exponent) > self.limits.max_exponent:
                 self._fail(
                     ParseError, f"the exponent {exponent} is larger than {self.limits.max_exponent} (--max-exponent)", e
                 )
-        if op.name == "pow" and args[0].is_const and not args[1].is_const and not args[0].value.is_positive:
+        if op is POW and args[0].is_const and not args[1].is_const and not args[0].value.is_positive:
             # d/dy b**y = b**y log(b): real only for b > 0 (0 ** y has no derivative at y = 0 either)
             self._fail(
                 ParseError,
                 "the base of a power whose exponent varies must be a positive constant (its derivative has log(base))",
                 e.left if isinstance(e, ast.BinOp) else e,
             )
-        if op.name == "div" and args[1].is_const and args[1].value.is_zero:
+        if op is DIV and args[1].is_const and args[1].value.is_zero:
             if args[0].is_const:
                 self._fail(ParseError, "this constant expression is not a finite real number (division by zero)", e)
             self._fail(ParseError, "division by zero", e.right if isinstance(e, ast.BinOp) else e)
@@ -667,7 +667,6 @@ class _Builder:
     def _assign_ranks(self, nodes: list[Node]) -> None:
         """Give each unshaped variable a rank: 2 if it reaches a matrix use, else scalar."""
         wants: dict[int, int] = {}
-        passes_through = {"add", "sub", "mul", "div", "pow", "neg", "transpose"}
 
         def mark(node: Node, rank: int) -> None:
             stack = [node]
@@ -679,21 +678,15 @@ class _Builder:
                 seen.add(n.id)
                 if n.kind == "var":
                     wants[n.id] = max(wants.get(n.id, 0), rank)
-                elif n.kind == "op" and (n.op.elementwise or n.op.name in passes_through):
+                elif n.kind == "op" and (n.op.elementwise or n.op.shape_passes_rank):
                     stack.extend(n.inputs)
 
         for n in nodes:
             if n.kind != "op":
                 continue
-            if n.op.input_ranks:  # declared by the op (conv2d: 4-d NCHW images and kernels)
+            if n.op.input_ranks:  # declared by the op (@: matrices; conv2d: 4-d NCHW images and kernels)
                 for a, rank in zip(n.inputs, n.op.input_ranks):
                     mark(a, rank)
-            elif n.op.name == "matmul":
-                for a in n.inputs:
-                    mark(a, 2)
-            elif n.op.name == "outer":
-                for a in n.inputs:
-                    mark(a, 1)
             elif n.params.get("axis") is not None:
                 mark(n.inputs[0], 2)
         for v in self.variables:

@@ -8,6 +8,7 @@ from types import ModuleType
 
 from ..codegen_printer import INDENT, LINE, CodegenError
 from ..model import Derivation
+from ..ops import ONE_HOT_ROWS, OPS
 from .layout import bracketed, unpack_lines
 
 # How a variable is drawn for the gradcheck, by its domain (backstep.numeric.draw, in code).
@@ -20,12 +21,17 @@ DRAW = {
     "symmetric": "(lambda m: (m + m.T) / 2)(2 * draw({shape}) - 1)",
     "orthogonal": "torch.linalg.qr(2 * draw({shape}) - 1)[0]",
 }
-DOMAIN_OPS = {"log", "sqrt", "pow", "div", "logdet", "det", "inv", "tan", "norm"}
+
+
+def may_be_undefined(op_name: str) -> bool:
+    """Can a draw make this op's value infinite or undefined (log 0, tan's pole, a singular matrix)?
+    Then the gradcheck draws again until the forward value is finite."""
+    return any(d is not None and d.undefined_outside for d in OPS[op_name].domains)
 
 
 def gradcheck_context(d: Derivation, class_name: str, rename: dict[str, str], sizes: dict[str, int]) -> dict:
     """The lines of gradcheck(): sizes, inputs drawn inside their domains, the check itself."""
-    retry = any(f.op in DOMAIN_OPS for f in d.forward)
+    retry = any(may_be_undefined(f.op) for f in d.forward)
     indent = 2 * INDENT if retry else INDENT
     lines = []
     for v in d.variables:
@@ -40,7 +46,7 @@ def gradcheck_context(d: Derivation, class_name: str, rename: dict[str, str], si
             if not (classes.isdigit() or classes in rename):  # a count or a dimension, never other text
                 raise CodegenError(f"internal: the number of classes {classes!r} is neither a number nor a size")
             steps.append(f"torch.randint({rename.get(classes, classes)}, {shape_t}, generator=generator)")
-        elif domain == "onehot":
+        elif domain == ONE_HOT_ROWS:
             lead = dims[:-1]
             lead_t = "(" + ", ".join(lead) + ("," if len(lead) == 1 else "") + ")"
             steps.append(f"torch.randint({dims[-1]}, {lead_t}, generator=generator)")

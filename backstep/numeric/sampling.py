@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import DomainError
+from ..ops import ONE_HOT_ROWS
 from ..shapes import SAMPLE_SIZES, concrete, free_sizes, sample_sizes  # noqa: F401  (re-exported: defined with the shapes)
 from .evaluate import concrete_params, const_value
 
@@ -104,7 +105,7 @@ def _draw(torch, generator, shape, domain, sizes):
         return q * torch.sign(torch.diagonal(r))
     if domain == "probability":
         return torch.softmax(4.0 * u - 2.0, dim=-1)
-    if domain == "onehot":
+    if domain == ONE_HOT_ROWS:
         index = torch.argmax(u, dim=-1, keepdim=True)
         return torch.zeros(shape, dtype=torch.float64).scatter_(-1, index, 1.0)
     if domain == "positive":

@@ -18,11 +18,10 @@ from .latex import LatexPrinter, to_latex
 from .names import GREEK, bar_latex, bar_text, latex_name
 from .source import SourcePrinter, to_lang
 from .text import SUPERSCRIPTS, TextPrinter, to_text
-from .torch import MATH_FUNCTIONS, TorchPrinter, to_torch
+from .torch import TorchPrinter, to_torch
 
 __all__ = [
     "GREEK",
-    "MATH_FUNCTIONS",
     "PRINTERS",
     "SUPERSCRIPTS",
     "LatexPrinter",

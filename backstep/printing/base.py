@@ -19,7 +19,19 @@ from sympy import Expr
 
 from ..errors import CannotPrint
 from ..model import Symbols
-from ..ops import OP_OF_CLASS, OPS, PREC_ADD, PREC_ATOM, PREC_MATMUL, PREC_MUL, PREC_POSTFIX, PREC_POW, PREC_UNARY
+from ..ops import (
+    BROADCAST_TO,
+    EXP,
+    OP_OF_CLASS,
+    PREC_ADD,
+    PREC_ATOM,
+    PREC_MATMUL,
+    PREC_MUL,
+    PREC_POSTFIX,
+    PREC_POW,
+    PREC_UNARY,
+    SQRT,
+)
 from ..shapes import fmt_shape_plain
 from ..symbolic import Dim, InverseOp, MatrixProduct, OuterProduct, TensorOp, TransposeOp
 
@@ -211,11 +223,11 @@ class Printer(metaclass=_ByTarget):
     def _pow(self, expr) -> tuple[str, int]:
         base, exp = expr.base, expr.exp
         if exp == sympy.S.Half:
-            return self._op(OPS["sqrt"], [base], {})
+            return self._op(SQRT, [base], {})
         if exp.is_Number and exp.is_negative:
             return self._mul_positive(sympy.S.One, [expr])
         if base is sympy.E:
-            return self._op(OPS["exp"], [exp], {})
+            return self._op(EXP, [exp], {})
         return self._power(base, exp)
 
     def _power(self, base: Expr, exp: Expr) -> tuple[str, int]:
@@ -247,7 +259,7 @@ class Printer(metaclass=_ByTarget):
                 # SymPy's cancellations can leave a smaller operand that the op broadcasts
                 # (inv(A)ᵀ 1 1ᵀ → a column): say so, or the shapes would not agree on paper
                 # and the code would not parse back
-                printed.append(self._op(OPS["broadcast_to"], [a], {"shape": tuple(in_shapes[i])})[0])
+                printed.append(self._op(BROADCAST_TO, [a], {"shape": tuple(in_shapes[i])})[0])
                 continue
             printed.append(self.wrap(a, need))
         extra = {k: ("" if v is None else v) for k, v in params.items()}
@@ -267,7 +279,8 @@ class Printer(metaclass=_ByTarget):
             if params.get("axis") is None and params.get("keepdims"):
                 extra["dim_kw"] = f", dim={every}, keepdim=True"
             extra["t_long"] = ".long()" if len(in_shapes) > 1 and len(in_shapes[1]) < len(in_shapes[0]) else ""
-        if params.get("reduction", "mean") != "mean":
+        reduction = op.param("reduction")
+        if reduction is not None and params.get("reduction", reduction.default) != reduction.default:
             extra["reduction_kw"] = f', reduction="{params["reduction"]}"'
         shown = {k: v for k, v in params.items() if k not in ("axis", "keepdims", "reduction", "classes", "n")}
         extra["params_kw"] = "".join(f", {k}={v!r}" for k, v in shown.items() if v is not None and v != op.params[k])
@@ -330,7 +343,7 @@ class PythonSyntaxPrinter(Printer):
 
     def _operand_prec(self, op, i: int, operand: Expr) -> int:
         need = super()._operand_prec(op, i, operand)
-        if op.name == "matmul":
+        if op.printing.python_operator:
             need += 1 if i else 0  # a @ (b @ c)
             if self._is_mul(operand):
                 need = PREC_MATMUL + 1  # (a * b) @ c

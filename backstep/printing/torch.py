@@ -11,8 +11,6 @@ from ..model import Symbols
 from ..symbolic import Dim
 from .base import PythonSyntaxPrinter
 
-MATH_FUNCTIONS = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "erf"}
-
 
 def _is_constant(expr: Expr) -> bool:
     """A number, or an expression of numbers and dimension sizes only."""
@@ -25,8 +23,8 @@ class TorchPrinter(PythonSyntaxPrinter):
     pi_symbol = "math.pi"
 
     def _template(self, op, operands):
-        if op.name in MATH_FUNCTIONS and all(_is_constant(a) for a in operands):
-            return f"math.{op.name}({{0}})"  # torch.sqrt(2) fails: a number takes math.sqrt
+        if op.printing.math_function and all(_is_constant(a) for a in operands):
+            return f"{op.printing.math_function}({{0}})"  # torch.sqrt(2) fails: a number takes math.sqrt
         return super()._template(op, operands)
 
 
