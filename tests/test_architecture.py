@@ -39,6 +39,11 @@ NOT_OP_REFERENCES = {
     ("codegen/text.py", "sum", None): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
     ("derive.py", "sum", 'kind="sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
     ("derive.py", "sum", 'kind == "sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
+    ("check/chain.py", "sum", 'kind == "sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
+    ("check/chain.py", "sum", 'kind != "sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
+    ("check/problem.py", "sum", 'kind == "sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
+    ("check/records.py", "sign", '"sign": "a sign error"'): 'the mistake kind "sign" (a sign error), a JSON value',
+    ("check/diagnose.py", "sign", 'Mistake("sign"'): 'the mistake kind "sign" (a sign error), a JSON value',
 }
 
 

@@ -53,7 +53,7 @@ def local_factor(node, i: int) -> Expr | None:
     The rule ran on these inputs when the formula was derived, with a real symbol as ȳ: run again
     with another real symbol and with 1, it cannot fail where it did not (hence no try)."""
     op = node.op
-    if not op.elementwise or op.name in ("add", "sub", "neg"):
+    if not op.elementwise:  # (add, sub and neg have number factors, ±1: refused below)
         return None
     args = tuple(a.value if a.is_const else sb.var(a.name) for a in node.inputs)
     shapes = tuple(a.shape for a in node.inputs)

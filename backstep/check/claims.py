@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from sympy import Expr
 
 from .. import symbolic as sb
-from ..ops import OPS
+from ..ops import MATMUL, OPS, TRANSPOSE
 from ..printing import to_lang
 from ..shapes import ShapeEnv, ShapeMismatch
 
@@ -70,9 +70,9 @@ class Term:
             return self.name
         if self.kind == "const":
             return to_lang(self.value)
-        if self.op == "transpose":
+        if self.op == TRANSPOSE.name:
             return _wrap(self.args[0].show()) + ".T"
-        if self.op == "matmul":
+        if self.op == MATMUL.name:
             return f"{_wrap(self.args[0].show())} @ {_wrap(self.args[1].show())}"
         inner = ", ".join([a.show() for a in self.args] + [f"{k}={v}" for k, v in self.params if v is not None])
         return f"{OPS[self.op].syntax}({inner})"
@@ -115,9 +115,9 @@ def _replace_at(root: Term, path: tuple, new: Term) -> Term:
 
 def _transposed(t: Term) -> Term:
     """tᵀ, written without a double transpose."""
-    if t.kind == "op" and t.op == "transpose":
+    if t.kind == "op" and t.op == TRANSPOSE.name:
         return t.args[0]
-    return Term("op", op="transpose", args=(t,))
+    return Term("op", op=TRANSPOSE.name, args=(t,))
 
 
 def _walk(root: Term, path: tuple = ()) -> Iterator[tuple[tuple, Term]]:

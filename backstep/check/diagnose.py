@@ -14,6 +14,7 @@ from sympy import Expr
 from .. import symbolic as sb
 from ..derive import sum_to
 from ..errors import CannotEvaluate, CannotPrint
+from ..ops import MATMUL, OPS, TRANSPOSE
 from ..printing import to_lang
 from .chain import ChainRuleFamilies
 from .claims import (
@@ -217,21 +218,21 @@ class Diagnosis(ChainRuleFamilies):
         nodes = list(_walk(root))
         edits = []
         for path, t in nodes:
-            if t.kind == "op" and t.op == "transpose":
+            if t.kind == "op" and t.op == TRANSPOSE.name:
                 edits.append(
                     ("extra_transpose", f"an extra transpose: {t.show()} should be {t.args[0].show()}", path, t.args[0])
                 )
         for path, t in nodes:
-            if t.kind == "op" and t.op == "matmul":
+            if t.kind == "op" and t.op == MATMUL.name:
                 a, b = t.args
                 # B A, and the column-vector habit: A B where the row convention needs B Aᵀ (or Bᵀ A)
                 for args in ((b, a), (b, _transposed(a)), (_transposed(b), a)):
-                    new = Term("op", op="matmul", args=args)
+                    new = Term("op", op=MATMUL.name, args=args)
                     message = f"the matrix product is in the wrong order: {t.show()} should be {new.show()}"
                     edits.append(("swapped_product", message, path, new))
         for path, t in nodes:
             params = dict(t.params)
-            if t.kind == "op" and t.op in ("sum", "mean") and params.get("axis") is not None:
+            if t.kind == "op" and OPS[t.op].param("keepdims") and params.get("axis") is not None:
                 rank = len(shapes.get(t.args[0], ())) or 2
                 for k in range(rank):
                     if k == params["axis"] % rank:
@@ -240,11 +241,11 @@ class Diagnosis(ChainRuleFamilies):
                     message = f"{t.op} over the wrong axis: axis={params['axis']} should be axis={k}"
                     edits.append(("wrong_axis", message, path, new))
         for path, t in nodes:
-            if t.kind == "const" or (t.kind == "op" and t.op == "transpose"):
+            if t.kind == "const" or (t.kind == "op" and t.op == TRANSPOSE.name):
                 continue
             if t in shapes and len(shapes[t]) < 2:
                 continue
-            new = Term("op", op="transpose", args=(t,))
+            new = Term("op", op=TRANSPOSE.name, args=(t,))
             if path:
                 edits.append(
                     ("missing_transpose", f"a missing transpose: {t.show()} should be {new.show()}", path, new)

@@ -12,6 +12,7 @@ from .. import symbolic as sb
 from ..derive import build_derivation
 from ..errors import CannotPrint, ParseError, UsageError
 from ..lookalike import unknown_name_message
+from ..ops import POW
 from ..parser import Limits, deep_recursion, parse, parse_expression
 from ..printing import to_lang, to_text
 from ..shapes import fmt_shape_plain
@@ -83,9 +84,7 @@ class Problem:
                 if isinstance(dim, str):
                     self._dim_carrier.setdefault(dim, name)
         self.forward_names = {f.name for f in d.forward}
-        self.has_square = any(
-            n.op.name == "pow" and n.inputs[1].is_const and n.inputs[1].value == 2 for n in graph.op_nodes
-        )
+        self.has_square = any(n.op is POW and n.inputs[1].is_const and n.inputs[1].value == 2 for n in graph.op_nodes)
         self.truth = Truth(d, graph, self.adjoint, budget)
         self.sites = Sites(d, graph)
         self.adjoint_node = {symbol: node for node, symbol in self.adjoint.items()}
