@@ -378,6 +378,16 @@ unary(
     torch_aliases=("torch.erf", "torch.Tensor.erf"),
     math_function="math.erf",
 )
+unary(
+    "erfc",
+    sympy.erfc,
+    lambda x, y: -2 * sympy.exp(-(x**2)) / sympy.sqrt(sympy.pi),
+    "the complementary error function 1 − erf; erfc′ = −2 exp(−x²)/√π",
+    title={"en": "complementary error function", "zh": "互补误差函数"},
+    latex=r"\operatorname{{erfc}}\left({0}\right)",
+    torch_aliases=("torch.erfc", "torch.special.erfc", "torch.Tensor.erfc"),
+    math_function="math.erfc",
+)
 
 # --- indicators: the derivatives of relu and clamp, and comparisons ------------------------------
 
