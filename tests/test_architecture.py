@@ -61,8 +61,8 @@ def rel(path: Path) -> str:
 
 
 def in_op_table(path: Path) -> bool:
-    """The op table's home: the ops/ package (and, until it is one, ops.py)."""
-    return rel(path) == "ops.py" or rel(path).startswith("ops/")
+    """The op table's home: the ops/ package."""
+    return rel(path).startswith("ops/")
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:

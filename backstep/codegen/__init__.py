@@ -13,7 +13,7 @@ each input's gradient has that input's shape, a broadcast bias included. Constan
 module runs in float32 or float64, on any device. A ``gradcheck()`` function checks the module
 against finite differences in float64.
 
-The work is split by job: ``backstep.codegen_printer`` (expressions as torch code), ``module``
+The work is split by job: ``printer`` (expressions as torch code), ``module``
 (the module laid out through the jinja2 template ``backstep/templates/codegen/function.py.j2``,
 and the derivation's names made safe), ``layout`` (lines as ruff lays them out), ``gradcheck``
 (the module's gradcheck() and ``--check``), ``text`` (comments, the docstring and the regenerate
@@ -29,7 +29,6 @@ code runs only inside ``usercode.user_code``: sys.exit() in it, or a run over
 says that every gradient agrees).
 """
 
-from ..codegen_printer import LINE, RESERVED, CodegenError, CodePrinter, Fit
 from .against import Comparison, InputComparison, compare_against, comparison_text
 from .gradcheck import check_text, run_gradcheck
 from .module import (
@@ -42,6 +41,7 @@ from .module import (
     safe_names,
     template_dir,
 )
+from .printer import LINE, RESERVED, CodegenError, CodePrinter, Fit
 from .text import (
     check_class_name,
     class_name_for,

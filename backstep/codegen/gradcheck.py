@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..codegen_printer import INDENT, LINE, CodegenError
 from ..model import Derivation
 from ..ops import ONE_HOT_ROWS, OPS
 from .layout import bracketed, unpack_lines
+from .printer import INDENT, LINE, CodegenError
 
 # How a variable is drawn for the gradcheck, by its domain (backstep.numeric.draw, in code).
 DRAW = {

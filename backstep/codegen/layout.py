@@ -4,7 +4,7 @@ ruff keeps as they are at any line length)."""
 
 from __future__ import annotations
 
-from ..codegen_printer import INDENT, LINE
+from .printer import INDENT, LINE
 
 
 def bracketed(head: str, items: list[str], tail: str, indent: int, one_tuple: bool = False) -> list[str]:

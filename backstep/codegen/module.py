@@ -26,13 +26,13 @@ from pathlib import Path
 
 import sympy
 
-from ..codegen_printer import INDENT, RESERVED, CodegenError, CodePrinter, ShapeOf, fit
 from ..errors import CannotPrint, UsageError
 from ..model import Derivation, SymbolInfo, Symbols
 from ..numeric import sample_sizes
 from ..printing import Printer
 from .gradcheck import gradcheck_context
 from .layout import bracketed, needs_lines, none_lines, return_lines, unpack_lines
+from .printer import INDENT, RESERVED, CodegenError, CodePrinter, ShapeOf, fit
 from .text import check_class_name, comment, literal_text, module_doc, raw_docstring_ok, step_comment
 
 STYLES = ("ctx", "setup_context")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import sympy
 
-from ..codegen_printer import LINE, RESERVED
 from ..errors import UsageError
 from ..model import Derivation
 from ..printing import Printer
+from .printer import LINE, RESERVED
 
 
 def visible(text: str) -> str:

@@ -1,6 +1,6 @@
 """Python code with torch calls (`torch` and `math` in scope), from each op's torch template.
 
-backstep's checks run it; `backstep codegen` extends it (backstep.codegen_printer.CodePrinter).
+backstep's checks run it; `backstep codegen` extends it (backstep.codegen.printer.CodePrinter).
 """
 
 from __future__ import annotations

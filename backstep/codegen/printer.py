@@ -12,12 +12,12 @@ import re
 
 from sympy import Expr, Function
 
-from .errors import UnsupportedError
-from .model import Symbols
-from .ops import OP_OF_CLASS, PREC_ADD, PREC_ATOM, PREC_MUL, PREC_POSTFIX, PREC_POW
-from .printing.torch import TorchPrinter
-from .shapes import ShapeEnv
-from .symbolic import Dim, TensorOp, shape_from_sympy, shape_to_sympy
+from ..errors import UnsupportedError
+from ..model import Symbols
+from ..ops import OP_OF_CLASS, PREC_ADD, PREC_ATOM, PREC_MUL, PREC_POSTFIX, PREC_POW
+from ..printing.torch import TorchPrinter
+from ..shapes import ShapeEnv
+from ..symbolic import Dim, TensorOp, shape_from_sympy, shape_to_sympy
 
 LINE = 88  # ruff's default line length: the module is clean under the defaults and under ours
 INDENT = 4
@@ -271,7 +271,7 @@ class CodePrinter(TorchPrinter):
             return self._code(op.printing.code, operands, params), op.printing.prec
         if not getattr(op.printing, "torch", ""):
             raise CodegenError(
-                f"the op {op.name} has no torch code template yet (ops.py: its Printing lacks torch=...), "
+                f"the op {op.name} has no torch code template yet (backstep/ops/: its Printing lacks torch=...), "
                 "so backstep cannot write this derivation as code"
             )
         return super()._op(op, operands, params, in_shapes)
