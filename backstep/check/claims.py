@@ -15,6 +15,7 @@ from .. import symbolic as sb
 from ..ops import MATMUL, OPS, TRANSPOSE
 from ..printing import to_lang
 from ..shapes import ShapeEnv, ShapeMismatch
+from ..util import postorder
 
 # Names a loss goes by in dL/dx: the output's own name, or these.
 LOSS_NAMES = ("L", "loss", "J", "E", "ℓ")
@@ -144,22 +145,19 @@ class ClaimShapeError(Exception):
         self.message = message
 
 
+def _operands(t: Term) -> tuple:
+    return t.args if t.kind == "op" else ()
+
+
 def infer_shapes(root: Term, shape_of: dict[str, tuple]) -> dict[Term, tuple]:
     """The shape of every subterm, with the formula's dimensions held fixed."""
     env = _RigidEnv()
     memo: dict[Term, tuple] = {}
-    stack = [(root, False)]
-    while stack:
-        t, ready = stack.pop()
-        if t in memo:
-            continue
+    for t in postorder(root, _operands, memo.__contains__):
         if t.kind == "var":
             memo[t] = tuple(shape_of[t.name])
         elif t.kind == "const":
             memo[t] = ()
-        elif not ready:
-            stack.append((t, True))
-            stack.extend((a, False) for a in t.args)
         else:
             ins = [memo[a] for a in t.args]
             try:
@@ -172,18 +170,11 @@ def infer_shapes(root: Term, shape_of: dict[str, tuple]) -> dict[Term, tuple]:
 def term_to_sympy(root: Term, shapes: dict[Term, tuple], name_of: dict[str, str] | None = None) -> Expr:
     """The SymPy expression of a shaped term; `name_of` maps written names to canonical symbols."""
     memo: dict[Term, Expr] = {}
-    stack = [(root, False)]
-    while stack:
-        t, ready = stack.pop()
-        if t in memo:
-            continue
+    for t in postorder(root, _operands, memo.__contains__):
         if t.kind == "var":
             memo[t] = sb.var(name_of.get(t.name, t.name) if name_of else t.name)
         elif t.kind == "const":
             memo[t] = t.value
-        elif not ready:
-            stack.append((t, True))
-            stack.extend((a, False) for a in t.args)
         else:
             memo[t] = OPS[t.op].sympy([memo[a] for a in t.args], [shapes[a] for a in t.args], dict(t.params))
     return memo[root]
