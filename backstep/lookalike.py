@@ -61,3 +61,19 @@ def unknown_name_message(what: str, name: str, known: Iterable[str], hint: str =
     if match is not None:
         hint = f"; did you mean {match}{lookalike_note(match)}?"
     return f"{what} {name}{lookalike_note(name)}{then}{hint}"
+
+
+# Names NumPy and math give constants. `pi` means π, as np.pi does (unless the program declares a
+# variable of that name); the others stay inputs, with a note, since `e` is a common variable name.
+CONSTANT_NAMES = {"pi": "pi"}
+LOOKS_CONSTANT = {"e": "exp(1)", "tau": "2*pi", "inf": "a large number", "euler_gamma": "0.5772156649015329"}
+
+
+def constant_note(name: str) -> str | None:
+    """The note for an input whose name NumPy or math gives a constant, or None."""
+    if name not in LOOKS_CONSTANT:
+        return None
+    return (
+        f"{name} is an input here (verification draws it at random), not numpy's {name}; "
+        f"for the constant write {LOOKS_CONSTANT[name]}"
+    )

@@ -27,7 +27,7 @@ import sympy
 from . import ops as op_table
 from .errors import ParseError, Place, ShapeError, UnsupportedError
 from .graph import Graph, Node
-from .lookalike import unknown_name_message
+from .lookalike import CONSTANT_NAMES, constant_note, unknown_name_message
 from .ops import DIV, PARAM_KINDS, POW, TUPLE_KINDS, Op, Param
 from .safetext import dedent_program, split_lines
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
@@ -413,6 +413,8 @@ class _Builder:
         if name in self.dim_names and name not in self.declared and name not in self.cli_shapes:
             node = self._new(kind="const", value=Dim(name), place=self._place(e))
             return node
+        if name in CONSTANT_NAMES and name not in self.declared and name not in self.cli_shapes:
+            return self._new(kind="const", value=getattr(sympy, CONSTANT_NAMES[name]), place=self._place(e))
         node = self._new(kind="var", name=name, place=self._place(e))
         node.user_named = True
         given = self.cli_shapes.get(name, self.declared.get(name))
@@ -610,6 +612,7 @@ class _Builder:
         notes = [f"{n.name} is assigned but not used by the output" for n in dead]
         unused_vars = [v for v in self.variables if v.id not in live]
         notes += [f"{v.name} does not reach the output" for v in unused_vars]
+        notes += [note for v in self.variables if v.id in live and (note := constant_note(v.name))]
         self.variables = [v for v in self.variables if v.id in live]
         nodes = [n for n in self.nodes if n.id in live and n.kind != "const"]
         self._assign_ranks(nodes)
