@@ -27,22 +27,12 @@ class Sites:
         if self._sites is not None:
             return self._sites
         by_name = {n.name: n for n in self.graph.op_nodes}
-        seen: dict[tuple[str, str], int] = {}
         out = []
         for s in self.derivation.backward:
             if s.kind == "sum":
                 out.append((s, None, None))
-                continue
-            node = by_name.get(s.node)
-            if node is None:
-                continue
-            matches = [i for i, a in enumerate(node.inputs) if not a.is_const and a.name == s.of]
-            k = seen.get((s.node, s.of), 0)
-            seen[(s.node, s.of)] = k + 1
-            # The sweep visits a node's inputs last to first.
-            matches.reverse()
-            if k < len(matches):
-                out.append((s, node, matches[k]))
+            elif (node := by_name.get(s.node)) is not None and s.input_index is not None:
+                out.append((s, node, s.input_index))  # the model records which input the rule is for
         self._sites = out
         return out
 
