@@ -174,6 +174,12 @@ def decode_param(kind: str, raw):
     return int(v) if v.is_Integer else float(v)
 
 
+def _is_identity_of(eye, shape: Tuple) -> bool:
+    """Whether eye(n) is an operand of this shape itself (n×n), not one broadcast to it."""
+    n = eye.params["n"]
+    return len(shape.args) == 2 and all(str(d) == str(n) for d in shape.args)
+
+
 class MatrixProduct(TensorOp):
     n_operands = 2
 
@@ -181,9 +187,11 @@ class MatrixProduct(TensorOp):
     def eval(cls, a, b, sa, sb):
         # The simplifications a textbook makes without comment: I A = A, (c A) B = c (A B),
         # and a row vector times a matrix written as a matrix times a column vector (xᵀA = (Aᵀx)ᵀ).
-        if isinstance(a, Eye):
+        # I A = A only where I is the operand: an identity standing for a broadcast array (the 1×1
+        # adjoint of tr(sum(…, keepdims=True)) laid over a 3×2 operand) is a matrix of ones
+        if isinstance(a, Eye) and _is_identity_of(a, sa):
             return b
-        if isinstance(b, Eye):
+        if isinstance(b, Eye) and _is_identity_of(b, sb):
             return a
         # A number standing for a broadcast array (c 𝟏): 𝟏 B sums the rows of B, B 𝟏 its columns.
         if a.is_Number and len(sa.args) >= 1:

@@ -117,3 +117,24 @@ def test_an_output_whose_array_term_cancels_keeps_its_broadcast():
     assert "broadcast_to" in printed and "broadcast_to" in d.to_text().splitlines()[0]
     a, b = torch.rand(1, 3, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64)
     assert torch.allclose(_json_value(printed, shapes, {"a": a, "b": b}), (a + (b - b)).sum())
+
+
+@pytest.mark.parametrize(
+    "program, shapes",
+    [
+        ("trace(sum(outer(a, b), keepdims=True))", {"a": (3,), "b": (2,)}),
+        ("trace(sum(A @ B, keepdims=True))", {"A": (3, 4), "B": (4, 3)}),
+    ],
+)
+def test_an_identity_broadcast_inside_matmul_is_not_dropped(program, shapes):
+    """tr of a 1×1 sum has the 1×1 identity as adjoint, laid over the whole operand: a matrix of
+    ones, not I. Dropping it (I b = b) gave ∂y/∂a = b, of b's size, and verification crashed."""
+    d = derive(_annotated(program, shapes), verify=True)
+    assert d.verification.ok
+    gen = torch.Generator().manual_seed(3)
+    values = {k: torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for k, s in shapes.items()}
+    Evaluator(dict(values), {})(d.output_expr).backward()
+    env = {k: v.detach() for k, v in values.items()}
+    for name, g in d.gradients.items():
+        ours = torch.broadcast_to(Evaluator(dict(env), {})(g.expr), shapes[name])
+        assert torch.allclose(ours, values[name].grad, rtol=1e-10, atol=1e-12), name
