@@ -16,6 +16,7 @@ from backstep.trace import trace_model  # noqa: E402
 MODELS = """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class BuggyInit(nn.Module):
@@ -45,6 +46,14 @@ def where_of_one(x):
 
 def ops(x, y):
     return (torch.where(x > y, -x, torch.relu(y)) + torch.maximum(x, y) + x.mul(y)).sum()
+
+
+def mse_sum_by_position(x, y):
+    return F.mse_loss(x, y, None, None, "sum")
+
+
+def mse_size_average(x, y):
+    return F.mse_loss(x, y, size_average=False)
 
 
 def with_constant(x):
@@ -184,3 +193,11 @@ def test_a_tensor_made_inside_a_plain_function_is_read_from_the_tracer(models):
     traced = trace_model(f"{models}:with_constant", {"x": (3, 4)})
     assert "x * tensor_constant0" in traced.source, traced.source
     assert "tensor_constant0: (4,)" in traced.source or "tensor_constant0: (4)" in traced.source, traced.source
+
+
+def test_mse_loss_reads_reduction_not_the_deprecated_positions(models):
+    # torch's third position is size_average: read as the reduction, size_average=False was a mean
+    traced = trace_model(f"{models}:mse_sum_by_position", {"x": (3, 4), "y": (3, 4)})
+    assert "sum((x - y)**2)" in traced.source.replace(" ** ", "**"), traced.source
+    with pytest.raises(UnsupportedError, match="size_average or reduce"):
+        trace_model(f"{models}:mse_size_average", {"x": (3, 4), "y": (3, 4)})

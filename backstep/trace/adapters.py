@@ -227,7 +227,10 @@ def nll_function(w, node, args, kw) -> str:
 
 @adapts(F.mse_loss)
 def mse_function(w, node, args, kw) -> str:
-    reduction = args[2] if len(args) > 2 else kw.get("reduction", torch_default(F.mse_loss, "reduction"))
+    # torch's third and fourth positions are the deprecated size_average and reduce, not reduction
+    if len(args) > 2 or kw.get("size_average") is not None or kw.get("reduce") is not None:
+        raise Unmapped("with size_average or reduce (deprecated in torch): give reduction= instead")
+    reduction = kw.get("reduction", torch_default(F.mse_loss, "reduction"))
     x = w.arg(node, args[0])
     return mse(x, w.arg(node, args[1] if len(args) > 1 else kw["target"]), reduction)
 
