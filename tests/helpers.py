@@ -74,6 +74,8 @@ PARAM_VALUES = {
     "max": [None, 0.75],
     "classes": [4],  # a size that is none of the test shapes' 2, 3, 5, 7
     "n": [4],
+    "axis1": [0, -1],  # swapaxes's two axes: the first and last, the second and second-to-last
+    "axis2": [1, -2],
 }
 AXES = [0, 1, 2, -1, -2]
 

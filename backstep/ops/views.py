@@ -1,5 +1,6 @@
 """Views and shape ops: flatten, unflatten, reshape (each one's gradient is the inverse
-reshape) and broadcast_to (whose gradient sums the copies back)."""
+reshape), broadcast_to (whose gradient sums the copies back), and swapaxes and flip (each its
+own inverse, so its gradient is the same op applied to the upstream gradient)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
 from .registry import register
 from .rules import int_product, normalize_axis, sum_to, unify_or
-from .spec import Ctx, Op, Param, Printing, axis_param
+from .spec import ByParams, Ctx, Op, Param, Printing, axis_param
 
 
 def view_torch(shape_of):
@@ -251,6 +252,142 @@ register(
             latex=r"\operatorname{{broadcast}}_{{{shape}}}\left({0}\right)",
             lang="broadcast_to({0}, {shape})",
             torch="torch.broadcast_to({0}, {shape})",
+        ),
+    )
+)
+
+# --- swapaxes ------------------------------------------------------------------------------------
+
+
+class SwapAxes(sb.TensorOp):
+    param_names = ("axis1", "axis2")
+
+
+def swapaxes_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    if len(s) < 2:
+        raise ShapeMismatch(f"swapaxes needs an array of rank 2 or more, not {fmt(s)}")
+    axes = []
+    for name in ("axis1", "axis2"):
+        axis = params.get(name)
+        if not isinstance(axis, int) or isinstance(axis, bool):
+            raise ShapeMismatch(f"swapaxes needs {name} as an integer, like swapaxes(x, -1, -2); got {axis!r}")
+        if not -len(s) <= axis < len(s):
+            raise ShapeMismatch(f"swapaxes: {name} {axis} is out of range for {fmt(s)} (rank {len(s)})")
+        axes.append(axis % len(s))
+    out = list(s)
+    out[axes[0]], out[axes[1]] = s[axes[1]], s[axes[0]]
+    return tuple(out)
+
+
+register(
+    Op(
+        name="swapaxes",
+        syntax="swapaxes",
+        arity=1,
+        positive_through=True,
+        shape_passes_rank=True,
+        input_ranks=(2,),  # an unannotated operand is a matrix (swapaxes(A, -1, -2) @ B)
+        shape=swapaxes_shape,
+        sympy=lambda args, shapes, p: SwapAxes.build(args, shapes, **p),
+        # a swap undoes itself: the gradient's entries go back to the places they came from
+        backward=(lambda c: SwapAxes.build([c.g], [c.out_shape], **c.params),),
+        torch=lambda torch, args, p: torch.swapaxes(args[0], p["axis1"], p["axis2"]),
+        # torch.swapaxes, torch.transpose(x, d0, d1) and their methods need an adapter of their own in
+        # trace/adapters.py (the op has parameters); torch.transpose is .T's there today
+        grad_fn="TransposeBackward0",
+        summary="swapaxes(x, axis1, axis2): x with two axes exchanged, y[…, j, …, i, …] = x[…, i, …, j, …], as "
+        "np.swapaxes and torch.swapaxes / torch.transpose(x, d0, d1); swapaxes(x, -1, -2) transposes each matrix "
+        "of a stack (.T reverses all the axes); x̄ = swapaxes(ȳ, axis1, axis2)",
+        title={"en": "swap axes", "zh": "交换轴"},
+        example="X: (2, 3, 4); Y: (4, 3, 2)\nsum(swapaxes(X, 0, 2) * Y)",
+        parameters=(
+            Param("axis1", "axis", aliases=("dim0",), required=True),
+            Param("axis2", "axis", aliases=("dim1",), required=True),
+        ),
+        sympy_class=SwapAxes,
+        printing=Printing(
+            text="swapaxes({0}, {axis1}, {axis2})",
+            latex=r"\operatorname{{swapaxes}}_{{{axis1},{axis2}}}\left({0}\right)",
+            lang="swapaxes({0}, {axis1}, {axis2})",
+            torch="torch.swapaxes({0}, {axis1}, {axis2})",
+        ),
+    )
+)
+
+# --- flip ----------------------------------------------------------------------------------------
+
+
+class Flip(sb.TensorOp):
+    param_names = ("axis",)
+
+
+def flip_axes(shape: Shape, params: dict) -> tuple[int, ...]:
+    """flip's axes, each counted from the start (None: all of them, as np.flip); an axis out of
+    range or given twice is refused."""
+    given = params.get("axis")
+    if given is None:
+        return tuple(range(len(shape)))
+    axes = (given,) if isinstance(given, int) and not isinstance(given, bool) else given
+    if not isinstance(axes, tuple) or not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+        raise ShapeMismatch(f"flip needs axis as an integer or a tuple of integers, like flip(x, 0); got {given!r}")
+    seen: dict[int, int] = {}
+    for axis in axes:
+        if not -len(shape) <= axis < len(shape):
+            raise ShapeMismatch(f"flip: axis {axis} is out of range for {fmt(shape)} (rank {len(shape)})")
+        if axis % len(shape) in seen:
+            raise ShapeMismatch(f"flip: axis {axis} is given twice (as {seen[axis % len(shape)]} and {axis})")
+        seen[axis % len(shape)] = axis
+    return tuple(seen)
+
+
+def flip_of(args, shapes, params) -> Expr:
+    """flip as a SymPy term; axis=None is written out as every axis, which torch.flip needs."""
+    axis = params.get("axis")
+    return Flip.build(args, shapes, axis=flip_axes(shapes[0], params) if axis is None else axis)
+
+
+def flip_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    if len(s) == 0:
+        raise ShapeMismatch("flip needs an array, not a scalar")
+    flip_axes(s, params)
+    return s
+
+
+def flip_torch_code(operands, params) -> str:
+    """torch.flip takes its dims as a tuple, one axis too."""
+    axis = params["axis"]
+    dims = (axis,) if isinstance(axis, int) else axis
+    return f"torch.flip({operands[0]}, {fmt(dims)})"
+
+
+register(
+    Op(
+        name="flip",
+        syntax="flip",
+        arity=1,
+        positive_through=True,
+        shape_passes_rank=True,
+        shape=flip_shape,
+        sympy=flip_of,
+        # a flip undoes itself: the gradient's entries go back to the places they came from
+        backward=(lambda c: flip_of([c.g], [c.out_shape], c.params),),
+        torch=lambda torch, args, p: torch.flip(args[0], flip_axes(tuple(args[0].shape), p)),
+        # torch.flip has parameters: tracing it needs an adapter of its own in trace/adapters.py
+        grad_fn="FlipBackward0",
+        summary="flip(x, axis): x with the order of its entries reversed along one axis or a tuple of axes "
+        "(all of them where no axis is given), y[i] = x[n − 1 − i] along each, as np.flip and "
+        "torch.flip(x, dims); x̄ = flip(ȳ, axis)",
+        title={"en": "flip", "zh": "翻转"},
+        example="x: (N, 3, 4)\nflip(x, (0, -1))",
+        parameters=(Param("axis", "ints", aliases=("dims", "dim")),),
+        sympy_class=Flip,
+        printing=Printing(
+            text="flip({0}, {axis})",
+            latex=r"\operatorname{{flip}}_{{{axis}}}\left({0}\right)",
+            lang="flip({0}, {axis})",
+            torch=ByParams(flip_torch_code),
         ),
     )
 )
