@@ -74,6 +74,7 @@ PARAM_VALUES = {
     "max": [None, 0.75],
     "classes": [4],  # a size that is none of the test shapes' 2, 3, 5, 7
     "n": [4],
+    "correction": [1, 0],  # var's and std's: torch's default (Bessel's) and the biased one
 }
 AXES = [0, 1, 2, -1, -2]
 
