@@ -76,6 +76,7 @@ PARAM_VALUES = {
     "n": [4],
     "axis1": [0, -1],  # swapaxes's two axes: the first and last, the second and second-to-last
     "axis2": [1, -2],
+    "correction": [1, 0],  # var's and std's: torch's default (Bessel's) and the biased one
 }
 AXES = [0, 1, 2, -1, -2]
 

@@ -44,6 +44,12 @@ NOT_OP_REFERENCES = {
     ("check/problem.py", "sum", 'kind == "sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
     ("check/records.py", "sign", '"sign": "a sign error"'): 'the mistake kind "sign" (a sign error), a JSON value',
     ("check/diagnose.py", "sign", 'Mistake("sign"'): 'the mistake kind "sign" (a sign error), a JSON value',
+    ("parser.py", "var", None): 'Node.kind "var": a graph node that is a variable, not the op var',
+    ("derive.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
+    ("numeric/sampling.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable',
+    ("train_loop.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
+    ("check/claims.py", "var", None): 'Node.kind and Term.kind "var": a variable in a claim, not the op var',
+    ("check/problem.py", "var", 'kind == "var"'): 'Term.kind "var": a variable in a claim, not the op var',
 }
 
 

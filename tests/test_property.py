@@ -63,6 +63,9 @@ WRAPPERS = {
     "off_pole": ["sin({0})"],
     "indicator": ["({0} > 0)"],
 }
+# Ops whose operands must be fresh variables (drawn at random): no domain of the table says what
+# they need, and a formula can make their operand constant.
+FRESH_OPERANDS = {"std": "a constant operand (log_softmax over a length-1 axis) has std 0: no derivative"}
 # Domains only a fresh variable can have: backstep draws it (SPD, invertible, class indices, …).
 LEAF_DOMAINS = ("spd", "invertible", "class_index", "targets", "probability")
 NUMBERS = [2, 3, 0.5, -1.5]
@@ -142,6 +145,8 @@ def shape_of(op: Op, args: list[Item], params: dict):
 def allowed(op: Op, args: list[Item], params: dict) -> bool:
     """Operands the generator may give `op` (domains it can keep, bugs it avoids)."""
     if all(a.number for a in args) or sum(a.number for a in args) > 1:
+        return False
+    if op.name in FRESH_OPERANDS and not all(a.fresh for a in args):
         return False
     for i, a in enumerate(args):
         domain = input_domain(op, i, args, params)

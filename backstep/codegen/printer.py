@@ -258,7 +258,8 @@ class CodePrinter(TorchPrinter):
         if op.param("keepdims") and params.get("axis") is None and params.get("keepdims"):
             # a reduction over every axis that keeps them: torch needs the axes spelled out
             dims_ = tuple(range(len(in_shapes[0])))
-            return template.format(self.print(operands[0])[0], dim_kw=f", dim={dims_}, keepdim=True"), PREC_ATOM
+            text = template.format(self.print(operands[0])[0], **params, dim_kw=f", dim={dims_}, keepdim=True")
+            return text, PREC_ATOM
         if isinstance(template, str) and "{reduce_dims}" in template and params.get("axis") is not None:
             # a reduction over one axis (logsumexp): the operand as it is
             return template.format(self.print(operands[0])[0], reduce_dims=params["axis"]), PREC_ATOM

@@ -1,5 +1,5 @@
 """Reductions and the ops along one axis: sum, mean, unsqueeze (a reduction's adjoint),
-softmax, log_softmax, logsumexp.
+softmax, log_softmax, logsumexp, and the spread of entries: var, std.
 
 SumOp, MeanOp and UnsqueezeOp are SymPy classes of the base algebra (symbolic.py): the backward
 rules of every family sum and lay gradients back out with them (rules.py).
@@ -13,8 +13,8 @@ from sympy import Expr
 from .. import symbolic as sb
 from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from .registry import register
-from .rules import expand_back, normalize_axis, reduce_shape, size_of
-from .spec import KEEPDIMS, PREC_UNARY, Ctx, Op, Printing, axis_param
+from .rules import expand_back, int_product, normalize_axis, reduce_shape, size_of
+from .spec import KEEPDIMS, PREC_UNARY, ByParams, Ctx, Op, Param, Printing, axis_param
 
 
 def reduce_torch(method: str):
@@ -251,5 +251,139 @@ register(
             lang="logsumexp({0}{axis_kw})",
             torch="torch.logsumexp({0}, dim={reduce_dims})",
         ),
+    )
+)
+
+# --- spread: variance and standard deviation ---------------------------------------------------
+
+CORRECTION = Param("correction", "axis", 1)  # an integer, as torch's correction= (1: Bessel's, 0: biased)
+
+
+def spread_shape(name: str):
+    """The reduction's shape, refusing a correction that leaves no degrees of freedom."""
+
+    def shape_rule(env: ShapeEnv, shapes, params) -> Shape:
+        out = reduce_shape(env, shapes, params)
+        correction = params.get("correction", 1)
+        if correction < 0:
+            raise ShapeMismatch(f"{name}'s correction must be 0 or more, not {correction}")
+        shape = env.resolve(shapes[0])
+        axis = params.get("axis")
+        dims = shape if axis is None else (shape[normalize_axis(axis, len(shape))],)
+        if all(isinstance(d, int) for d in dims):
+            n = int_product(dims)
+            if n - correction <= 0:
+                least = f"{correction + 1} entr{'y' if correction == 0 else 'ies'}"
+                raise ShapeMismatch(
+                    f"{name} over {n} entr{'y' if n == 1 else 'ies'} with correction={correction} divides by "
+                    f"N − correction = {n - correction}: it needs at least {least}"
+                )
+            if name == "std" and n == 1:
+                raise ShapeMismatch("std over a single entry is 0, where its derivative is undefined")
+        return out
+
+    return shape_rule
+
+
+def spread_torch(name: str):
+    def run(torch, args, p):
+        fn = getattr(torch, name)
+        return fn(args[0], dim=p.get("axis"), correction=p.get("correction", 1), keepdim=bool(p.get("keepdims")))
+
+    return run
+
+
+def centered(c: Ctx) -> Expr:
+    """x − mean(x) over the reduced axes, kept so that it broadcasts against x."""
+    mean = sb.MeanOp.build([c.a], [c.shapes[0]], axis=c.params.get("axis"), keepdims=True)
+    return c.a - mean
+
+
+def degrees_of_freedom(c: Ctx) -> Expr:
+    """N − correction: the number of entries reduced, less the correction."""
+    return size_of(c.shapes[0], c.params.get("axis")) - c.params.get("correction", 1)
+
+
+def spread_printing(name: str) -> Printing:
+    """var(x, axis=1) in text and backstep's language (correction= where it is not 1), var_1(x) in
+    LaTeX like mean, torch.var(x, dim=1, correction=1) in torch code."""
+
+    def correction_kw(p: dict) -> str:
+        return "" if p.get("correction", 1) == 1 else f", correction={p['correction']}"
+
+    def torch_code(ops, p: dict) -> str:
+        return f"torch.{name}({ops[0]}{p.get('dim_kw') or ''}, correction={p['correction']})"
+
+    return Printing(
+        text=ByParams(lambda ops, p: f"{name}({ops[0]}{p.get('axis_kw') or ''}{correction_kw(p)})"),
+        latex=ByParams(
+            lambda ops, p: (
+                rf"\operatorname{{{name}}}{p.get('axis_sub') or ''}\left({ops[0]}"
+                + ("" if p.get("correction", 1) == 1 else rf", \text{{correction}}={p['correction']}")
+                + r"\right)"
+            )
+        ),
+        lang=ByParams(lambda ops, p: f"{name}({ops[0]}{p.get('axis_kw') or ''}{correction_kw(p)})"),
+        torch=ByParams(torch_code),
+        prec=PREC_UNARY,
+    )
+
+
+class VarOp(sb.TensorOp):
+    param_names = ("axis", "correction", "keepdims")
+
+
+register(
+    Op(
+        name="var",
+        example="X: (n, d)\nsum(var(X, axis=0))",
+        syntax="var",
+        arity=1,
+        shape=spread_shape("var"),
+        sympy=lambda args, shapes, p: VarOp.build(args, shapes, **p),
+        # x̄ = ȳ ⊙ 2 (x − mean(x)) / (N − correction)
+        backward=(lambda c: expand_back(c.g, c.shapes[0], c.params) * 2 * centered(c) / degrees_of_freedom(c),),
+        torch=spread_torch("var"),
+        torch_aliases=("torch.var", "torch.Tensor.var"),
+        grad_fn="VarBackward0",
+        summary="variance of all entries, or over one axis, as torch.var (correction=1 by default, 0: biased); "
+        "x̄ = ȳ ⊙ 2 (x − mean(x)) / (N − correction)",
+        title={"en": "variance", "zh": "方差"},
+        parameters=(axis_param(None), CORRECTION, KEEPDIMS),
+        sympy_class=VarOp,
+        printing=spread_printing("var"),
+    )
+)
+
+
+class StdOp(sb.TensorOp):
+    param_names = ("axis", "correction", "keepdims")
+
+
+register(
+    Op(
+        name="std",
+        example="X: (n, d)\nsum(std(X, axis=1))",
+        syntax="std",
+        arity=1,
+        shape=spread_shape("std"),
+        sympy=lambda args, shapes, p: StdOp.build(args, shapes, **p),
+        # x̄ = ȳ ⊙ (x − mean(x)) / ((N − correction) std(x)): undefined where std(x) = 0
+        backward=(
+            lambda c: (
+                expand_back(c.g, c.shapes[0], c.params)
+                * centered(c)
+                / (degrees_of_freedom(c) * expand_back(c.y, c.shapes[0], c.params))
+            ),
+        ),
+        torch=spread_torch("std"),
+        torch_aliases=("torch.std", "torch.Tensor.std"),
+        grad_fn="StdBackward0",
+        summary="standard deviation of all entries, or over one axis, as torch.std (correction=1 by default); "
+        "x̄ = ȳ ⊙ (x − mean(x)) / ((N − correction) std(x))",
+        title={"en": "standard deviation", "zh": "标准差"},
+        parameters=(axis_param(None), CORRECTION, KEEPDIMS),
+        sympy_class=StdOp,
+        printing=spread_printing("std"),
     )
 )

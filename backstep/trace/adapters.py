@@ -119,6 +119,45 @@ def reduce(w, node, op, args, kw) -> str:
     return out
 
 
+@adapts(torch.var)
+def var(w, node, args, kw) -> str:
+    return spread(w, node, op_of(torch.var), args, kw)
+
+
+@adapts(torch.std)
+def std(w, node, args, kw) -> str:
+    return spread(w, node, op_of(torch.std), args, kw)
+
+
+def spread(w, node, op, args, kw) -> str:
+    """torch.var / torch.std: (x, dim, *, correction, keepdim) and the older (x, [dim,] unbiased, keepdim)."""
+    rest = list(args[1:])
+    if rest and isinstance(rest[0], bool):  # torch.var(x, False): unbiased without a dim
+        rest.insert(0, None)
+    dim = rest[0] if rest else kw.get("dim")
+    unbiased = rest[1] if len(rest) > 1 else kw.get("unbiased")
+    keep = rest[2] if len(rest) > 2 else kw.get("keepdim", False)
+    correction = kw.get("correction")
+    if unbiased is not None and correction is not None:
+        raise Unmapped("with both unbiased= and correction=")
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    if isinstance(dim, (tuple, list)):
+        if len(dim) > 1:
+            raise Unmapped("over several axes; backstep's var and std reduce one axis or all of them")
+        dim = dim[0] if dim else None
+    if not isinstance(correction, int) or isinstance(correction, bool):
+        raise Unmapped(f"with correction={correction!r}; backstep takes an integer")
+    parts = [w.arg(node, args[0])]
+    if dim is not None:
+        parts.append(f"axis={dim}")
+    if correction != 1:
+        parts.append(f"correction={correction}")
+    if keep:
+        parts.append("keepdims=True")
+    return spell(op, parts)
+
+
 @adapts(torch.softmax, F.softmax)
 def softmax(w, node, args, kw) -> str:
     return softmax_like(w, node, op_of(torch.softmax), args, kw)
