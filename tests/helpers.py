@@ -268,3 +268,12 @@ def check_kink(name: str, params: dict, shape: tuple) -> None:
                 f"{where}: at the tie the partial derivatives add up to {total[at_kink].tolist()}, "
                 f"the derivative along the tie is {along[at_kink].tolist()}"
             )
+
+
+def value_of_program(text: str, shapes: dict, env: dict):
+    """The value of a program (a gradient's `expr` as JSON prints it) at the point `env`."""
+    back = derive(text, shapes=shapes)
+    values = dict(env)
+    for step in back.forward:
+        values[step.name] = Evaluator(values, {})(step.expr)
+    return values[back.output]

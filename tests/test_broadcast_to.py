@@ -14,7 +14,7 @@ import re
 
 import pytest
 import torch
-from helpers import grad_fn_names
+from helpers import grad_fn_names, value_of_program
 from typer.testing import CliRunner
 
 from backstep import BackstepError, derive, parse
@@ -86,14 +86,6 @@ def test_bad_broadcasts_are_clean_errors(source, message):
     assert result.exit_code == 2 and "Traceback" not in result.output and message in result.output
 
 
-def _json_value(text: str, shapes: dict, env: dict):
-    back = derive(text, shapes=shapes)
-    values = dict(env)
-    for step in back.forward:
-        values[step.name] = Evaluator(values, {})(step.expr)
-    return values[back.output]
-
-
 def test_a_gradient_that_relies_on_broadcasting_inside_matmul_parses_back():
     # ∂ sum(inv(A) B) / ∂A = -A⁻ᵀ 1 Bᵀ A⁻ᵀ: SymPy turns a product with the ones matrix into a
     # column, which @ broadcasts; the printed gradient must say so to parse back as itself
@@ -106,7 +98,7 @@ def test_a_gradient_that_relies_on_broadcasting_inside_matmul_parses_back():
     env["B"] = torch.randn(3, 5, generator=gen, dtype=torch.float64)
     for name, g in d.gradients.items():
         want = torch.broadcast_to(Evaluator(dict(env), {})(g.expr), shapes[name])
-        got = torch.broadcast_to(_json_value(doc["gradients"][name]["expr"], shapes, env), shapes[name])
+        got = torch.broadcast_to(value_of_program(doc["gradients"][name]["expr"], shapes, env), shapes[name])
         assert torch.allclose(got, want, rtol=1e-10), (name, doc["gradients"][name]["expr"])
 
 
@@ -116,7 +108,7 @@ def test_an_output_whose_array_term_cancels_keeps_its_broadcast():
     printed = json.loads(render(d, "json"))["output"]["expr"]
     assert "broadcast_to" in printed and "broadcast_to" in d.to_text().splitlines()[0]
     a, b = torch.rand(1, 3, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64)
-    assert torch.allclose(_json_value(printed, shapes, {"a": a, "b": b}), (a + (b - b)).sum())
+    assert torch.allclose(value_of_program(printed, shapes, {"a": a, "b": b}), (a + (b - b)).sum())
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import json
 
 import pytest
 import torch
+from helpers import value_of_program
 from typer.testing import CliRunner
 
 from backstep import BackstepError, derive, parse
@@ -125,14 +126,6 @@ def test_prints_in_every_target():
     assert "swapaxes(" in doc["gradients"]["X"]["expr"] and "flip(" in doc["gradients"]["Y"]["expr"]
 
 
-def _value_of(text: str, shapes: dict, env: dict):
-    back = derive(text, shapes=shapes)
-    values = dict(env)
-    for step in back.forward:
-        values[step.name] = Evaluator(values, {})(step.expr)
-    return values[back.output]
-
-
 def test_json_expressions_parse_back():
     shapes = {"X": (2, 3, 4), "Y": (4, 3, 2)}
     d = derive("sum(swapaxes(X, 0, -1) * flip(Y, 1) ** 2)", shapes=shapes)
@@ -141,7 +134,7 @@ def test_json_expressions_parse_back():
     env = {k: torch.randn(s, generator=gen, dtype=torch.float64) for k, s in shapes.items()}
     for name, g in d.gradients.items():
         want = Evaluator(dict(env), {})(g.expr)
-        got = _value_of(doc["gradients"][name]["expr"], shapes, env)
+        got = value_of_program(doc["gradients"][name]["expr"], shapes, env)
         assert torch.allclose(got, want, rtol=1e-12), (name, doc["gradients"][name]["expr"])
 
 
