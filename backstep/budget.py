@@ -11,9 +11,10 @@ SymPy cannot be asked to stop, so the budget interrupts it:
   single long call into C (a huge integer product, a blocking `sleep` or read) finishes first.
   On an interpreter without `ctypes.pythonapi` (not CPython) the work runs unbounded there.
 
-Either way, a `try/except Exception` in the interrupted code could swallow the exception; the
-work then simply runs on. Budgets nest: an inner one never outlives an outer one (the outer's
-expiry reaches the outer handler through the inner block).
+A `try/except Exception` in the interrupted code (SymPy has some) can swallow the exception, so
+an expired budget raises it again every RETRY_SECONDS until its block is left. Budgets nest: an
+inner one never outlives an outer one (the outer's expiry reaches the outer handler through the
+inner block).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ try:  # CPython: raise an exception in another thread
     _clear_async_exc.restype = ctypes.c_int
 except (ImportError, AttributeError):  # pragma: no cover - not CPython
     _set_async_exc = _clear_async_exc = None
+
+# An expired budget raises again this often until its block is left (the first may be swallowed).
+RETRY_SECONDS = 0.25
 
 _async_lock = threading.Lock()
 _pending: dict[int, TimeBudget] = {}  # thread id -> the budget whose exception was last sent there
@@ -86,10 +90,18 @@ class TimeBudget:
             return self  # the outer budget ends first: let its alarm fire
         self._outer_left = outer_left
         self._start = time.monotonic()
-        self._old_handler = signal.signal(signal.SIGALRM, self._expire)
+        self._leaving = False
+        self._old_handler = signal.signal(signal.SIGALRM, self._alarm)
         self._armed = True
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds, RETRY_SECONDS)  # again, if it is swallowed
         return self
+
+    def _alarm(self, signum, frame):
+        # Not while the block is being left: raised in __exit__, the expiry would skip the reset
+        # of the timer, which would then go on firing outside the block.
+        if self._leaving or (frame is not None and frame.f_code is TimeBudget.__exit__.__code__):
+            return
+        self._expire(signum, frame)
 
     def _expire(self, signum, frame):
         """Raise the expiry (a subclass may raise another class, constructed with the budget)."""
@@ -125,6 +137,9 @@ class TimeBudget:
             self._fired = True
             _pending[self._thread] = self
             _set_async_exc(self._thread, self._expired_type)
+            self._timer = threading.Timer(RETRY_SECONDS, self._fire)  # again, if it is swallowed
+            self._timer.daemon = True
+            self._timer.start()
 
     def _exit_async(self, exc_type) -> None:
         with _async_lock:
@@ -143,6 +158,7 @@ class TimeBudget:
             return False
         if not self._armed:
             return False
+        self._leaving = True
         try:
             signal.setitimer(signal.ITIMER_REAL, 0)
         finally:  # (even if the alarm fired on the way in here)

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from backstep import BackstepError, Limits, derive, parse
+from backstep import budget as budget_module
 from backstep import ops as op_table
 from backstep.budget import BudgetExpired, TimeBudget
 from backstep.cli import app
@@ -389,6 +390,40 @@ def test_time_budgets_nest_in_a_worker_thread():
         return seen
 
     assert _in_a_thread(work) == [True, True]
+
+
+def _swallowing_work(seconds: float) -> str:
+    """Work that swallows what it can, as some of SymPy does (`except Exception: pass`)."""
+    end = time.monotonic() + seconds
+    swallowed = 0
+    while time.monotonic() < end:
+        try:
+            sum(range(2000))
+        except Exception:  # noqa: BLE001 - the point of the test
+            swallowed += 1
+        [i for i in range(2000)]  # and half of the time it is outside the try
+    return "ran to the end"
+
+
+def _expiry_despite_swallowing() -> tuple[str, float]:
+    start = time.monotonic()
+    try:
+        with TimeBudget(0.2):
+            outcome = _swallowing_work(20)
+    except BudgetExpired:
+        outcome = "expired"
+    return outcome, time.monotonic() - start
+
+
+@pytest.mark.parametrize("where", ["main thread", "worker thread"])
+def test_an_expiry_that_is_swallowed_is_raised_again(where):
+    # a swallowed expiry once let a simplification run on past the budget (and the test's guard)
+    with time_limit(60):
+        outcome, _ = (
+            _expiry_despite_swallowing() if where == "main thread" else _in_a_thread(_expiry_despite_swallowing)
+        )
+    assert outcome == "expired"
+    time.sleep(3 * budget_module.RETRY_SECONDS)  # and nothing goes off after the block
 
 
 def test_parsing_and_deriving_leave_the_recursion_limit_as_they_found_it():
