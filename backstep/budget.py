@@ -20,6 +20,7 @@ inner block).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
@@ -99,7 +100,7 @@ class TimeBudget:
     def _alarm(self, signum, frame):
         # Not while the block is being left: raised in __exit__, the expiry would skip the reset
         # of the timer, which would then go on firing outside the block.
-        if self._leaving or (frame is not None and frame.f_code is TimeBudget.__exit__.__code__):
+        if self._leaving or (frame is not None and frame.f_code in _LEAVING_CODE):
             return
         self._expire(signum, frame)
 
@@ -134,6 +135,11 @@ class TimeBudget:
         with _async_lock:
             if self._done:
                 return
+            if _is_leaving(self._thread):  # not while the block is being left: try again at once
+                self._timer = threading.Timer(0.001, self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+                return
             self._fired = True
             _pending[self._thread] = self
             _set_async_exc(self._thread, self._expired_type)
@@ -147,12 +153,24 @@ class TimeBudget:
             self._timer.cancel()
             if self._fired and _pending.get(self._thread) is self:
                 del _pending[self._thread]
-                if exc_type is not self._expired_type:
-                    # sent but not raised yet (the block finished first): take it back, so that it
-                    # cannot go off later, outside the block. (A later budget's is never taken.)
-                    _clear_async_exc(self._thread, None)
+                # sent but not raised yet (the block finished first, or a retry was sent while an
+                # earlier expiry was on its way out of the block): take it back, so that it cannot
+                # go off later, outside the block. (A later budget's is never taken.)
+                _clear_async_exc(self._thread, None)
 
     def __exit__(self, exc_type, *exc) -> bool:
+        while True:
+            try:
+                return self._leave(exc_type)
+            except BaseException as err:
+                if getattr(err, "budget", None) is not self:
+                    raise
+                # this budget's expiry, delivered on the way out (a timer thread's exception can
+                # land anywhere): the block is left anyway, and the timer must still be stopped,
+                # or it would go on firing outside the block
+                continue
+
+    def _leave(self, exc_type) -> bool:
         if self._timer is not None:
             self._exit_async(exc_type)
             return False
@@ -168,3 +186,19 @@ class TimeBudget:
                 left = self._outer_left - (time.monotonic() - self._start)
                 signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6))  # overdue: fire at once
         return False
+
+
+# The code that leaves a budget's block: an expiry is not raised there (it would skip the reset).
+_LEAVING_CODE = (TimeBudget.__exit__.__code__, TimeBudget._leave.__code__, TimeBudget._exit_async.__code__)
+
+
+def _is_leaving(thread: int) -> bool:
+    """Whether that thread is in the code that leaves a budget's block."""
+    frame = sys._current_frames().get(thread)
+    for _ in range(3):  # __exit__ → _leave → _exit_async
+        if frame is None:
+            return False
+        if frame.f_code in _LEAVING_CODE:
+            return True
+        frame = frame.f_back
+    return False
