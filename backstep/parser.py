@@ -76,6 +76,7 @@ class Limits:
 FLOAT_MAX = sys.float_info.max  # a constant must be a float64: the verifier computes in float64
 MAX_CONSTANT_BITS = 1100  # the numerator and denominator of an exact constant: about 331 digits
 MAX_PARAM = 1e15  # a parameter (negative_slope=, min=): whole ones are kept as integers, exactly
+MAX_SUBSCRIPTS = 64  # an einsum equation: two operands of at most 26 axes each is far more than any program
 
 BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@"}
 BINARY_WORDS = {
@@ -449,17 +450,24 @@ class _Builder:
             if isinstance(a, ast.Starred):
                 self._fail(UnsupportedError, "*args is not allowed in a formula", a)
         params = dict(op.params)
+        given: dict[str, str] = {}  # each parameter given, and how (Python's ast accepts axis=0, axis=1)
+        keywords = {kw.arg for kw in e.keywords}
+        # einsum("ij,jk->ik", a, b), unless given by keyword: einsum(a, b, equation="ij,jk->ik")
+        leading = [p for p in op.parameters if p.leading and not keywords & {p.name, *p.aliases}]
+        for param, pnode in zip(leading, positional):
+            params[param.name] = self._param_value(param, pnode)
+            given[param.name] = "by position"
+        positional = positional[len(leading) :]
         if len(positional) < n_args:
             self._fail(
                 ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
             )
         extra = positional[n_args:]
-        if len(extra) > len(op.parameters):
+        if len(extra) > len([p for p in op.parameters if not p.leading]):
             self._fail(
                 ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
             )
-        given: dict[str, str] = {}  # each parameter given, and how (Python's ast accepts axis=0, axis=1)
-        for param, pnode in zip(op.parameters, extra):
+        for param, pnode in zip([p for p in op.parameters if not p.leading], extra):
             params[param.name] = self._param_value(param, pnode)
             given[param.name] = "by position"  # (a keyword is recorded as "axis=")
         for kw in e.keywords:
@@ -489,6 +497,10 @@ class _Builder:
             if isinstance(node, ast.Constant) and node.value in param.choices:
                 return node.value
             self._fail(ParseError, f"{pname} must be one of {', '.join(map(repr, param.choices))}", node)
+        if param.kind == "subscripts":
+            if isinstance(node, ast.Constant) and type(node.value) is str and len(node.value) <= MAX_SUBSCRIPTS:
+                return node.value
+            self._fail(ParseError, f'{pname} must be a string of index letters such as "ij,jk->ik"', node)
         if param.kind == "bool":
             if isinstance(node, ast.Constant) and type(node.value) is bool:
                 return node.value

@@ -140,6 +140,7 @@ def _kind_values(kind: str, value):
         "axis": (int,),
         "number": (int, float),
         "choice": (str,),
+        "subscripts": (str,),
         "size": (int, str),
     }.get(kind)
     if ok is not None and (not isinstance(value, ok) or (kind != "bool" and isinstance(value, bool))):
@@ -155,7 +156,7 @@ def encode_param(kind: str, value):
         return Integer(int(_kind_values(kind, value)))
     if kind in ("pair", "ints", "shape"):
         return Tuple(_tuple_to_sympy(value))
-    if kind in ("axis", "number", "choice", "size"):
+    if kind in ("axis", "number", "choice", "subscripts", "size"):
         return Tuple(_scalar_to_sympy(_kind_values(kind, value)))
     raise TypeError(f"unknown parameter kind {kind!r}")
 

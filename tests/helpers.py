@@ -77,6 +77,9 @@ PARAM_VALUES = {
     "axis1": [0, -1],  # swapaxes's two axes: the first and last, the second and second-to-last
     "axis2": [1, -2],
     "correction": [1, 0],  # var's and std's: torch's default (Bessel's) and the biased one
+    # einsum's, for two operands of one shape: dot, elementwise, Frobenius, A Bᵀ, a transpose, rank 3
+    "axes": [None, (1, 0), (0, 2, 1), (2, 0, 1)],  # transpose(x, axes): reversed, a matrix's, two of rank 3
+    "equation": ["i,i->", "i,i->i", "ij,ij->", "ij,kj->ik", "ij,ij->ji", "ijk,ijk->ik"],
 }
 AXES = [0, 1, 2, -1, -2]
 

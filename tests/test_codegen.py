@@ -625,7 +625,7 @@ class NllOfProbabilities(nn.Module):
 
 class Transpose3d(nn.Module):
     def forward(self, x):
-        return x.transpose(1, 2).sum()
+        return x.transpose(0, 1).sum()  # backstep's .T only on a matrix (transpose(1, 2) is swapaxes)
 
 
 class Pair(nn.Module):

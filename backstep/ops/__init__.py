@@ -5,7 +5,9 @@ families register their ops on import (registry.py, which cross-checks each entr
 
 - elementwise.py: arithmetic, math functions, indicators and comparisons, maximum/minimum/where;
 - activations.py: sigmoid, relu and its relatives, gelu, softplus, clamp;
-- linalg.py: matmul, transpose, outer, dot, norm, trace, det, logdet, inv, diag, eye;
+- einsum.py: einsum of two operands, and the equations of `@`'s batched product;
+- linalg.py: matmul (batched on operands of rank 3 and more), transpose, outer, dot, norm, trace, det,
+  logdet, inv, diag, eye;
 - reductions.py: sum, mean, unsqueeze, softmax, log_softmax, logsumexp;
 - losses.py: onehot, cross_entropy, mse, linear;
 - conv.py and pool.py: conv2d and pooling on 4-d NCHW images, with their gradient ops;
@@ -21,7 +23,7 @@ import difflib
 
 # The families register their ops on import, in this order: the order `backstep ops` lists them.
 # isort: off
-from . import elementwise, activations, linalg, reductions, losses, conv, pool, views  # noqa: F401
+from . import elementwise, activations, einsum, linalg, reductions, losses, conv, pool, views  # noqa: F401
 
 # isort: on
 from .registry import OPS, OpDeclarationError, check, register

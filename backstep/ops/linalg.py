@@ -13,6 +13,7 @@ from sympy import Expr
 from .. import symbolic as sb
 from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
+from .einsum import batched_equation, batched_matmul_shape, einsum_of, einsum_vjp, is_batched, torch_grad_fn
 from .registry import register
 from .rules import scalar_of_any
 from .spec import INVERTIBLE, NONZERO, PREC_MATMUL, PREC_POSTFIX, SPD, Ctx, Op, Param, Printing
@@ -24,8 +25,8 @@ def matmul_shape(env: ShapeEnv, shapes, params) -> Shape:
     a, b = env.resolve(shapes[0]), env.resolve(shapes[1])
     if len(a) == 0 or len(b) == 0:
         raise ShapeMismatch(f"@ needs arrays of rank 1 or 2, got {fmt(a)} @ {fmt(b)}; use * for a scalar")
-    if len(a) > 2 or len(b) > 2:
-        raise ShapeMismatch(f"@ on arrays of rank above 2 is not supported yet ({fmt(a)} @ {fmt(b)})")
+    if is_batched([a, b]):
+        return batched_matmul_shape(env, [a, b])
     try:
         env.unify(a[-1], b[0])
     except ShapeMismatch as err:
@@ -33,8 +34,17 @@ def matmul_shape(env: ShapeEnv, shapes, params) -> Shape:
     return env.resolve(a[:-1] + b[1:])
 
 
+def matmul_sympy(args, shapes, params) -> Expr:
+    """A @ B: a matrix product, or (an operand of rank 3 or more) torch.matmul's batched product as an einsum."""
+    if is_batched(shapes):
+        return einsum_of(args, shapes, batched_equation(shapes))
+    return sb.MatrixProduct.build(args, shapes)
+
+
 def matmul_grad_a(c: Ctx) -> Expr:
     sa, sb_ = c.shapes
+    if is_batched(c.shapes):
+        return einsum_vjp(0)(batched_ctx(c))
     if len(sa) == 1 and len(sb_) == 1:
         return c.g * c.b
     if len(sb_) == 1:  # A (n,k) @ b (k,) -> g (n,):  Ā = g bᵀ
@@ -47,6 +57,8 @@ def matmul_grad_a(c: Ctx) -> Expr:
 
 def matmul_grad_b(c: Ctx) -> Expr:
     sa, sb_ = c.shapes
+    if is_batched(c.shapes):
+        return einsum_vjp(1)(batched_ctx(c))
     if len(sa) == 1 and len(sb_) == 1:
         return c.g * c.a
     if len(sa) == 1:  # a (k,) @ B (k,m) -> g (m,):  B̄ = a gᵀ
@@ -55,7 +67,15 @@ def matmul_grad_b(c: Ctx) -> Expr:
     return sb.MatrixProduct.build([at, c.g], [tuple(reversed(sa)), c.out_shape])
 
 
+def batched_ctx(c: Ctx) -> Ctx:
+    """The batched product's context as its einsum's: the equation among the parameters."""
+    return Ctx(c.g, c.args, c.y, c.shapes, c.out_shape, {"equation": batched_equation(c.shapes)})
+
+
 def matmul_grad_fn(ranks, consts, params) -> str:
+    if max(ranks) > 2:
+        shapes = [tuple(range(r)) for r in ranks]
+        return torch_grad_fn(batched_equation(shapes), as_matmul=True) or "UnsafeViewBackward0"
     return {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0", (1, 2): "SqueezeBackward4"}[ranks]
 
 
@@ -68,12 +88,21 @@ register(
         positive_through=True,
         input_ranks=(2, 2),
         shape=matmul_shape,
-        sympy=lambda args, shapes, p: sb.MatrixProduct.build(args, shapes),
+        sympy=matmul_sympy,
         backward=(matmul_grad_a, matmul_grad_b),
         torch=lambda torch, args, p: args[0] @ args[1],
-        torch_aliases=("operator.matmul", "torch.matmul", "torch.mm", "torch.Tensor.matmul", "torch.Tensor.mm"),
+        torch_aliases=(
+            "operator.matmul",
+            "torch.matmul",
+            "torch.mm",
+            "torch.bmm",
+            "torch.Tensor.matmul",
+            "torch.Tensor.mm",
+            "torch.Tensor.bmm",
+        ),
         grad_fn=matmul_grad_fn,
-        summary="matrix product (1-d operands are vectors, as in NumPy)",
+        summary="matrix product (1-d operands are vectors, as in NumPy); on operands of rank 3 and more "
+        "torch.matmul's batched product, written as an einsum",
         title={"en": "matrix product", "zh": "矩阵乘法"},
         arg_names=("A", "B"),
         out_name="C",
@@ -112,7 +141,6 @@ register(
             "torch.transpose",
             "torch.Tensor.t",
             "torch.Tensor.transpose",
-            "torch.Tensor.permute",
         ),
         grad_fn="PermuteBackward0",
         summary="transpose: reverses the axes",

@@ -112,6 +112,7 @@ PARAM_KINDS = {
     "pair": "an integer or a pair of integers (h, w)",  # stride, padding, kernel_size, size
     "ints": "an integer or a tuple of integers",  # unflatten's sizes
     "shape": "a tuple of integers or dimension names",  # reshape's and broadcast_to's shape
+    "subscripts": 'a string of index letters such as "nij,njk->nik"',  # einsum's equation
 }
 TUPLE_KINDS = ("pair", "ints", "shape")  # kinds that may be written as a literal tuple
 
@@ -119,8 +120,8 @@ TUPLE_KINDS = ("pair", "ints", "shape")  # kinds that may be written as a litera
 @dataclass(frozen=True)
 class Param:
     """One keyword parameter of an op: its name, kind (a key of PARAM_KINDS), default, the values
-    a "choice" allows, other keywords that mean it (torch's dim=, keepdim=), and whether a call
-    must give it (eye's n)."""
+    a "choice" allows, other keywords that mean it (torch's dim=, keepdim=), whether a call
+    must give it (eye's n), and whether it comes before the operands (einsum's subscripts)."""
 
     name: str
     kind: str
@@ -128,6 +129,8 @@ class Param:
     choices: tuple = ()
     aliases: tuple[str, ...] = ()
     required: bool = False
+    # Given by position before the operands, as einsum's subscripts: einsum("ij,jk->ik", a, b).
+    leading: bool = False
 
 
 def axis_param(default: int | None = None) -> Param:

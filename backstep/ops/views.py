@@ -293,8 +293,9 @@ register(
         # a swap undoes itself: the gradient's entries go back to the places they came from
         backward=(lambda c: SwapAxes.build([c.g], [c.out_shape], **c.params),),
         torch=lambda torch, args, p: torch.swapaxes(args[0], p["axis1"], p["axis2"]),
-        # torch.swapaxes, torch.transpose(x, d0, d1) and their methods need an adapter of their own in
-        # trace/adapters.py (the op has parameters); torch.transpose is .T's there today
+        # torch.transpose(x, d0, d1) is this op unless it swaps the axes 0 and 1, which is .T's
+        # (trace/adapters.py); the aliases have an adapter (trace/einsum_adapters.py): the op has parameters
+        torch_aliases=("torch.swapaxes", "torch.swapdims", "torch.Tensor.swapaxes", "torch.Tensor.swapdims"),
         grad_fn="TransposeBackward0",
         summary="swapaxes(x, axis1, axis2): x with two axes exchanged, y[…, j, …, i, …] = x[…, i, …, j, …], as "
         "np.swapaxes and torch.swapaxes / torch.transpose(x, d0, d1); swapaxes(x, -1, -2) transposes each matrix "
@@ -388,6 +389,72 @@ register(
             latex=r"\operatorname{{flip}}_{{{axis}}}\left({0}\right)",
             lang="flip({0}, {axis})",
             torch=ByParams(flip_torch_code),
+        ),
+    )
+)
+
+# --- transpose with axes (NumPy's np.transpose(x, axes), torch's permute) -------------------------
+
+
+class Permute(sb.TensorOp):
+    param_names = ("axes",)
+
+
+def permutation(shape: Shape, params: dict) -> tuple[int, ...]:
+    """The axes in their new order, each counted from the start (None: all reversed, as .T)."""
+    rank = len(shape)
+    given = params.get("axes")
+    if given is None:
+        return tuple(reversed(range(rank)))
+    axes = (given,) if isinstance(given, int) else tuple(given)
+    if len(axes) != rank:
+        raise ShapeMismatch(f"transpose: axes {axes} name {len(axes)} axes, but {fmt(shape)} has {rank}")
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ShapeMismatch(f"transpose: axis {a} is out of range for {fmt(shape)} (rank {rank})")
+    counted = tuple(a % rank for a in axes)
+    if len(set(counted)) != rank:
+        twice = next(a for a in counted if counted.count(a) > 1)
+        raise ShapeMismatch(f"transpose: axis {twice} is given twice in {axes}")
+    return counted
+
+
+def permute_shape(env: ShapeEnv, shapes, params) -> Shape:
+    s = env.resolve(shapes[0])
+    return tuple(s[a] for a in permutation(s, params))
+
+
+def permute_back(c: Ctx) -> Expr:
+    """x̄ = ȳ with the inverse permutation: the axis that went to place k comes back from it."""
+    order = permutation(c.shapes[0], c.params)
+    inverse = tuple(order.index(k) for k in range(len(order)))
+    return Permute.build([c.g], [c.out_shape], axes=inverse)
+
+
+register(
+    Op(
+        name="permute",
+        syntax="transpose",
+        arity=1,
+        positive_through=True,
+        shape_passes_rank=True,
+        shape=permute_shape,
+        sympy=lambda args, shapes, p: Permute.build(args, shapes, axes=permutation(shapes[0], p)),
+        backward=(permute_back,),
+        torch=lambda torch, args, p: args[0].permute(permutation(tuple(args[0].shape), p)),
+        torch_aliases=("torch.permute", "torch.Tensor.permute"),
+        grad_fn="PermuteBackward0",
+        summary="transpose(x, axes): x with its axes reordered, axis k of y is axis axes[k] of x, as np.transpose "
+        "and torch's permute (no axes: all reversed, as .T); x̄ = transpose(ȳ, the inverse order)",
+        title={"en": "axes reordered", "zh": "轴重排"},
+        example="X: (2, 3, 4); Y: (2, 4, 3)\nsum(transpose(X, (0, 2, 1)) * Y)",
+        parameters=(Param("axes", "ints", aliases=("dims",)),),
+        sympy_class=Permute,
+        printing=Printing(
+            text="transpose({0}, {axes})",
+            latex=r"\operatorname{{transpose}}_{{{axes}}}\left({0}\right)",
+            lang="transpose({0}, {axes})",
+            torch="{0}.permute{axes}",
         ),
     )
 )

@@ -312,12 +312,20 @@ def view(w, node, args, kw) -> str:
     return reshape(w, node, args[0], shape)
 
 
+@adapts(torch.permute)
+def permute_function(w, node, args, kw) -> str:
+    return permute(w, node, args, kw)
+
+
 @adapts_method(torch.Tensor.permute)
 def permute(w, node, args, kw) -> str:
-    dims = args[1:] if len(args) > 2 else args[1]
-    if list(dims) != [1, 0]:
-        raise Unmapped("other than (1, 0) on a matrix")
-    return transpose(w, node, w.arg(node, args[0]))
+    dims = args[1:] if len(args) > 2 else (args[1] if len(args) > 1 else kw.get("dims"))
+    dims = [dims] if isinstance(dims, int) else list(dims or ())
+    if not dims or not all(isinstance(d, int) for d in dims):
+        raise Unmapped("without its axes as integers")
+    if dims == [1, 0]:
+        return transpose(w, node, w.arg(node, args[0]))  # a matrix's .T (checked: it acts on one)
+    return f"{op_of(torch.permute).syntax}({w.arg(node, args[0])}, {tuple(dims)})"
 
 
 @adapts_method(torch.Tensor.contiguous, torch.Tensor.float, torch.Tensor.double, torch.Tensor.clone)
@@ -335,8 +343,10 @@ def size(w, node, args, kw):
 
 
 def transpose(w, node, x: str, dims=None) -> str:
-    if dims is not None and sorted(int(d) % 2 for d in dims) != [0, 1]:
-        raise Unmapped(f"over the axes {tuple(dims)}; backstep transposes matrices (.T)")
+    if dims is not None and {int(d) for d in dims} != {0, 1}:
+        # any other pair of axes (attention's k.transpose(-2, -1) on a batch): swapaxes, of any rank
+        d0, d1 = (int(d) for d in dims)
+        return f"{op_of(torch.swapaxes).syntax}({x}, {d0}, {d1})"
     w.transposes.add(node)
     return spell(op_of(torch.t), [x])
 

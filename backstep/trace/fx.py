@@ -234,7 +234,8 @@ class _Walk:
             if node is not None and node.inputs and len(node.inputs[0].shape) != 2:
                 raise UnsupportedError(
                     f"{self.describe(fx_node)} swaps two axes of an array of rank {len(node.inputs[0].shape)}; "
-                    "backstep's .T reverses all the axes, which is the same only for a matrix",
+                    "backstep's .T reverses all the axes, which is the same only for a matrix "
+                    "(write x.swapaxes(0, 1) to swap the first two)",
                     *self.place(fx_node),
                 )
 
