@@ -460,6 +460,8 @@ class _Builder:
             )
         given: dict[str, str] = {}  # each parameter given, and how (Python's ast accepts axis=0, axis=1)
         for param, pnode in zip(op.parameters, extra):
+            if param.keyword_only:
+                self._fail(ParseError, f"{fname} takes {param.name} by keyword only: {param.keyword_only}", pnode)
             params[param.name] = self._param_value(param, pnode)
             given[param.name] = "by position"  # (a keyword is recorded as "axis=")
         for kw in e.keywords:

@@ -119,8 +119,8 @@ TUPLE_KINDS = ("pair", "ints", "shape")  # kinds that may be written as a litera
 @dataclass(frozen=True)
 class Param:
     """One keyword parameter of an op: its name, kind (a key of PARAM_KINDS), default, the values
-    a "choice" allows, other keywords that mean it (torch's dim=, keepdim=), and whether a call
-    must give it (eye's n)."""
+    a "choice" allows, other keywords that mean it (torch's dim=, keepdim=), whether a call
+    must give it (eye's n), and why it may not be given by position (keyword_only)."""
 
     name: str
     kind: str
@@ -128,6 +128,9 @@ class Param:
     choices: tuple = ()
     aliases: tuple[str, ...] = ()
     required: bool = False
+    # Where a value given by position would read as something else (max(x, 0) is Python's max, an
+    # elementwise maximum, to many): the parser refuses it by position with this sentence.
+    keyword_only: str = ""
 
 
 def axis_param(default: int | None = None) -> Param:
