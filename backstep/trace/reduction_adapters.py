@@ -150,7 +150,7 @@ def max_or_min(w, node, args, kw):
     if isinstance(other, torch.fx.Node):
         maximum = op_of(torch.maximum if is_max else torch.minimum)
         return spell(maximum, [w.arg(node, args[0]), w.arg(node, other)])
-    only(kw, dim=None, keepdim=False)
+    only({k: v for k, v in kw.items() if k not in ("dim", "keepdim", "other")})
     x = w.arg(node, args[0])
     dim = other if other is not None else kw.get("dim")
     if dim is None:
