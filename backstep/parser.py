@@ -468,6 +468,8 @@ class _Builder:
                 ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
             )
         for param, pnode in zip([p for p in op.parameters if not p.leading], extra):
+            if param.keyword_only:
+                self._fail(ParseError, f"{fname} takes {param.name} by keyword only: {param.keyword_only}", pnode)
             params[param.name] = self._param_value(param, pnode)
             given[param.name] = "by position"  # (a keyword is recorded as "axis=")
         for kw in e.keywords:

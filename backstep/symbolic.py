@@ -249,9 +249,12 @@ class OuterProduct(TensorOp):
 
 
 def _count(shape: Tuple, axis: Tuple) -> Expr:
-    """How many entries a reduction over `axis` (all when empty) adds up."""
-    dims = shape.args if not axis.args else (shape.args[int(axis.args[0])],)
-    return sympy.Mul(*dims)
+    """How many entries a reduction over `axis` (all when empty; one axis, or a tuple of them) adds up."""
+    if not axis.args:
+        return sympy.Mul(*shape.args)
+    given = axis.args[0]
+    axes = given.args if isinstance(given, Tuple) else (given,)
+    return sympy.Mul(*[shape.args[int(k)] for k in axes])
 
 
 class SumOp(TensorOp):

@@ -50,6 +50,9 @@ NOT_OP_REFERENCES = {
     ("train_loop.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
     ("check/claims.py", "var", None): 'Node.kind and Term.kind "var": a variable in a claim, not the op var',
     ("check/problem.py", "var", 'kind == "var"'): 'Term.kind "var": a variable in a claim, not the op var',
+    ("check/problem.py", "equal", None): 'the English word ("proved symbolically and equal"), not the op equal',
+    ("trace/adapters.py", "min", None): "torch.clamp's keyword min=, not the op min",
+    ("trace/adapters.py", "max", None): "torch.clamp's keyword max=, not the op max",
 }
 
 

@@ -28,6 +28,7 @@ API_ARGS = {
     "two_layer_net": {"wrt": ["W1", "W2"]},
     "linear_layer": {},
     "lenet": {},
+    "softmax_stable": {"wrt": ["W", "b"]},
 }
 
 
@@ -214,3 +215,18 @@ def test_linear_layer_matches_seed_linear_function():
         for step in d.forward:
             env[step.name] = forward(step.expr)
         assert torch.allclose(env["output"], out, rtol=1e-12, atol=1e-12)
+
+
+def test_softmax_stable_is_the_textbook_gradient():
+    """The max-subtracted softmax loss: W̄ = Xᵀ (softmax(z) − onehot(t)) / N, and the shift's own
+    gradient v̄2 (into the max) is 0."""
+    d = backstep.derive(source("softmax_stable"), wrt=["W", "b"])
+    sizes = {"N": 4, "D": 3, "C": 5}
+    gen = torch.Generator().manual_seed(3)
+    X, W, b = (torch.randn(*s, dtype=T, generator=gen) for s in ((4, 3), (3, 5), (5,)))
+    t = torch.tensor([0, 3, 1, 3])
+    env = {"X": X, "W": W, "b": b, "t": t.to(T)}
+    delta = (torch.softmax(X @ W + b, dim=1) - torch.nn.functional.one_hot(t, 5).to(T)) / 4
+    assert torch.allclose(gradient(d, "W", env, sizes), X.T @ delta, atol=1e-12)
+    assert torch.allclose(gradient(d, "b", env, sizes), delta.sum(0), atol=1e-12)
+    assert "1[z = v2]" in d.to_text()

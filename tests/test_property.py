@@ -76,7 +76,10 @@ MAX_STEPS = 6
 
 
 def param_values(op: Op, name: str, default) -> list | None:
-    return param_candidates(op, name, default, axes=AXES)
+    values = param_candidates(op, name, default, axes=AXES)
+    if values is not None and op.param(name) is not None and op.param(name).kind == "ints" and name == "axis":
+        values = values + [(0, -1)]  # a reduction over several axes; refused on a vector, so never drawn there
+    return values
 
 
 def declared_domains(op: Op) -> list:

@@ -15,8 +15,8 @@ from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
 from .einsum import batched_equation, batched_matmul_shape, einsum_of, einsum_vjp, is_batched, torch_grad_fn
 from .registry import register
-from .rules import scalar_of_any
-from .spec import INVERTIBLE, NONZERO, PREC_MATMUL, PREC_POSTFIX, SPD, Ctx, Op, Param, Printing
+from .rules import expand_back, reduce_axes, reduce_shape
+from .spec import INVERTIBLE, KEEPDIMS, NONZERO, PREC_MATMUL, PREC_POSTFIX, SPD, ByParams, Ctx, Op, Param, Printing
 
 # --- products ------------------------------------------------------------------------------------
 
@@ -230,7 +230,39 @@ register(
 
 
 class NormOp(sb.TensorOp):
-    """The 2-norm of a vector, the Frobenius norm of a matrix."""
+    """The 2-norm of a vector, the Frobenius norm of a matrix; along axes, the vectors' 2-norms."""
+
+    param_names = ("axis", "keepdims")
+
+
+def norm_torch(torch, args, p):
+    if p.get("axis") is None and not p.get("keepdims"):
+        return torch.linalg.norm(args[0])
+    dims = reduce_axes(p.get("axis"), args[0].dim())
+    return torch.linalg.vector_norm(args[0], dim=dims, keepdim=bool(p.get("keepdims")))
+
+
+def norm_printing() -> Printing:
+    """‖x‖ of every entry; norm(x, axis=1) along an axis, as mean(x, axis=1) prints."""
+
+    def of_all(p: dict) -> bool:
+        return p.get("axis") is None and not p.get("keepdims")
+
+    def torch_code(ops, p: dict) -> str:
+        return f"torch.linalg.norm({ops[0]})" if of_all(p) else f"torch.linalg.vector_norm({ops[0]}{p['dim_kw']})"
+
+    return Printing(
+        text=ByParams(lambda ops, p: f"‖{ops[0]}‖" if of_all(p) else f"norm({ops[0]}{p['axis_kw']})"),
+        latex=ByParams(
+            lambda ops, p: (
+                rf"\left\lVert {ops[0]} \right\rVert"
+                if of_all(p)
+                else rf"\operatorname{{norm}}{p.get('axis_sub') or ''}\left({ops[0]}\right)"
+            )
+        ),
+        lang=ByParams(lambda ops, p: f"norm({ops[0]}{p.get('axis_kw') or ''})"),
+        torch=ByParams(torch_code),
+    )
 
 
 register(
@@ -239,19 +271,20 @@ register(
         example="x: (n, d)\nnorm(x)",
         syntax="norm",
         arity=1,
-        shape=scalar_of_any,
-        sympy=lambda args, shapes, p: NormOp.build(args, shapes),
-        backward=(lambda c: c.g * c.a / c.y,),
-        torch=lambda torch, args, p: torch.linalg.norm(args[0]),
-        torch_aliases=("torch.linalg.norm", "torch.norm", "torch.Tensor.norm"),
+        shape=reduce_shape,
+        sympy=lambda args, shapes, p: NormOp.build(args, shapes, **p),
+        # x̄ = ȳ x / ‖x‖, with ȳ and ‖x‖ laid back out over the reduced axes
+        backward=(lambda c: expand_back(c.g, c.shapes[0], c.params) * c.a / expand_back(c.y, c.shapes[0], c.params),),
+        torch=norm_torch,
+        torch_aliases=("torch.linalg.norm", "torch.norm", "torch.Tensor.norm", "torch.linalg.vector_norm"),
         grad_fn="LinalgVectorNormBackward0",
-        summary="‖x‖: the 2-norm of a vector, the Frobenius norm of a matrix; x̄ = ȳ x / ‖x‖",
+        summary="‖x‖: the 2-norm of a vector, the Frobenius norm of a matrix, or along axes (norm(x, axis=1), as "
+        "torch.linalg.vector_norm(x, dim=1)); x̄ = ȳ x / ‖x‖",
         title={"en": "norm", "zh": "范数"},
+        parameters=(Param("axis", "ints", None, aliases=("dim",)), KEEPDIMS),
         domains=(NONZERO,),
         sympy_class=NormOp,
-        printing=Printing(
-            text="‖{0}‖", latex=r"\left\lVert {0} \right\rVert", lang="norm({0})", torch="torch.linalg.norm({0})"
-        ),
+        printing=norm_printing(),
     )
 )
 

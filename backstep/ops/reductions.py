@@ -8,13 +8,18 @@ rules of every family sum and lay gradients back out with them (rules.py).
 from __future__ import annotations
 
 import sympy
-from sympy import Expr
+from sympy import Expr, Function, S
 
 from .. import symbolic as sb
 from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from .registry import register
-from .rules import expand_back, int_product, normalize_axis, reduce_shape, size_of
-from .spec import KEEPDIMS, PREC_UNARY, ByParams, Ctx, Op, Param, Printing, axis_param
+from .rules import broadcast_shapes, expand_back, int_product, normalize_axis, reduce_axes, reduce_shape, size_of
+from .spec import KEEPDIMS, OFF_TIE, PREC_UNARY, ByParams, Ctx, Op, Param, Printing, axis_param
+
+
+def axes_param() -> Param:
+    """A reduction's `axis`: one axis, a tuple of them (axis=(0, 2, 3)) or None for all, as torch's dim=."""
+    return Param("axis", "ints", None, aliases=("dim",))
 
 
 def reduce_torch(method: str):
@@ -23,7 +28,7 @@ def reduce_torch(method: str):
         if p.get("axis") is None:
             out = getattr(x, method)()
             return out.reshape((1,) * x.dim()) if p.get("keepdims") else out
-        return getattr(x, method)(dim=p["axis"], keepdim=bool(p.get("keepdims")))
+        return getattr(x, method)(dim=p["axis"], keepdim=bool(p.get("keepdims")))  # an int or a tuple
 
     return run
 
@@ -50,9 +55,10 @@ register(
         torch=reduce_torch("sum"),
         torch_aliases=("torch.sum", "torch.Tensor.sum"),
         grad_fn=reduce_grad_fn("Sum"),
-        summary="sum of all entries, or over one axis (sum(e, axis=k), keepdims=True keeps it)",
+        summary="sum of all entries, or over one axis (sum(e, axis=k), keepdims=True keeps it) or several "
+        "(axis=(0, 2, 3))",
         title={"en": "sum of entries", "zh": "求和"},
-        parameters=(axis_param(None), KEEPDIMS),
+        parameters=(axes_param(), KEEPDIMS),
         sympy_class=sb.SumOp,
         printing=Printing(
             text="sum({0}{axis_kw})",
@@ -76,9 +82,9 @@ register(
         torch=reduce_torch("mean"),
         torch_aliases=("torch.mean", "torch.Tensor.mean"),
         grad_fn=reduce_grad_fn("Mean"),
-        summary="mean of all entries, or over one axis (mean(e, axis=k))",
+        summary="mean of all entries, or over one axis (mean(e, axis=k)) or several (axis=(0, 2, 3))",
         title={"en": "mean", "zh": "均值"},
-        parameters=(axis_param(None), KEEPDIMS),
+        parameters=(axes_param(), KEEPDIMS),
         sympy_class=sb.MeanOp,
         printing=Printing(
             text="mean({0}{axis_kw})",
@@ -212,19 +218,23 @@ register(
 )
 
 
-def logsumexp_shape(env: ShapeEnv, shapes, params) -> Shape:
-    return reduce_shape(env, shapes, {"axis": params.get("axis"), "keepdims": False})
-
-
 def logsumexp_grad(c: Ctx) -> Expr:
     axis = c.params.get("axis")
-    if axis is None:
-        return c.g * sympy.exp(c.a - c.y)  # = ȳ softmax over every entry
-    return expand_back(c.g, c.shapes[0], {"axis": axis}) * softmax_of(c.a, c.shapes[0], axis)
+    if isinstance(axis, int):  # one axis: the softmax along it
+        return expand_back(c.g, c.shapes[0], c.params) * softmax_of(c.a, c.shapes[0], axis)
+    # every axis or several: the softmax over them, exp(x − logsumexp(x))
+    return expand_back(c.g, c.shapes[0], c.params) * sympy.exp(c.a - expand_back(c.y, c.shapes[0], c.params))
 
 
 class LogSumExp(sb.TensorOp):
-    param_names = ("axis",)
+    param_names = ("axis", "keepdims")
+
+
+def logsumexp_torch_code(operands, p) -> str:
+    """torch.logsumexp needs its dims: every axis spelled out where none is given."""
+    if p.get("axis") is None and not p.get("keepdims"):
+        return f"torch.logsumexp({operands[0]}, dim={p['reduce_dims']})"
+    return f"torch.logsumexp({operands[0]}{p['dim_kw']})"
 
 
 register(
@@ -233,23 +243,23 @@ register(
         example="Z: (n, c)\nlogsumexp(Z, axis=1)",
         syntax="logsumexp",
         arity=1,
-        shape=logsumexp_shape,
-        sympy=lambda args, shapes, p: LogSumExp.build(args, shapes, axis=p["axis"]),
+        shape=reduce_shape,
+        sympy=lambda args, shapes, p: LogSumExp.build(args, shapes, **p),
         backward=(logsumexp_grad,),
         torch=lambda torch, args, p: torch.logsumexp(
-            args[0], dim=tuple(range(args[0].dim())) if p["axis"] is None else p["axis"]
+            args[0], dim=reduce_axes(p["axis"], args[0].dim()), keepdim=bool(p.get("keepdims"))
         ),
         torch_aliases=("torch.logsumexp", "torch.Tensor.logsumexp"),
         grad_fn="LogsumexpBackward0",
-        summary="log Σ exp(x), over everything or one axis; its gradient is the softmax",
+        summary="log Σ exp(x), over everything, one axis or several (axis=(1, 2)); its gradient is the softmax",
         title={"en": "log-sum-exp", "zh": "log-sum-exp"},
-        parameters=(axis_param(None),),
+        parameters=(axes_param(), KEEPDIMS),
         sympy_class=LogSumExp,
         printing=Printing(
             text="logsumexp({0}{axis_kw})",
             latex=r"\operatorname{{logsumexp}}{axis_sub}\left({0}\right)",
             lang="logsumexp({0}{axis_kw})",
-            torch="torch.logsumexp({0}, dim={reduce_dims})",
+            torch=ByParams(logsumexp_torch_code),
         ),
     )
 )
@@ -268,8 +278,7 @@ def spread_shape(name: str):
         if correction < 0:
             raise ShapeMismatch(f"{name}'s correction must be 0 or more, not {correction}")
         shape = env.resolve(shapes[0])
-        axis = params.get("axis")
-        dims = shape if axis is None else (shape[normalize_axis(axis, len(shape))],)
+        dims = [shape[k] for k in reduce_axes(params.get("axis"), len(shape))]
         if all(isinstance(d, int) for d in dims):
             n = int_product(dims)
             if n - correction <= 0:
@@ -346,10 +355,11 @@ register(
         torch=spread_torch("var"),
         torch_aliases=("torch.var", "torch.Tensor.var"),
         grad_fn="VarBackward0",
-        summary="variance of all entries, or over one axis, as torch.var (correction=1 by default, 0: biased); "
+        summary="variance of all entries, or over one axis or several, as torch.var (correction=1 by default, "
+        "0: biased); "
         "x̄ = ȳ ⊙ 2 (x − mean(x)) / (N − correction)",
         title={"en": "variance", "zh": "方差"},
-        parameters=(axis_param(None), CORRECTION, KEEPDIMS),
+        parameters=(axes_param(), CORRECTION, KEEPDIMS),
         sympy_class=VarOp,
         printing=spread_printing("var"),
     )
@@ -379,11 +389,198 @@ register(
         torch=spread_torch("std"),
         torch_aliases=("torch.std", "torch.Tensor.std"),
         grad_fn="StdBackward0",
-        summary="standard deviation of all entries, or over one axis, as torch.std (correction=1 by default); "
+        summary="standard deviation of all entries, or over one axis or several, as torch.std "
+        "(correction=1 by default); "
         "x̄ = ȳ ⊙ (x − mean(x)) / ((N − correction) std(x))",
         title={"en": "standard deviation", "zh": "标准差"},
-        parameters=(axis_param(None), CORRECTION, KEEPDIMS),
+        parameters=(axes_param(), CORRECTION, KEEPDIMS),
         sympy_class=StdOp,
         printing=spread_printing("std"),
     )
 )
+
+
+# --- the largest and smallest entry --------------------------------------------------------------
+
+
+class IsEqual(Function):
+    """The indicator 1[a = b]: where an entry is its reduction's maximum (max's gradient)."""
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return S.One if a == b else S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        return S.Zero
+
+
+register(
+    Op(
+        name="equal",
+        example="a: (n, d); b: (n, d)\nsum(equal(a, b) * a)",
+        syntax="equal",
+        arity=2,
+        shape=broadcast_shapes,
+        sympy=lambda args, shapes, p: IsEqual(*args),
+        backward=(lambda c: S.Zero, lambda c: S.Zero),
+        torch=lambda torch, args, p: torch.eq(torch.as_tensor(args[0]), torch.as_tensor(args[1])).to(torch.float64),
+        torch_aliases=("torch.eq", "torch.Tensor.eq"),
+        grad_fn=None,
+        summary="equal(a, b) = 1[a = b], as np.equal: an indicator (no gradient); max's gradient is written with it",
+        title={"en": "equality indicator", "zh": "相等指示"},
+        arg_names=("a", "b"),
+        elementwise=True,
+        domains=(OFF_TIE, OFF_TIE),
+        sympy_class=IsEqual,
+        printing=Printing(
+            text="1[{0} = {1}]",
+            latex=r"\mathbf{{1}}\left[{0} = {1}\right]",
+            lang="equal({0}, {1})",
+            torch="torch.eq(torch.as_tensor({0}), torch.as_tensor({1})).to(torch.float64)",
+            code="({0} == {1}).to({dtype})",
+        ),
+    )
+)
+
+
+def extreme_grad(cls: type):
+    """x̄ = ȳ ⊙ 1[x = max(x)] / Σ 1[x = max(x)]: the gradient goes to the largest entries, and
+    entries that tie for it share it evenly, as torch.amax."""
+
+    def grad(c: Ctx) -> Expr:
+        shape, axis = c.shapes[0], c.params.get("axis")
+        kept = c.y if axis is None or c.params.get("keepdims") else cls.build([c.a], [shape], axis=axis, keepdims=True)
+        at_extreme = IsEqual(c.a, kept)
+        ties = sb.SumOp.build([at_extreme], [shape], axis=axis, keepdims=axis is not None)
+        return expand_back(c.g, shape, c.params) * at_extreme / ties
+
+    return grad
+
+
+def extreme_torch(name: str):
+    def run(torch, args, p):
+        x = args[0]
+        return getattr(torch, name)(x, dim=reduce_axes(p.get("axis"), x.dim()), keepdim=bool(p.get("keepdims")))
+
+    return run
+
+
+ELEMENTWISE_NAME = {"max": "maximum", "min": "minimum"}
+
+
+def extreme(name: str, word: str, cls: type, latex: str, zh: str) -> None:
+    torch_name = f"a{name}"
+    register(
+        Op(
+            name=name,
+            example=f"X: (n, d)\nsum({name}(X, axis=1))",
+            syntax=name,
+            arity=1,
+            positive_through=True,
+            shape=reduce_shape,
+            sympy=lambda args, shapes, p: cls.build(args, shapes, **p),
+            backward=(extreme_grad(cls),),
+            torch=extreme_torch(torch_name),
+            torch_aliases=(f"torch.{torch_name}", f"torch.Tensor.{torch_name}"),
+            grad_fn=f"A{name}Backward0",
+            summary=f"the {word} entry of all, of one axis or of several ({name}(x, axis=1), keepdims=True keeps "
+            f"it), as torch.{torch_name}; x̄ = ȳ ⊙ 1[x = {name}(x)] / Σ 1[x = {name}(x)]: entries that tie share "
+            f"the gradient evenly. {name}(a, b) of two arrays is maximum/minimum",
+            title={"en": f"{word} entry", "zh": zh},
+            parameters=(
+                Param(
+                    "axis",
+                    "ints",
+                    None,
+                    aliases=("dim",),
+                    keyword_only=f"write {name}(x, axis=k); the elementwise {ELEMENTWISE_NAME[name]} of two operands "
+                    f"(Python's {name}(a, b)) is {ELEMENTWISE_NAME[name]}(a, b)",
+                ),
+                KEEPDIMS,
+            ),
+            sympy_class=cls,
+            printing=Printing(
+                text=f"{name}({{0}}{{axis_kw}})",
+                latex=latex + r"{axis_sub}\left({0}\right)",
+                lang=f"{name}({{0}}{{axis_kw}})",
+                torch=f"torch.{torch_name}({{0}}{{dim_kw}})",
+                prec=PREC_UNARY,
+            ),
+        )
+    )
+
+
+class MaxOp(sb.TensorOp):
+    param_names = ("axis", "keepdims")
+
+
+class MinOp(sb.TensorOp):
+    param_names = ("axis", "keepdims")
+
+
+extreme("max", "largest", MaxOp, r"\max", "最大值")
+extreme("min", "smallest", MinOp, r"\min", "最小值")
+
+
+# --- where the largest and smallest entry are: integer results, constants to the derivation ------
+
+
+def arg_shape(name: str):
+    def shape_rule(env: ShapeEnv, shapes, params) -> Shape:
+        shape = env.resolve(shapes[0])
+        if params.get("axis") is None and params.get("keepdims"):
+            raise ShapeMismatch(f"{name} over every entry is one flat index: keepdims=True needs an axis")
+        if len(shape) == 0:
+            raise ShapeMismatch(f"{name} needs an array, not a scalar")
+        return reduce_shape(env, shapes, params)
+
+    return shape_rule
+
+
+def arg_torch(name: str):
+    def run(torch, args, p):
+        x = args[0]
+        if p.get("axis") is None:
+            return getattr(torch, name)(x).to(x.dtype)
+        return getattr(torch, name)(x, dim=p["axis"], keepdim=bool(p.get("keepdims"))).to(x.dtype)
+
+    return run
+
+
+def arg_extreme(name: str, word: str, zh: str) -> None:
+    cls = type(f"{name.capitalize()}Op", (sb.TensorOp,), {"param_names": ("axis", "keepdims")})
+    register(
+        Op(
+            name=name,
+            example=f"Z: (n, c)\nsum(onehot({name}(Z, axis=1), c) * Z)",
+            syntax=name,
+            arity=1,
+            shape=arg_shape(name),
+            sympy=lambda args, shapes, p: cls.build(args, shapes, **p),
+            # an integer index: a piecewise constant of x, whose derivative is 0 wherever it is defined
+            backward=(lambda c: S.Zero,),
+            torch=arg_torch(name),
+            torch_aliases=(f"torch.{name}", f"torch.Tensor.{name}"),
+            grad_fn=None,
+            summary=f"the index of the {word} entry along an axis (of the flattened array without one), as "
+            f"torch.{name}: an integer with no gradient (the first of equal entries), e.g. onehot({name}(z, "
+            "axis=1), c)",
+            title={"en": f"index of the {word} entry", "zh": zh},
+            parameters=(axis_param(None), KEEPDIMS),
+            sympy_class=cls,
+            printing=Printing(
+                text=f"{name}({{0}}{{axis_kw}})",
+                latex=rf"\operatorname{{{{{name}}}}}{{axis_sub}}\left({{0}}\right)",
+                lang=f"{name}({{0}}{{axis_kw}})",
+                torch=f"torch.{name}({{0}}{{dim_kw}})",
+            ),
+        )
+    )
+
+
+arg_extreme("argmax", "largest", "最大值索引")
+arg_extreme("argmin", "smallest", "最小值索引")

@@ -44,15 +44,38 @@ def normalize_axis(axis: int, rank: int) -> int:
     return axis % rank
 
 
+def reduce_axes(axis, rank: int) -> tuple[int, ...]:
+    """A reduction's axes counted from the start, ascending: every axis where `axis` is None, the
+    one axis of an integer, or the axes of a tuple (axis=(0, 2, 3)); an axis out of range or given
+    twice is refused, naming it."""
+    if axis is None:
+        return tuple(range(rank))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if not axes:
+        raise ShapeMismatch("axis=() names no axis: leave axis out to reduce over every axis")
+    seen: dict[int, int] = {}
+    for a in axes:
+        k = normalize_axis(a, rank)
+        if k in seen:
+            both = f" (as {seen[k]} and {a})" if seen[k] != a else ""
+            raise ShapeMismatch(f"axis {a} is given twice{both} in axis={fmt_axis(axis)}")
+        seen[k] = a
+    return tuple(sorted(seen))
+
+
+def fmt_axis(axis) -> str:
+    """An axis parameter as a user writes it: 1, or (0, 2, 3)."""
+    return (
+        str(axis) if isinstance(axis, int) or axis is None else f"({', '.join(map(str, axis))}{',' * (len(axis) == 1)})"
+    )
+
+
 def reduce_shape(env: ShapeEnv, shapes, params) -> Shape:
     shape = env.resolve(shapes[0])
-    axis = params.get("axis")
-    if axis is None:
-        return (1,) * len(shape) if params.get("keepdims") else ()
-    k = normalize_axis(axis, len(shape))
+    axes = reduce_axes(params.get("axis"), len(shape))
     if params.get("keepdims"):
-        return shape[:k] + (1,) + shape[k + 1 :]
-    return shape[:k] + shape[k + 1 :]
+        return tuple(1 if k in axes else d for k, d in enumerate(shape))
+    return tuple(d for k, d in enumerate(shape) if k not in axes)
 
 
 def scalar_of_any(env: ShapeEnv, shapes, params) -> Shape:
@@ -76,21 +99,27 @@ def int_product(values) -> int:
 # --- helpers for backward rules ------------------------------------------------------------------
 
 
-def size_of(shape: Shape, axis: int | None = None) -> Expr:
-    """The number of entries (or the length of one axis) as a SymPy expression of dimensions."""
-    dims = shape if axis is None else (shape[axis],)
+def size_of(shape: Shape, axis=None) -> Expr:
+    """The number of entries (or the length of one axis, or the product of several) as a SymPy
+    expression of dimensions."""
+    dims = [shape[k] for k in reduce_axes(axis, len(shape))]
     return sympy.Mul(*[sympy.Integer(d) if isinstance(d, int) else sb.Dim(d) for d in dims])
 
 
 def expand_back(g: Expr, in_shape: Shape, params: dict) -> Expr:
-    """The upstream gradient of a reduction, laid back out over the reduced axis."""
+    """The upstream gradient of a reduction, laid back out over the reduced axes."""
     axis = params.get("axis")
     if axis is None or params.get("keepdims"):
         return g  # broadcasting lays it out
-    k = normalize_axis(axis, len(in_shape))
-    if k == 0:
-        return g  # a new leading axis is what broadcasting adds
-    return sb.UnsqueezeOp.build([g], [in_shape[:k] + in_shape[k + 1 :]], axis=k)
+    axes = reduce_axes(axis, len(in_shape))
+    leading = next(i for i in range(len(axes) + 1) if i == len(axes) or axes[i] != i)
+    # new leading axes are what broadcasting adds; the others are put back, ascending, each where
+    # it was in the input (less the leading ones)
+    shape = tuple(d for k, d in enumerate(in_shape) if k not in axes)
+    for k in axes[leading:]:
+        g = sb.UnsqueezeOp.build([g], [shape], axis=k - leading)
+        shape = shape[: k - leading] + (1,) + shape[k - leading :]
+    return g
 
 
 def sum_to(expr: Expr, from_shape: tuple, to_shape: tuple) -> Expr:

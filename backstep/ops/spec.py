@@ -121,7 +121,8 @@ TUPLE_KINDS = ("pair", "ints", "shape")  # kinds that may be written as a litera
 class Param:
     """One keyword parameter of an op: its name, kind (a key of PARAM_KINDS), default, the values
     a "choice" allows, other keywords that mean it (torch's dim=, keepdim=), whether a call
-    must give it (eye's n), and whether it comes before the operands (einsum's subscripts)."""
+    must give it (eye's n), whether it comes before the operands (einsum's subscripts), and why it
+    may not be given by position (keyword_only)."""
 
     name: str
     kind: str
@@ -131,6 +132,9 @@ class Param:
     required: bool = False
     # Given by position before the operands, as einsum's subscripts: einsum("ij,jk->ik", a, b).
     leading: bool = False
+    # Where a value given by position would read as something else (max(x, 0) is Python's max, an
+    # elementwise maximum, to many): the parser refuses it by position with this sentence.
+    keyword_only: str = ""
 
 
 def axis_param(default: int | None = None) -> Param:
