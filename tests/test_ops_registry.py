@@ -187,6 +187,7 @@ def test_every_kind_is_stored_and_read_back(kind):
         "pair": [2, (2, 1)],
         "ints": [(6, 4, 4), 3],
         "shape": [(-1, 96), ("n", 3)],
+        "subscripts": ["nij,njk->nik", "ij,jk"],
     }[kind]
     for value in [None, *values]:
         assert sb.decode_param(kind, sb.encode_param(kind, value)) == value
