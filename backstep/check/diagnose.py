@@ -232,7 +232,8 @@ class Diagnosis(ChainRuleFamilies):
                     edits.append(("swapped_product", message, path, new))
         for path, t in nodes:
             params = dict(t.params)
-            if t.kind == "op" and OPS[t.op].param("keepdims") and params.get("axis") is not None:
+            # (over one axis: a claim that reduces over several, axis=(0, 2), is not guessed at)
+            if t.kind == "op" and OPS[t.op].param("keepdims") and isinstance(params.get("axis"), int):
                 rank = len(shapes.get(t.args[0], ())) or 2
                 for k in range(rank):
                     if k == params["axis"] % rank:

@@ -184,7 +184,8 @@ def normalize(expr: Expr, rank_of) -> Expr:
             if isinstance(e, sb.MeanOp):  # mean = sum / size
                 shape = rest[-1].args
                 axis = e.params.get("axis")
-                count = sympy.Mul(*(shape if axis is None else [shape[axis % len(shape)]]))
+                axes = range(len(shape)) if axis is None else [axis] if isinstance(axis, int) else axis
+                count = sympy.Mul(*[shape[k % len(shape)] for k in axes])
                 return sympy.Add(*[c / count * sb.SumOp(t, *rest) for c, t in _split(ops[0])])
             if isinstance(e, _LINEAR):
                 return sympy.Add(*[c * e.func(t, *rest) for c, t in _split(ops[0])])
