@@ -100,7 +100,7 @@ register(
             lambda c: scatter_of(c.g, c.out_shape, c.a, c.shapes[0], c.shapes[1][0]),
         ),
         torch=embedding_torch,
-        torch_aliases=("torch.nn.functional.embedding",),
+        torch_aliases=("torch.nn.functional.embedding", "torch.nn.Embedding"),
         grad_fn="EmbeddingBackward0",
         summary="embedding(ix, E) = E[ix]: the rows of E (V, D) picked by an integer array ix of any shape, "
         "y[i] = E[ix_i]; Ē[v] = Σ_{i: ix_i = v} ȳ_i (a scatter-add: a row used twice gets both gradients); "
@@ -232,6 +232,7 @@ register(
         sympy=lambda args, shapes, p: Pick.build(args, shapes),
         backward=(pick_grad, lambda c: S.Zero),
         torch=pick_torch,
+        torch_aliases=("torch.gather",),  # one entry per row only: trace/index_adapters.py reads the index
         grad_fn="SqueezeBackward1",
         summary="pick(P, y)[i] = P[i, y_i]: one entry of each row, NumPy's P[np.arange(N), y] and torch's "
         "P.gather(1, y[:, None])[:, 0] (along the last axis, at any rank); P̄ = onehot(y) ⊙ ȳ",
