@@ -28,6 +28,7 @@ API_ARGS = {
     "two_layer_net": {"wrt": ["W1", "W2"]},
     "linear_layer": {},
     "lenet": {},
+    "word_embedding": {},
 }
 
 
