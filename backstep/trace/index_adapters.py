@@ -60,16 +60,22 @@ def embedding_function(w, node, args, kw):
 # --- gather: one entry per row -------------------------------------------------------------------
 
 
+# fx's targets for these spellings: the torch function, or the tensor method's name (call_method)
+UNSQUEEZE = (torch.unsqueeze, torch.Tensor.unsqueeze.__name__)
+RESHAPE = (torch.reshape, torch.Tensor.reshape.__name__, torch.Tensor.view.__name__)
+GATHER = (torch.gather, torch.Tensor.gather.__name__)
+
+
 def rows_index(index):
     """The fx node y that `index` lays out as one integer per row of a matrix, y (N,) as (N, 1):
     y.unsqueeze(1), y.unsqueeze(-1), y.view(-1, 1), y.reshape(-1, 1) or y[:, None]; else None."""
     if not isinstance(index, torch.fx.Node) or not index.args:
         return None
     target, args = index.target, list(index.args)
-    if target in ("unsqueeze", torch.unsqueeze):
+    if target in UNSQUEEZE:
         dim = args[1] if len(args) > 1 else index.kwargs.get("dim")
         return args[0] if dim in (1, -1) else None
-    if target in ("view", "reshape", torch.reshape):
+    if target in RESHAPE:
         sizes = args[1:] if len(args) > 2 else list(args[1]) if len(args) == 2 else []
         return args[0] if list(sizes) == [-1, 1] else None
     if target is operator.getitem and len(args) == 2 and args[1] == (slice(None), None):
@@ -109,7 +115,7 @@ def squeeze(w, node, args, kw):
     """`.squeeze(1)` of a gather of one entry per row: pick(P, y), of shape (N,)."""
     x = args[0]
     dim = args[1] if len(args) > 1 else kw.get("dim")
-    is_gather = isinstance(x, torch.fx.Node) and x.target in (torch.gather, "gather")
+    is_gather = isinstance(x, torch.fx.Node) and x.target in GATHER
     if not is_gather or dim not in (1, -1):
         raise Unmapped("except as .squeeze(1) of P.gather(1, y.unsqueeze(1)), which backstep writes pick(P, y)")
     return spell(op_of(torch.gather), list(gathered_rows(w, x, list(x.args), dict(x.kwargs))))
