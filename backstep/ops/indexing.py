@@ -54,7 +54,8 @@ def index_tensor(torch, ix, bound: int, what: str, axis: str):
     if len(outside):
         at = tuple(int(k) for k in outside[0])
         raise DomainError(
-            f"{what}: the index array holds {int(ix[at])} at {list(at)}, outside 0 … {bound - 1} (the {bound} {axis})"
+            f"{what}: the index array holds {int(ix[at])} at {list(at)}, outside 0 … {bound - 1} (the {bound} {axis}; "
+            "a size that no --at value fixes is a sample size: give it with --shape)"
         )
     return ix.long()
 
