@@ -9,6 +9,7 @@ and gather from torch.
 from __future__ import annotations
 
 import json
+import operator
 import textwrap
 
 import pytest
@@ -275,6 +276,23 @@ def normed(ix, E):
 
 def gather_columns(P, ix):
     return torch.gather(P, 0, ix)
+
+
+class Picked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, y):
+        p = torch.softmax(self.fc(x), dim=1)
+        return -torch.log(p[torch.arange(x.shape[0]), y]).mean()
+
+
+picked = Picked()
+
+
+def other_rows(P, Q, y):
+    return P[torch.arange(Q.shape[0]), y]
 """
 
 
@@ -327,6 +345,29 @@ def test_gather_of_one_entry_per_row_is_pick(models):
 def test_what_is_more_than_a_lookup_is_refused(models, name, shapes, words):
     with pytest.raises(BackstepError, match=words):
         trace_model(f"{models}:{name}", shapes)
+
+
+@pytest.fixture
+def rows_pick_in_getitem(monkeypatch):
+    """adapters.getitem asking index_adapters.rows_pick first: the glue that lands with subscripts."""
+    from backstep.trace import index_adapters, one_to_one, registry  # noqa: F401 (one_to_one registers)
+
+    plain = registry.FUNCTIONS[operator.getitem]
+
+    def getitem(w, node, args, kw):
+        found = index_adapters.rows_pick(w, node, args)
+        return found if found is not None else plain(w, node, args, kw)
+
+    monkeypatch.setitem(registry.FUNCTIONS, operator.getitem, getitem)
+
+
+def test_indexing_by_arange_and_an_index_array_is_pick(models, rows_pick_in_getitem):
+    traced = trace_model(f"{models}:picked", {"x": ("N", 4), "y": ("N",)})
+    assert "pick(softmax_out, y)" in traced.source, traced.source
+    d = derive(traced.source, verify=True)
+    assert d.verification.ok, d.verification
+    with pytest.raises(BackstepError, match="not P's number of rows"):
+        trace_model(f"{models}:other_rows", {"P": ("N", 4), "Q": ("M", 2), "y": ("N",)})
 
 
 def test_is_in_the_catalogue():

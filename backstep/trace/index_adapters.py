@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import Unmapped, adapts, adapts_method, spell
+from .registry import SizeOf, Unmapped, adapts, adapts_method, spell
 from .torch_ops import op_of, op_of_module
 
 # What torch's embedding does beyond picking rows, with the value at which it does nothing more.
@@ -119,3 +119,48 @@ def squeeze(w, node, args, kw):
     if not is_gather or dim not in (1, -1):
         raise Unmapped("except as .squeeze(1) of P.gather(1, y.unsqueeze(1)), which backstep writes pick(P, y)")
     return spell(op_of(torch.gather), list(gathered_rows(w, x, list(x.args), dict(x.kwargs))))
+
+
+# --- P[torch.arange(N), y]: one entry per row, by advanced indexing ----------------------------------
+
+
+class Arange(SizeOf):
+    """`torch.arange(n)`: the row numbers 0 … n−1, usable only to pick one entry per row (P[arange, y])."""
+
+    count: object = None  # n: an int, or the SizeOf it was given
+
+
+# What torch.arange(n) may also be given: they change where it lives, not its values.
+ARANGE_KEYWORDS = {"dtype", "device", "layout", "pin_memory", "requires_grad"}
+
+
+@adapts(torch.arange)
+def arange(w, node, args, kw):
+    if len(args) != 1 or set(kw) - ARANGE_KEYWORDS:  # torch.arange(n) only: no start, end or stride
+        raise Unmapped("except as torch.arange(n) in P[torch.arange(n), y] (one entry per row: pick(P, y))")
+    count = w.value.get(args[0]) if isinstance(args[0], torch.fx.Node) else args[0]
+    found = Arange(node, None)
+    found.count = count
+    return found
+
+
+def rows_pick(w, node, args) -> str | None:
+    """`P[torch.arange(N), y]` as pick(P, y), where arange counts P's rows (P.shape[0], y.shape[0] or the
+    annotated size); None where the subscript is not of that form. (adapters.getitem asks this first.)"""
+    if len(args) != 2 or not isinstance(args[1], tuple) or len(args[1]) != 2:
+        return None
+    rows, y = args[1]
+    found = w.value.get(rows) if isinstance(rows, torch.fx.Node) else None
+    if not isinstance(found, Arange) or not isinstance(y, torch.fx.Node):
+        return None
+    source = args[0]
+    count = found.count
+    shapes = [w.annotations.get(w.value.get(t)) for t in (source, y)]  # known for inputs and parameters
+    if isinstance(count, SizeOf):
+        counted = w.annotations.get(w.value.get(count.node)) if count.axis == 0 else None
+        counts_rows = count.axis == 0 and (count.node in (source, y) or any(s and counted[:1] == s[:1] for s in shapes))
+    else:
+        counts_rows = isinstance(count, int) and any(s and s[0] == count for s in shapes)
+    if not counts_rows:
+        raise Unmapped("with a torch.arange that is not P's number of rows: write P[torch.arange(P.shape[0]), y]")
+    return spell(op_of(torch.gather), [w.arg(node, source), w.arg(node, y)])
