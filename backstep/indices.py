@@ -71,7 +71,8 @@ def _index_use(node: Node, i: int) -> bool:
 
 def check_index_uses(graph: Graph, domains: dict[str, str]) -> None:
     """An integer index array is read only as indices, and what an op reads as indices is such an array
-    (a variable): never silently a float operand, never a computed float taken for an integer."""
+    (a variable, or a value with no gradient such as argmax's): never silently a float operand, never a
+    computed float taken for an integer."""
     variables = {v.id for v in graph.variables}
     for node in graph.op_nodes:
         for i, a in enumerate(node.inputs):
@@ -83,7 +84,8 @@ def check_index_uses(graph: Graph, domains: dict[str, str]) -> None:
                     node.place,
                     graph.source,
                 )
-            if as_index and not (a.id in variables or a.is_const):
+            # a computed value with no gradient (argmax) may be indices; a real-valued one (ix + 1) not
+            if as_index and not (a.id in variables or a.is_const or a.op.grad_fn is None):
                 raise UsageError(
                     f"the indices of {node.op.syntax} must be an integer input variable (declare it with --assume "
                     f"NAME=index:V), not the computed value {a.name}",

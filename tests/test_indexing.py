@@ -219,6 +219,8 @@ def test_an_index_array_as_a_real_operand_is_refused_at_its_place():
         derive("P: (N, C); y: (N,)\nsum(pick(P, y)) * sum(y)", assume={"y": "index:C"})
     with pytest.raises(UsageError, match="indices of embedding must be an integer input variable"):
         derive("ix: (N, T); E: (V, D)\nsum(embedding(ix + 1, E))")
+    d = derive("Z: (N, C); E: (C, D)\nsum(embedding(step(Z), E))", verify=True)  # 0/1 indices, no gradient
+    assert d.verification.ok, d.verification
 
 
 @pytest.mark.parametrize(
