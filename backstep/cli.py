@@ -134,7 +134,11 @@ def derive(
     ] = [],  # noqa: B006 (typer reads the default)
     wrt: Annotated[list[str], typer.Option(help=WRT_HELP)] = [],  # noqa: B006
     assume: Annotated[
-        list[str], typer.Option(help="Where to draw a variable: x=positive (real, positive, nonnegative, nonzero).")
+        list[str],
+        typer.Option(
+            help="Where to draw a variable: x=positive (real, positive, nonnegative, nonzero …); ix=index:V for "
+            "integer indices 0 … V−1 (V a dimension name or a number)."
+        ),
     ] = [],  # noqa: B006
     at: Annotated[
         list[str],
@@ -484,7 +488,7 @@ def check(
     shape: Annotated[
         list[str], typer.Option("--shape", "-s", help="A shape: X=n,d or X=64x1000 or b=5 (repeat for more).")
     ] = [],  # noqa: B006
-    assume: Annotated[list[str], typer.Option(help="Where to draw a variable: x=positive.")] = [],  # noqa: B006
+    assume: Annotated[list[str], typer.Option(help="Where to draw a variable: x=positive, ix=index:V.")] = [],  # noqa: B006
     points: Annotated[int, typer.Option(help="Random points at the first set of sizes.", min=1, max=100)] = 3,
     seed: Annotated[int, typer.Option(help="Random seed of the points.", min=0, max=SEED_MAX)] = 0,
     timeout: Annotated[
@@ -607,7 +611,7 @@ def codegen(
     wrt: Annotated[
         list[str], typer.Option(help="The inputs that get gradients: W,b or --wrt W --wrt b (others get None).")
     ] = [],  # noqa: B006
-    assume: Annotated[list[str], typer.Option(help="Where gradcheck draws a variable: x=positive.")] = [],  # noqa: B006
+    assume: Annotated[list[str], typer.Option(help="Where gradcheck draws a variable: x=positive, ix=index:V.")] = [],  # noqa: B006
     name: Annotated[
         Optional[str], typer.Option("--name", help="The class name (default: from -o FILE, else DerivedFunction).")
     ] = None,

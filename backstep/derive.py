@@ -22,6 +22,7 @@ from .budget import BudgetExpired, TimeBudget
 from .errors import DomainError, UsageError
 from .facade import Derivation
 from .graph import Graph, Node
+from .indices import INDEX, INDEX_ASSUMPTION, assumed_domains
 from .model import BackwardStep, ForwardStep, Gradient, Rule, Seed, Symbols, Variable
 from .ops import ONE_HOT_ROWS, Ctx, sum_to
 from .parser import Limits, deep_recursion, parse
@@ -90,8 +91,10 @@ def build_derivation(
     for name, kind in assume.items():
         if name not in names:
             raise UsageError(f"--assume names {name}, which is not a variable (its variables: {', '.join(names)})")
-        if kind not in ASSUMPTIONS:
-            raise UsageError(f"--assume {name}={kind}: unknown domain (known: {', '.join(ASSUMPTIONS)})")
+        if kind not in ASSUMPTIONS and not kind.startswith(INDEX_ASSUMPTION):
+            known = ", ".join((*ASSUMPTIONS, f"{INDEX_ASSUMPTION}:V"))
+            raise UsageError(f"--assume {name}={kind}: unknown domain (known: {known})")
+    assume = assumed_domains(graph, assume, infer_domains(graph))
     wanted = set(wrt) if wrt else set(names)
     seconds = Limits.simplify_seconds if simplify_seconds is None else simplify_seconds
     return _Sweep(graph, wanted, assume, seconds).run()
@@ -615,8 +618,8 @@ def infer_domains(graph: Graph) -> dict[str, str]:
             elif declared == "targets":
                 logits = node.inputs[0].shape
                 need.add(f"class_index:{logits[-1]}" if len(a.shape) == len(logits) - 1 else "probability")
-            elif declared == "class_index":
-                need.add("class_index:" + str(node.params.get("classes")))
+            elif declared is not None and (demanded := node.op.domains[i].demand(node, i) or "").startswith(INDEX):
+                need.add(demanded)  # integer indices: onehot's classes, an embedding table's rows …
             elif declared in ("positive", "nonzero", "spd", "invertible"):
                 need.add(declared)
             if "positive" in wants_here and node.op.positive_through:

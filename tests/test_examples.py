@@ -29,6 +29,7 @@ API_ARGS = {
     "linear_layer": {},
     "lenet": {},
     "softmax_stable": {"wrt": ["W", "b"]},
+    "word_embedding": {},
 }
 
 

@@ -55,6 +55,7 @@ from backstep.shapes import ShapeEnv, ShapeMismatch
 NOT_GENERIC: dict[str, str] = {
     "broadcast_to": "its parameter is a target shape that depends on the operand's: tests/test_broadcast_to.py",
     "eye": "takes no input: eye(n) is a constant array, so a formula of it alone has nothing to differentiate",
+    **dict.fromkeys(("embedding", "scatter_rows", "pick"), "integer index operands: tests/test_indexing.py"),
     **dict.fromkeys(
         "conv2d conv2d_grad_input conv2d_grad_weight max_pool2d maxpool_route maxpool_gather avg_pool2d "
         "avgpool_spread flatten unflatten reshape".split(),

@@ -89,7 +89,7 @@ def _draw(torch, generator, shape, domain, sizes):
     if domain.startswith("class_index"):
         classes = domain.split(":", 1)[1]
         count = int(classes) if classes.isdigit() else (sizes or {})[classes]
-        return torch.floor(u * count).clamp(max=count - 1)
+        return with_a_repeat(torch.floor(u * count).clamp(max=count - 1))
     if domain in ("spd", "invertible", "symmetric", "orthogonal") and (len(shape) != 2 or shape[0] != shape[1]):
         raise DomainError(f"a {domain} matrix must be square, not of shape {shape}")
     if domain == "spd":
@@ -116,6 +116,15 @@ def _draw(torch, generator, shape, domain, sizes):
         sign = torch.where(torch.rand(shape, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)
         return sign * (0.5 + 1.5 * u)
     return 4.0 * u - 2.0
+
+
+def with_a_repeat(indices):
+    """Integer indices in which some value occurs twice (the last entry is set to the first where none
+    does): a row picked twice must get the sum of both gradients, the scatter-add a check must see."""
+    flat = indices.reshape(-1)
+    if flat.numel() >= 2 and flat.unique().numel() == flat.numel():
+        flat[-1] = flat[0]
+    return indices
 
 
 def in_domain(torch, domain: str | None, value) -> bool:
