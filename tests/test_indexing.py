@@ -377,3 +377,15 @@ def test_is_in_the_catalogue():
     assert result.exit_code == 0
     for name in ("embedding(", "scatter_rows(", "pick("):
         assert any(line.startswith(name) for line in result.output.splitlines()), name
+
+
+@pytest.mark.parametrize(
+    "value, words", [("[5,0]", "holds 5 at [0], outside 0 … 2"), ("[0.5,0]", "not a whole number")]
+)
+def test_class_targets_given_with_at_are_checked(value, words):
+    """cross_entropy's class targets (and onehot's) go through the same check as an index array: an
+    out-of-range class was a traceback, a fraction was silently truncated."""
+    for program in ("z: (2, 3); t: (2,)\ncross_entropy(z, t)", "z: (2, 3); t: (2,)\nsum(onehot(t, 3) * z)"):
+        result = runner.invoke(app, ["derive", program, "--at", f"t={value}"])
+        assert result.exit_code == 2, result.output
+        assert words in result.output and "Traceback" not in result.output, result.output

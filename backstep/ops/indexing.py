@@ -13,11 +13,11 @@ from __future__ import annotations
 from sympy import Expr, S
 
 from .. import symbolic as sb
-from ..errors import DomainError
 from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
 from .losses import OneHot
 from .registry import register
+from .rules import index_tensor
 from .spec import DOMAINS, PREC_POSTFIX, Ctx, Domain, Op, Param, Printing
 
 
@@ -35,29 +35,6 @@ ROW_INDEX = Domain(
     "row_index", "integer indices 0 … V−1 into the indexed axis", at=lambda n, i: f"class_index:{index_bound(n)}"
 )
 DOMAINS[ROW_INDEX.name] = ROW_INDEX
-
-
-def index_tensor(torch, ix, bound: int, what: str, axis: str):
-    """`ix` as a LongTensor, refused (DomainError) where an entry is not a whole number in 0 … bound−1
-    (`axis` says what the bound counts: "rows of E")."""
-    if not torch.is_tensor(ix):
-        ix = torch.tensor(ix)
-    if ix.is_floating_point():
-        fractional = (ix != ix.round()).nonzero()
-        if len(fractional):
-            at = tuple(int(k) for k in fractional[0])
-            raise DomainError(
-                f"{what}: the index array holds {float(ix.detach()[at]):g} at {list(at)}, not a whole number "
-                "(an index picks a row: 0, 1, 2, …)"
-            )
-    outside = ((ix < 0) | (ix >= bound)).nonzero()
-    if len(outside):
-        at = tuple(int(k) for k in outside[0])
-        raise DomainError(
-            f"{what}: the index array holds {int(ix[at])} at {list(at)}, outside 0 … {bound - 1} (the {bound} {axis}; "
-            "a size that no --at value fixes is a sample size: give it with --shape)"
-        )
-    return ix.long()
 
 
 # --- embedding -----------------------------------------------------------------------------------

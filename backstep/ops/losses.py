@@ -9,7 +9,7 @@ from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
 from .reductions import LogSoftmax, softmax_of
 from .registry import register
-from .rules import size_of, sum_to
+from .rules import index_tensor, size_of, sum_to
 from .spec import CLASS_INDEX, TARGETS_DOMAIN, Ctx, Op, Param, Printing
 
 
@@ -32,7 +32,9 @@ register(
         shape=onehot_shape,
         sympy=lambda args, shapes, p: OneHot.build(args, shapes, classes=p["classes"]),
         backward=(lambda c: S.Zero,),
-        torch=lambda torch, args, p: torch.nn.functional.one_hot(args[0].long(), p["classes"]).to(torch.float64),
+        torch=lambda torch, args, p: torch.nn.functional.one_hot(
+            index_tensor(torch, args[0], p["classes"], "onehot", "classes"), p["classes"]
+        ).to(torch.float64),
         grad_fn=None,
         summary="onehot(t, c): rows of the c×c identity picked by integer class indices t (no gradient)",
         title={"en": "one-hot", "zh": "独热编码"},
@@ -93,8 +95,8 @@ def ce_grad_targets(c: Ctx) -> Expr:
 
 def cross_entropy_torch(torch, args, p):
     z, t = args
-    if t.dim() == 1:
-        t = t.detach().long()
+    if t.dim() == 1:  # class indices: whole numbers below the number of classes, never truncated
+        t = index_tensor(torch, t.detach(), z.shape[-1], "cross_entropy", "classes")
     return torch.nn.functional.cross_entropy(z, t, reduction=p["reduction"])
 
 

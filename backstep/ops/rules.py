@@ -11,6 +11,7 @@ import sympy
 from sympy import Expr
 
 from .. import symbolic as sb
+from ..errors import DomainError
 from ..shapes import Shape, ShapeEnv, ShapeMismatch, broadcast
 from ..shapes import fmt_shape_plain as fmt
 
@@ -138,3 +139,26 @@ def sum_to(expr: Expr, from_shape: tuple, to_shape: tuple) -> Expr:
 def number(value: float) -> Expr:
     """A parameter as a SymPy number: 1, not 1.0, when it is whole."""
     return sympy.Integer(int(value)) if float(value).is_integer() else sympy.Float(value)
+
+
+def index_tensor(torch, ix, bound: int, what: str, axis: str):
+    """`ix` as a LongTensor, refused (DomainError) where an entry is not a whole number in 0 … bound−1
+    (`axis` says what the bound counts: "rows of E")."""
+    if not torch.is_tensor(ix):
+        ix = torch.tensor(ix)
+    if ix.is_floating_point():
+        fractional = (ix != ix.round()).nonzero()
+        if len(fractional):
+            at = tuple(int(k) for k in fractional[0])
+            raise DomainError(
+                f"{what}: the index array holds {float(ix.detach()[at]):g} at {list(at)}, not a whole number "
+                "(an index picks a row: 0, 1, 2, …)"
+            )
+    outside = ((ix < 0) | (ix >= bound)).nonzero()
+    if len(outside):
+        at = tuple(int(k) for k in outside[0])
+        raise DomainError(
+            f"{what}: the index array holds {int(ix[at])} at {list(at)}, outside 0 … {bound - 1} (the {bound} {axis}; "
+            "a size that no --at value fixes is a sample size: give it with --shape)"
+        )
+    return ix.long()
