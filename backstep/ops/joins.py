@@ -276,7 +276,17 @@ def pad_shape(env: ShapeEnv, shapes, params) -> Shape:
 
 def pad_torch(torch, args, p):
     k, before, after = pad_widths(tuple(args[0].shape), p)
-    return torch.nn.functional.pad(args[0].movedim(k, -1), (before, after)).movedim(-1, k)
+    # torch's pairs start from the last axis: (0, 0) for each axis after k
+    return torch.nn.functional.pad(args[0], (0, 0) * (args[0].dim() - 1 - k) + (before, after))
+
+
+def pad_code(o, p) -> str:
+    widths = (p["widths"],) * 2 if is_int(p["widths"]) else p["widths"]
+    axis = p["axis"]
+    after_k = f"(0, 0) * {-1 - axis} + " if axis < -1 else ""
+    if axis >= 0:
+        after_k = f"(0, 0) * ({o[0]}.dim() - {axis + 1}) + "
+    return f"torch.nn.functional.pad({o[0]}, {after_k}{fmt(widths)})"
 
 
 def pad_slice_back(c: Ctx) -> Expr:
@@ -304,12 +314,7 @@ register(
             text="pad({0}, {widths}, axis={axis})",
             latex=r"\operatorname{{pad}}_{{{axis}}}\left({0}, {widths}\right)",
             lang="pad({0}, {widths}, axis={axis})",
-            torch=ByParams(
-                lambda o, p: (
-                    f"torch.nn.functional.pad({o[0]}.movedim({p['axis']}, -1), "
-                    f"{fmt((p['widths'],) * 2 if is_int(p['widths']) else p['widths'])}).movedim(-1, {p['axis']})"
-                )
-            ),
+            torch=ByParams(pad_code),
         ),
     )
 )
