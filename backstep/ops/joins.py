@@ -181,6 +181,7 @@ register(
         sympy=lambda args, shapes, p: Slice.build(args, shapes, **p),
         backward=(lambda c: pad_back(c, *slice_bounds(c.shapes[0], c.params)[:2]),),
         torch=slice_torch,
+        torch_aliases=("torch.narrow", "torch.Tensor.narrow"),  # and x[a:b] (trace/join_adapters.py)
         grad_fn="SliceBackward0",
         summary="x[:, a:b]: the entries a … b − 1 along one axis, y[:, j] = x[:, a + j], as Python slices "
         "(negative bounds count from the end; a bound past the end is refused); x̄ = ȳ placed into zeros of "
@@ -392,6 +393,7 @@ def part_printing(name: str, first: str) -> Printing:
 
 
 def part_op(name: str, cls, first: Param, summary: str, title: dict, example: str, grad_fn: str) -> Op:
+    """chunk or split, one part of it: the tracer reads torch.chunk / torch.split and their methods as it."""
     return register(
         Op(
             name=name,
@@ -403,6 +405,7 @@ def part_op(name: str, cls, first: Param, summary: str, title: dict, example: st
             backward=(lambda c: pad_back(c, *part_bounds(name, c.shapes[0], c.params)[:2]),),
             torch=part_torch(name),
             grad_fn=grad_fn,
+            torch_aliases=(f"torch.{name}", f"torch.Tensor.{name}"),
             summary=summary,
             title=title,
             example=example,
@@ -531,6 +534,7 @@ register(
         sympy=lambda args, shapes, p: Cat.build(args, shapes, **p),
         backward=RulePerInput(cat_grad),
         torch=lambda torch, args, p: torch.cat(tuple(args), dim=p["axis"]),
+        torch_aliases=("torch.cat", "torch.concat", "torch.concatenate"),
         grad_fn="CatBackward0",
         summary="cat((a, b, …), axis): the operands joined along an existing axis, y[:, :m] = a, y[:, m:] = b, "
         "as torch.cat and np.concatenate (the other sizes agree; the joined ones are numbers); each operand's "
@@ -568,6 +572,7 @@ register(
         sympy=lambda args, shapes, p: Stack.build(args, shapes, **p),
         backward=RulePerInput(stack_grad),
         torch=lambda torch, args, p: torch.stack(tuple(args), dim=p["axis"]),
+        torch_aliases=("torch.stack",),
         grad_fn="StackBackward0",
         summary="stack((a, b, …), axis): the operands, all of one shape, joined along a new axis, y[:, 0] = a, "
         "y[:, 1] = b, as torch.stack and np.stack; each operand's gradient is its own index of ȳ, ā = ȳ[:, 0]",
