@@ -59,7 +59,8 @@ NOT_GENERIC: dict[str, str] = {
         "conv2d conv2d_grad_input conv2d_grad_weight max_pool2d maxpool_route maxpool_gather avg_pool2d "
         "avgpool_spread flatten unflatten reshape".split(),
         "4-d NCHW images with integer spatial sizes, int-or-pair and tuple parameters: tests/test_conv.py",
-    ),    **dict.fromkeys(
+    ),
+    **dict.fromkeys(
         "slice select pad chunk split".split(),
         "bounds and parts that depend on the operand's sizes: tests/test_joins.py",
     ),
