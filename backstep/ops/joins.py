@@ -510,8 +510,20 @@ def cat_grad(c: Ctx, i: int) -> Expr:
     return Slice.build([c.g], [c.out_shape], axis=k, start=start, stop=start + sizes[i])
 
 
+def unwrapped(text: str) -> str:
+    """An operand without the parentheses the printer put around it: inside a tuple it needs none."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return text
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return text[1:-1] if i == len(text) - 1 else text
+    return text
+
+
 def operand_list(o) -> str:
-    return "(" + ", ".join(o) + ("," if len(o) == 1 else "") + ")"
+    return "(" + ", ".join(unwrapped(x) for x in o) + ("," if len(o) == 1 else "") + ")"
 
 
 def join_printing(name: str, torch_name: str, latex_name: str) -> Printing:
