@@ -10,7 +10,7 @@ Accepted:
   (an expression, or an assignment whose name is the output's);
 - identifiers (variables, or dimension names such as ``n`` inside an expression), int and
   float numbers, ``+ - * / ** @``, unary ``-``/``+``, ``.T``, and calls of the op table's
-  functions with their keyword parameters.
+  functions with their keyword parameters; subscripts and tuple assignment (parse_joins.py).
 """
 
 from __future__ import annotations
