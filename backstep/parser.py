@@ -10,7 +10,7 @@ Accepted:
   (an expression, or an assignment whose name is the output's);
 - identifiers (variables, or dimension names such as ``n`` inside an expression), int and
   float numbers, ``+ - * / ** @``, unary ``-``/``+``, ``.T``, and calls of the op table's
-  functions with their keyword parameters.
+  functions with their keyword parameters; subscripts and tuple assignment (parse_joins.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from . import ops as op_table
+from . import parse_joins
 from .errors import ParseError, Place, ShapeError, UnsupportedError
 from .graph import Graph, Node
 from .lookalike import CONSTANT_NAMES, constant_note, unknown_name_message
@@ -311,6 +312,8 @@ class _Builder:
                 if st.value is None:
                     continue
                 output, output_name = self._assign(st.target.id, st.value, st), st.target.id
+            elif parse_joins.is_tuple_assignment(st):  # i, f, o, g = chunk(Z, 4, axis=1)
+                output, output_name = parse_joins.assign_parts(self, st, last=st is statements[-1]), None
             elif isinstance(st, ast.Assign):
                 if len(st.targets) != 1 or not isinstance(st.targets[0], ast.Name):
                     self._fail(UnsupportedError, "assign to one plain name at a time (H = ...)", st)
@@ -335,6 +338,10 @@ class _Builder:
         A program is not a sequence of rebindings: each name means one value everywhere, so a
         name may be assigned only once and used only after its assignment (`a = a + x` would make
         a both an input and the intermediate computed from it, a cycle)."""
+        return self._bind(name, st, lambda: self._expr(value))
+
+    def _bind(self, name: str, st: ast.stmt, build) -> Node:
+        """Name the node `build()` makes (an assignment's value, or one part of a tuple assignment)."""
         self._check_name(name, st)
         if name in self.assigned:
             first = self._place(self.assigned[name])
@@ -351,7 +358,7 @@ class _Builder:
             self._fail(ParseError, f"{name} is a dimension name (from a shape); give the intermediate another name", st)
         self.assigning = name
         try:
-            node = self._expr(value)
+            node = build()
         finally:
             self.assigning = None
         self.assigned[name] = st
@@ -391,6 +398,8 @@ class _Builder:
             return self._apply(op_table.OPERATOR_OPS[".T"], [self._expr(e.value)], {}, e)
         if isinstance(e, ast.Call):
             return self._call(e)
+        if isinstance(e, ast.Subscript):
+            return parse_joins.subscript(self, e)
         if isinstance(e, ast.Compare):
             symbol = COMPARE.get(type(e.ops[0]))
             if len(e.ops) != 1 or symbol is None:
@@ -436,7 +445,7 @@ class _Builder:
             return self._new(kind="const", value=sympy.Float(value), place=self._place(e))
         self._fail(UnsupportedError, f"{_describe(e)} is not allowed in a formula; only numbers are", e)
 
-    def _call(self, e: ast.Call) -> Node:
+    def _call(self, e: ast.Call, part: int | None = None) -> Node:  # part: of chunk/split, chunk(Z, 4)[2]
         if not isinstance(e.func, ast.Name):
             self._fail(UnsupportedError, "only the functions of backstep's op table can be called (sin(x), sum(X))", e)
         fname = e.func.id
@@ -458,6 +467,10 @@ class _Builder:
             params[param.name] = self._param_value(param, pnode)
             given[param.name] = "by position"
         positional = positional[len(leading) :]
+        operands = positional[:n_args]
+        if parse_joins.is_variadic(op):  # cat((a, b), axis=1): the operands are one tuple
+            operands, rest = parse_joins.split_operands(self, op, positional, e)
+            positional, n_args = [e.args[0], *rest], 1
         if len(positional) < n_args:
             self._fail(
                 ParseError, f"{fname} takes {n_args} argument{'s' if n_args > 1 else ''}, got {len(positional)}", e
@@ -488,7 +501,9 @@ class _Builder:
         for param in op.parameters:
             if param.required and params[param.name] is None:
                 self._fail(ParseError, f"{fname} needs {param.name} ({PARAM_KINDS[param.kind]})", e)
-        args = [self._expr(a) for a in positional[:n_args]]
+        if op in parse_joins.PART_OPS:
+            params["index"] = parse_joins.part_index(self, op, params, part, e)
+        args = [self._expr(a) for a in operands]
         return self._apply(op, args, params, e)
 
     def _param_value(self, param: Param, node: ast.expr):

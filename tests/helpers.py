@@ -24,6 +24,7 @@ from backstep import derive
 from backstep import parser as backstep_parser
 from backstep.numeric import Evaluator
 from backstep.ops import OPS, Op
+from backstep.ops.joins import is_variadic
 
 # --- a time limit ----------------------------------------------------------------------------------
 
@@ -91,6 +92,8 @@ def spell(op: Op, operands: list[str], params, grouped: bool = False) -> str | N
     params = dict(params)
     if op.name in EXPLICIT_SPELLINGS:
         return EXPLICIT_SPELLINGS[op.name][0].format(*operands)
+    if is_variadic(op):  # cat((a, b), axis=1): the operands are one tuple
+        operands = ["(" + ", ".join(operands) + ")"]
     if op.syntax.isidentifier():
         keywords = [f"{k}={v!r}" for k, v in params.items() if v != op.params.get(k)]
         return f"{op.syntax}({', '.join(list(operands) + keywords)})"

@@ -30,6 +30,8 @@ API_ARGS = {
     "lenet": {},
     "softmax_stable": {"wrt": ["W", "b"]},
     "word_embedding": {},
+    "lstm_step": {},
+    "rnn_forward": {},
 }
 
 

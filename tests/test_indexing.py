@@ -9,7 +9,6 @@ and gather from torch.
 from __future__ import annotations
 
 import json
-import operator
 import textwrap
 
 import pytest
@@ -349,21 +348,7 @@ def test_what_is_more_than_a_lookup_is_refused(models, name, shapes, words):
         trace_model(f"{models}:{name}", shapes)
 
 
-@pytest.fixture
-def rows_pick_in_getitem(monkeypatch):
-    """adapters.getitem asking index_adapters.rows_pick first: the glue that lands with subscripts."""
-    from backstep.trace import index_adapters, one_to_one, registry  # noqa: F401 (one_to_one registers)
-
-    plain = registry.FUNCTIONS[operator.getitem]
-
-    def getitem(w, node, args, kw):
-        found = index_adapters.rows_pick(w, node, args)
-        return found if found is not None else plain(w, node, args, kw)
-
-    monkeypatch.setitem(registry.FUNCTIONS, operator.getitem, getitem)
-
-
-def test_indexing_by_arange_and_an_index_array_is_pick(models, rows_pick_in_getitem):
+def test_indexing_by_arange_and_an_index_array_is_pick(models):
     traced = trace_model(f"{models}:picked", {"x": ("N", 4), "y": ("N",)})
     assert "pick(softmax_out, y)" in traced.source, traced.source
     d = derive(traced.source, verify=True)
@@ -389,3 +374,18 @@ def test_class_targets_given_with_at_are_checked(value, words):
         result = runner.invoke(app, ["derive", program, "--at", f"t={value}"])
         assert result.exit_code == 2, result.output
         assert words in result.output and "Traceback" not in result.output, result.output
+
+
+def test_subscripts_by_arrays_are_embedding_and_pick():
+    """E[ix] is embedding(ix, E) and P[range(N), y] (np.arange, torch.arange) is pick(P, y): the same
+    nodes as the function spellings, verified; a range that is not P's rows is refused at its place."""
+    lookup = derive("ix: (N, T); E: (V, D)\nsum(E[ix] ** 2)", assume={"ix": "index:V"}, verify=True)
+    named = derive("ix: (N, T); E: (V, D)\nsum(embedding(ix, E) ** 2)", assume={"ix": "index:V"}, verify=True)
+    assert lookup.verification.ok and str(lookup.gradients["E"].expr) == str(named.gradients["E"].expr)
+    for rows, spelled in (("N", "range(N)"), ("N", "np.arange(N)"), ("N", "torch.arange(N)"), ("4", "range(4)")):
+        d = derive(f"P: ({rows}, C); y: ({rows},)\nsum(log(P[{spelled}, y]))", verify=True)
+        assert d.verification.ok, spelled
+        assert "v1 = pick(P, y)" in d.to_text(), d.to_text()
+    result = runner.invoke(app, ["derive", "P: (N, C); y: (N,)\nsum(P[range(C), y])"])
+    assert result.exit_code == 2 and "K must be P's number of rows" in result.output, result.output
+    assert "2:7" in result.output and "Traceback" not in result.output

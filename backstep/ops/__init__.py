@@ -13,6 +13,7 @@ families register their ops on import (registry.py, which cross-checks each entr
 - conv.py and pool.py: conv2d and pooling on 4-d NCHW images, with their gradient ops;
 - views.py: flatten, unflatten, reshape, broadcast_to;
 - indexing.py: embedding (E[ix]), its scatter-add scatter_rows, pick (P[range(N), y]).
+- joins.py: cat, stack, slicing (slice, select), the parts of chunk and split, pad.
 
 Everything else (parser, derivation, printers, numeric evaluator, verifier, per-op tests) reads
 this table; adding an op means adding one block to its family plus nothing but tests.
@@ -24,7 +25,7 @@ import difflib
 
 # The families register their ops on import, in this order: the order `backstep ops` lists them.
 # isort: off
-from . import elementwise, activations, einsum, linalg, reductions, losses, conv, pool, views, indexing  # noqa: F401
+from . import elementwise, activations, einsum, linalg, reductions, losses, conv, pool, views, indexing, joins  # noqa: F401
 
 # isort: on
 from .registry import OPS, OpDeclarationError, check, register

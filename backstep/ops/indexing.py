@@ -16,7 +16,7 @@ from .. import symbolic as sb
 from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
 from .losses import OneHot
-from .registry import register
+from .registry import OPS, register
 from .rules import index_tensor
 from .spec import DOMAINS, PREC_POSTFIX, Ctx, Domain, Op, Param, Printing
 
@@ -226,3 +226,6 @@ register(
         ),
     )
 )
+
+# What a subscript by an array is made of (the parser's parse_joins): E[ix], P[range(N), y].
+EMBEDDING, PICK = OPS["embedding"], OPS["pick"]
