@@ -9,7 +9,8 @@ families register their ops on import (registry.py, which cross-checks each entr
 - reductions.py: sum, mean, unsqueeze, softmax, log_softmax, logsumexp;
 - losses.py: onehot, cross_entropy, mse, linear;
 - conv.py and pool.py: conv2d and pooling on 4-d NCHW images, with their gradient ops;
-- views.py: flatten, unflatten, reshape, broadcast_to.
+- views.py: flatten, unflatten, reshape, broadcast_to;
+- norms.py: layer_norm, batch_norm (training mode), and their statistics standardize (x̂), norm_std (σ).
 
 Everything else (parser, derivation, printers, numeric evaluator, verifier, per-op tests) reads
 this table; adding an op means adding one block to its family plus nothing but tests.
@@ -21,7 +22,7 @@ import difflib
 
 # The families register their ops on import, in this order: the order `backstep ops` lists them.
 # isort: off
-from . import elementwise, activations, linalg, reductions, losses, conv, pool, views  # noqa: F401
+from . import elementwise, activations, linalg, reductions, losses, conv, pool, views, norms  # noqa: F401
 
 # isort: on
 from .registry import OPS, OpDeclarationError, check, register
