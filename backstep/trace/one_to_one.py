@@ -16,7 +16,7 @@ import functools
 import torch
 
 from ..ops import OPS
-from . import adapters, modules  # noqa: F401 (their adapters first: only the spellings left are one-to-one)
+from . import adapters, modules, norm_adapters  # noqa: F401 (their adapters first: only the spellings left are one-to-one)
 from .registry import FUNCTIONS, METHODS, MODULES, Unmapped, function_adapter, only, register_function, spell
 from .torch_ops import ops_by_torch
 
