@@ -16,6 +16,7 @@ F.layer_norm and F.batch_norm, so that verification compares the closed form wit
 
 from __future__ import annotations
 
+import sympy
 from sympy import Expr
 
 from .. import symbolic as sb
@@ -24,6 +25,7 @@ from ..shapes import fmt_shape_plain as fmt
 from .registry import register
 from .rules import int_product, size_of, sum_to, unify_or
 from .spec import ByParams, Ctx, Op, Param, Printing
+from .views import Reshape
 
 EPS = Param("eps", "number", 1e-5)
 OVER = Param("over", "choice", "last", choices=("last", "batch"))  # layer norm's axis, or batch norm's
@@ -37,8 +39,13 @@ def reduced_axes(rank: int, over: str) -> tuple[int, ...]:
 
 
 def count(shape: Shape, over: str) -> Expr:
-    """M: the number of entries each mean and variance is taken over."""
-    return size_of(tuple(shape[k] for k in reduced_axes(len(shape), over)))
+    """M: the number of entries each mean and variance is taken over (40, not 5 · 4 · 2)."""
+    sizes = [shape[k] for k in reduced_axes(len(shape), over)]
+    known = int_product(d for d in sizes if isinstance(d, int))
+    symbolic = tuple(d for d in sizes if not isinstance(d, int))
+    if not symbolic:
+        return sympy.Integer(known)
+    return size_of(symbolic) if known == 1 else sympy.Integer(known) * size_of(symbolic)
 
 
 def keeps_dims(shape: Shape, over: str) -> bool:
@@ -260,8 +267,9 @@ def batch_norm_shape(env: ShapeEnv, shapes, params) -> Shape:
 
 
 def full(torch, v, x, size: int):
-    """A scale or shift as the vector torch's function takes (a number or a scalar broadcast)."""
-    return torch.broadcast_to(torch.as_tensor(v, dtype=x.dtype), (size,))
+    """A scale or shift as the vector torch's function takes (a number or a scalar broadcast), in
+    memory of its own: torch's CPU batch norm reads an expanded (stride-0) weight wrongly."""
+    return torch.broadcast_to(torch.as_tensor(v, dtype=x.dtype), (size,)).contiguous()
 
 
 def layer_norm_torch(torch, args, p):
@@ -279,11 +287,12 @@ def batch_norm_torch(torch, args, p):
 
 
 def per_channel(v: Expr, v_shape: Shape, x_shape: Shape) -> Expr:
-    """γ laid along axis 1 of an NCHW image, (C,) as (C, 1, 1); as it is for (N, D) or a scalar."""
+    """γ laid along axis 1 of an NCHW image, reshape(γ, (C, 1, 1)) as a conv bias is; as it is for
+    (N, D) or a scalar."""
     if len(x_shape) != 4 or len(v_shape) != 1:
         return v
-    v = sb.UnsqueezeOp.build([v], [v_shape], axis=1)
-    return sb.UnsqueezeOp.build([v], [tuple(v_shape) + (1,)], axis=2)
+    size = v_shape[0] if isinstance(v_shape[0], int) else -1
+    return Reshape.build([v], [v_shape], shape=(size, 1, 1))
 
 
 def affine_grad(e: Expr, x_shape: Shape, v_shape: Shape, over: str) -> Expr:
@@ -328,7 +337,7 @@ def affine_code(v: str, x: str, size: str) -> str:
     try:
         float(v)
     except ValueError:
-        return f"{v}.expand({size})"
+        return f"{v}.expand({size}).contiguous()"
     return f"torch.full({size}, {v}, dtype={x}.dtype, device={x}.device)"
 
 
