@@ -417,7 +417,7 @@ register(
         "F.batch_norm(x, None, None, γ, β, training=True); over the M entries per feature, "
         "x̄ = γ ⊙ (M ȳ − Σ ȳ − x̂ ⊙ Σ(ȳ ⊙ x̂)) / (M σ), γ̄ = Σ ȳ ⊙ x̂, β̄ = Σ ȳ",
         title={"en": "batch normalization", "zh": "批归一化"},
-        example="x: (N, 3, 4, 2); gamma: (3,); beta: (3,)\nbatch_norm(x, gamma, beta)",
+        example="x: (N, 3); gamma: (3,); beta: (3,)\nbatch_norm(x, gamma, beta)",
         arg_names=("x", "gamma", "beta"),
         parameters=(EPS,),
         sympy_class=BatchNorm,
