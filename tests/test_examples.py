@@ -28,6 +28,8 @@ API_ARGS = {
     "two_layer_net": {"wrt": ["W1", "W2"]},
     "linear_layer": {},
     "lenet": {},
+    "batch_norm": {},
+    "layer_norm": {},
 }
 
 
