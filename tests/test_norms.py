@@ -126,6 +126,17 @@ def test_without_affine_parameters_and_the_statistics_match_autograd():
     check_against_autograd(program, values, loss)
 
 
+def test_group_norm_is_layer_norm_of_the_groups():
+    """Group norm needs no op of its own: layer_norm over each group's entries, reshaped back, then
+    the per-channel affine; its gradients are F.group_norm's."""
+    program = f"x: ({N}, 4, {H}, {W}); w: (4, 1, 1); b: (4, 1, 1); r: ({N}, 4, {H}, {W})\n"
+    program += f"z = reshape(layer_norm(reshape(x, (-1, 2, {2 * H * W})), 1, 0), (-1, 4, {H}, {W}))\n"
+    program += "sum((z * w + b) * r)"
+    values = {"x": draw(N, 4, H, W, seed=22), "w": draw(4, 1, 1, seed=23), "b": draw(4, 1, 1, seed=24)}
+    values["r"] = draw(N, 4, H, W, seed=25)
+    check_against_autograd(program, values, lambda x, w, b, r: (F.group_norm(x, 2, w.flatten(), b.flatten()) * r).sum())
+
+
 def test_symbolic_batch_size_verifies():
     d = derive("x: (N, 3, 4, 2); g: (3,); b: (3,)\nsum(batch_norm(x, g, b) ** 2)", verify=True)
     assert d.verification.ok, d.verification
@@ -168,8 +179,10 @@ def test_prints_in_every_target():
     assert r"\operatorname{LN}\left(x;\, w, b\right)" in d.to_latex()
     # a compound operand gets the wide hat, and the text spells it out
     d = derive("x: (5, 4); y: (5, 4)\nsum(standardize(x + y) ** 2)")
-    assert r"\widehat{" in d.to_latex()
-    assert "hat(x + y)" in render(d, "text") or "x̂" in d.to_text()
+    assert r"\widehat{x + y}" in d.to_latex() and r"\sigma_{x + y}" in d.to_latex()
+    gradient = d.to_text().split("Gradients")[1]
+    assert "hat(x + y)" in gradient and "σ_(x + y)" in gradient, gradient
+    assert "v2 = v̂1" in d.to_text()  # the forward step: a hat on the name
 
 
 @pytest.mark.parametrize(
@@ -297,6 +310,15 @@ def running(x):
 
 def wrong_size(x):
     return F.layer_norm(x, (4,)).sum()
+
+
+class SequenceBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        return self.bn(x).sum()
 """
 
 
@@ -359,6 +381,7 @@ def test_the_traced_gradient_is_torchs(models):
         ("TwoAxes", (5, 2, 3), "normalises the last axis only"),
         ("running", (5, 3), "training=False"),
         ("wrong_size", (5, 3), "last axis has 3 entries"),
+        ("SequenceBN", (5, 3, 4), "on an input of rank 3"),
     ],
 )
 def test_other_functions_are_refused(models, name, shape, words):

@@ -133,6 +133,22 @@ def is_name(operand: str) -> bool:
     return bool(operand) and not any(ch in operand for ch in " ()[],+-*/@")
 
 
+def unwrapped(operand: str, left: str = "(", right: str = ")") -> str:
+    """The operand without the parentheses the printer put around it: a hat or a subscript groups it."""
+    if not (operand.startswith(left) and operand.endswith(right)):
+        return operand
+    inner, depth = operand[len(left) : -len(right)], 0
+    for ch in inner:  # (a) + (b) is not wrapped as a whole
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return operand
+    return inner
+
+
+def latex_group(operand: str) -> str:
+    return unwrapped(operand, r"\left(", r"\right)")
+
+
 # --- x̂: standardize ------------------------------------------------------------------------------
 
 
@@ -143,11 +159,11 @@ class Standardized(sb.TensorOp):
 
 
 def hat_text(o, p) -> str:
-    return o[0][0] + "\u0302" + o[0][1:] if is_name(o[0]) else f"hat({o[0]})"
+    return o[0][0] + "\u0302" + o[0][1:] if is_name(o[0]) else f"hat({unwrapped(o[0])})"
 
 
 def hat_latex(o, p) -> str:
-    return rf"\hat{{{o[0]}}}" if is_name(o[0]) else rf"\widehat{{{o[0]}}}"
+    return rf"\hat{{{o[0]}}}" if is_name(o[0]) else rf"\widehat{{{latex_group(o[0])}}}"
 
 
 def standardize_code(o, p) -> str:
@@ -192,7 +208,7 @@ class NormStd(sb.TensorOp):
 
 
 def sigma_text(o, p) -> str:
-    return f"σ_{o[0]}" if is_name(o[0]) else f"σ_({o[0]})"
+    return f"σ_{o[0]}" if is_name(o[0]) else f"σ_({unwrapped(o[0])})"
 
 
 def sigma_code(o, p) -> str:
@@ -231,7 +247,7 @@ register(
         sympy_class=NormStd,
         printing=Printing(
             text=ByParams(sigma_text),
-            latex=ByParams(lambda o, p: rf"\sigma_{{{o[0]}}}" if is_name(o[0]) else rf"\sigma_{{{o[0]}}}"),
+            latex=ByParams(lambda o, p: rf"\sigma_{{{latex_group(o[0])}}}"),
             lang="norm_std({0}{params_kw})",
             torch=ByParams(sigma_code),
         ),

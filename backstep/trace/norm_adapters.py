@@ -75,6 +75,10 @@ def batch_norm_module(w, node, mod, x):
             "in eval mode normalises by its running statistics; backstep's batch_norm is the training-mode "
             "layer: call model.train(), or create it with track_running_stats=False"
         )
+    rank = 4 if isinstance(mod, nn.BatchNorm2d) else 2  # backstep's batch_norm takes no (N, C, L)
+    known = w.annotations.get(x)
+    if known is not None and len(known) != rank:
+        raise Unmapped(f"on an input of rank {len(known)}; backstep takes it on inputs of rank {rank}")
     scale, shift = affine(w, node, "weight", mod.weight), affine(w, node, "bias", mod.bias)
     return spelled(op_of(F.batch_norm), x, scale, shift, mod.eps)
 
