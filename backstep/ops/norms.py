@@ -186,7 +186,7 @@ register(
         'batch (over="batch": axis 0 of (N, D), axes 0, 2, 3 of NCHW); over the M entries, '
         "x̄ = (M ȳ − Σ ȳ − x̂ ⊙ Σ(ȳ ⊙ x̂)) / (M σ)",
         title={"en": "standardization", "zh": "标准化"},
-        example='x: (N, 3, 4, 2)\nstandardize(x, over="batch")',
+        example='x: (N, 5)\nstandardize(x, over="batch")',
         parameters=(OVER, EPS),
         sympy_class=Standardized,
         printing=Printing(
