@@ -32,6 +32,8 @@ API_ARGS = {
     "word_embedding": {},
     "lstm_step": {},
     "rnn_forward": {},
+    "batch_norm": {},
+    "layer_norm": {},
 }
 
 

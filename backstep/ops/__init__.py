@@ -14,6 +14,7 @@ families register their ops on import (registry.py, which cross-checks each entr
 - views.py: flatten, unflatten, reshape, broadcast_to;
 - indexing.py: embedding (E[ix]), its scatter-add scatter_rows, pick (P[range(N), y]).
 - joins.py: cat, stack, slicing (slice, select), the parts of chunk and split, pad.
+- norms.py: layer_norm, batch_norm (training mode), and their statistics standardize (x̂), norm_std (σ).
 
 Everything else (parser, derivation, printers, numeric evaluator, verifier, per-op tests) reads
 this table; adding an op means adding one block to its family plus nothing but tests.
@@ -25,7 +26,20 @@ import difflib
 
 # The families register their ops on import, in this order: the order `backstep ops` lists them.
 # isort: off
-from . import elementwise, activations, einsum, linalg, reductions, losses, conv, pool, views, indexing, joins  # noqa: F401
+from . import (  # noqa: F401
+    elementwise,
+    activations,
+    einsum,
+    linalg,
+    reductions,
+    losses,
+    conv,
+    pool,
+    views,
+    indexing,
+    joins,
+    norms,
+)
 
 # isort: on
 from .registry import OPS, OpDeclarationError, check, register

@@ -18,7 +18,7 @@ import torch
 from ..ops import OPS
 
 # their adapters first: only the spellings left are one-to-one
-from . import adapters, einsum_adapters, index_adapters, join_adapters, modules, reduction_adapters  # noqa: F401
+from . import adapters, einsum_adapters, index_adapters, join_adapters, modules, norm_adapters, reduction_adapters  # noqa: F401
 from .registry import FUNCTIONS, METHODS, MODULES, Unmapped, function_adapter, only, register_function, spell
 from .torch_ops import ops_by_torch
 
