@@ -144,6 +144,16 @@ def in_domain(torch, domain: str | None, value) -> bool:
     return True
 
 
+def guarded(torch, node, domain: str | None, value) -> bool:
+    """A value positive by construction (maximum(q, 1e-12), clamp(x, min=1e-6)) is inside a domain
+    that asks for positive or nonzero values even where it is tiny: the guard is the program's
+    intent, and the gradient through it is finite there."""
+    op = getattr(node, "op", None)
+    if domain not in ("positive", "nonzero") or op is None or op.positive_when is None or not op.positive_when(node):
+        return False
+    return bool((value > 0).all())
+
+
 def op_input_domain(node, i: int) -> str | None:
     """The domain an op asks of its i-th input, at this node (pow's base depends on its exponent)."""
     declared = node.op.domain[i] if node.op.domain else None
@@ -194,7 +204,7 @@ def run_graph(torch, graph, leaves: dict, sizes: dict[str, int]):
         for i, a in enumerate(n.inputs):
             value = const_value(torch, a, sizes) if a.is_const else nodes[a.id]
             domain = op_input_domain(n, i)
-            if not in_domain(torch, domain, value):
+            if not in_domain(torch, domain, value) and not guarded(torch, a, domain, value):
                 where = f" (line {n.place.line}, column {n.place.col})" if n.place else ""
                 return nodes, f"the input of {n.op.syntax} at {n.name}{where} must be {domain.replace('_', ' ')}"
             args.append(value)

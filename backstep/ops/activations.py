@@ -34,8 +34,10 @@ def param_function(
     domain: Domain | None = None,
     example: str = "",
     shape: Callable[..., Shape] = same_shape,
+    **facts,
 ) -> Op:
-    """An elementwise function with keyword parameters (a TensorOp, so that they travel with it)."""
+    """An elementwise function with keyword parameters (a TensorOp, so that they travel with it;
+    `facts`: more fields of its record)."""
     return register(
         Op(
             name=name,
@@ -60,6 +62,7 @@ def param_function(
                 lang=f"{name}({{0}}{{params_kw}})",
                 torch=("torch.clamp" if name == "clamp" else f"torch.nn.functional.{name}") + "({0}{params_kw})",
             ),
+            **facts,
         )
     )
 
@@ -180,6 +183,7 @@ param_function(
     domain=OFF_BOUNDS,
     example="x: (n, d)\nclamp(x, min=0)",
     shape=clamp_shape,
+    positive_when=lambda node: (node.params.get("min") or 0) > 0,
 )
 
 

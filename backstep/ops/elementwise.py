@@ -105,8 +105,9 @@ def elementwise(
     arg_names: tuple[str, ...] = ("x",),
     domains: tuple = (),
     example: str = "",
+    **facts,
 ) -> Op:
-    """An elementwise op of several inputs."""
+    """An elementwise op of several inputs (`facts`: more fields of its record)."""
     return register(
         Op(
             name=name,
@@ -126,6 +127,7 @@ def elementwise(
             example=example,
             sympy_class=sympy_class,
             printing=printing,
+            **facts,
         )
     )
 
@@ -519,6 +521,7 @@ elementwise(
     ("torch.maximum", "torch.Tensor.maximum"),
     "MaximumBackward0",
     arg_names=("a", "b"),
+    positive_when=lambda node: any(i.is_const and bool(i.value.is_positive) for i in node.inputs),
 )
 
 
