@@ -34,6 +34,8 @@ API_ARGS = {
     "rnn_forward": {},
     "batch_norm": {},
     "layer_norm": {},
+    "attention_two_heads": {},
+    "transformer_block": {},
 }
 
 
