@@ -39,6 +39,11 @@ API_ARGS = {
 }
 
 
+# Examples whose gradients are too large to write out in the inputs: the derivation gives them in
+# terms of its named steps (verified all the same).
+WRITTEN_WITH_NAMED_STEPS = {"transformer_block"}
+
+
 def readme_commands() -> dict[str, list[str]]:
     """The `backstep derive -f examples/NAME.bs ...` command of each example in examples/README.md."""
     commands = {}
@@ -93,7 +98,8 @@ def test_api_verifies(name):
     d = backstep.derive(source(name), verify=True, points=5, seed=1, **API_ARGS[name])
     assert d.verification.ok, d.verification.first_failure
     assert {c.name for c in d.verification.gradients} == set(d.wrt)
-    assert all(g.in_inputs for g in d.gradients.values())
+    if name not in WRITTEN_WITH_NAMED_STEPS:
+        assert all(g.in_inputs for g in d.gradients.values())
 
 
 # --- against the seeds' own numbers and formulas ------------------------------------------------
