@@ -259,8 +259,12 @@ def _run_shape_rules(b, nodes: list[Node]):
 def _check_data_sizes(b) -> None:
     """The sizes of the --at arrays against the dimensions inferred for their axes."""
     sizes: dict = {}
+    bases = {b.env.find(base) for _, base, _ in b.env.linear.values()}
     for dim, size in b.data_bound:
         root = b.env.find(dim)
+        if root in bases:  # h: (N, H) and W: (D, 4*H): the data's H makes 4*H a number
+            b.env.unify(root, size)
+            continue
         if isinstance(root, int) and root != size or sizes.setdefault(root, size) != size:
             shown = "?" if isinstance(root, str) and root in b.env.fresh_dims else root
             raise ShapeError(f"--at: dimension {shown} is {size} in one array but {sizes.get(root, root)} elsewhere")

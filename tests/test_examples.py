@@ -28,7 +28,19 @@ API_ARGS = {
     "two_layer_net": {"wrt": ["W1", "W2"]},
     "linear_layer": {},
     "lenet": {},
+    "conv_at": {"at": {"x": "data/images.npy", "K": "data/kernels.npy"}},  # (files read by api_args)
+    "distillation": {"wrt": ["W"], "at": {"T": 2.0}},
 }
+
+
+def api_args(name: str) -> dict:
+    """API_ARGS[name] with each .npy value read into an array, as --at reads the file."""
+    import numpy as np
+
+    args = dict(API_ARGS[name])
+    if "at" in args:
+        args["at"] = {k: np.load(EXAMPLES / v) if str(v).endswith(".npy") else v for k, v in args["at"].items()}
+    return args
 
 
 def readme_commands() -> dict[str, list[str]]:
@@ -51,6 +63,7 @@ def source(name: str) -> str:
 
 def run_cli(argv: list[str]):
     argv = [str(ROOT / a) if a.startswith("examples/") else a for a in argv]
+    argv = [a.replace("=examples/", f"={ROOT}/examples/") for a in argv]  # --at x=examples/data/…
     return CliRunner().invoke(app, argv)
 
 
@@ -82,7 +95,7 @@ def test_cli_json_verifies(name):
 
 @pytest.mark.parametrize("name", sorted(API_ARGS))
 def test_api_verifies(name):
-    d = backstep.derive(source(name), verify=True, points=5, seed=1, **API_ARGS[name])
+    d = backstep.derive(source(name), verify=True, points=5, seed=1, **api_args(name))
     assert d.verification.ok, d.verification.first_failure
     assert {c.name for c in d.verification.gradients} == set(d.wrt)
     assert all(g.in_inputs for g in d.gradients.values())
