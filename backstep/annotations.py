@@ -24,10 +24,13 @@ import ast
 import itertools
 from collections.abc import Callable
 
+import sympy
+
 from . import ops as op_table
 from .errors import ParseError, ShapeError, UnsupportedError
 from .graph import Node
 from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
+from .symbolic import Dim
 
 RESERVED = {"True", "False", "None"}
 MAX_RANK_TRIED = 4  # an op that refuses a scalar is offered arrays of rank 1 … 4
@@ -236,6 +239,7 @@ def infer_shapes(b, nodes: list[Node]) -> None:
         raise first_error
     b.raised = raised_by
     _check_data_sizes(b)
+    _numbers_for_dimensions(b)
     for node in nodes:  # a shape parameter's names that have become numbers: reshape(x, (N, -1)) with N = 2
         for key, value in node.params.items():
             if isinstance(value, tuple) and any(isinstance(d, str) for d in value):
@@ -270,6 +274,18 @@ def _check_data_sizes(b) -> None:
             raise ShapeError(f"--at: dimension {shown} is {size} in one array but {sizes.get(root, root)} elsewhere")
         if isinstance(root, str) and root in b.env.linear:  # 4*H from the data: H
             b.env.unify(root, size)
+
+
+def _numbers_for_dimensions(b) -> None:
+    """A dimension name used as a number (`sum(X) / N`) whose size is now known (N = 2 from an
+    --at array, or from `x: (N, 3)` with --shape x=2,3) is that number: left a symbol, it would be
+    given a sample size of its own, another number than the arrays'."""
+    for node in b.nodes:
+        if node.kind == "const" and node.value is not None and node.value.free_symbols:
+            known = {s: b.env.find(s.name) for s in node.value.free_symbols if isinstance(s, Dim)}
+            known = {s: sympy.Integer(v) for s, v in known.items() if isinstance(v, int)}
+            if known:
+                node.value = node.value.xreplace(known)
 
 
 def shape_message(b, node: Node, err: Exception) -> str:

@@ -24,12 +24,12 @@ EXAMPLES = ROOT / "examples"
 API_ARGS = {
     "square_plus_three": {"at": {"x": 2.0}},
     "mean_of_double": {"at": {"x": [1.0, 2.0, 3.0, 4.0]}},
+    "conv_at": {"at": {"x": "data/images.npy", "K": "data/kernels.npy"}},  # (files read by api_args)
+    "distillation": {"wrt": ["W"], "at": {"T": 2.0}},
     "linear_model": {"wrt": ["w"], "at": {"x": 1.0, "y": 2.0, "w": 1.0}},
     "two_layer_net": {"wrt": ["W1", "W2"]},
     "linear_layer": {},
     "lenet": {},
-    "conv_at": {"at": {"x": "data/images.npy", "K": "data/kernels.npy"}},  # (files read by api_args)
-    "distillation": {"wrt": ["W"], "at": {"T": 2.0}},
 }
 
 

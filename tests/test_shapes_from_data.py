@@ -270,3 +270,23 @@ def test_logdet_as_a_name_of_an_intermediate():
 def test_a_function_name_that_would_mean_two_things_is_refused(program, fragment):
     message = bad(program)
     assert fragment in message and "at 1:1" in message, message
+
+
+def test_a_dimension_used_as_a_number_takes_the_arrays_size(arrays):
+    """`/ (N * H)` with N and H written as numbers (conv2d needs them): 1/12, not two sample sizes."""
+    data = derive_json(
+        "x: (N, C, H, W); K: (F, C, 3, 3)\nsum(conv2d(x, K)) / (N * H)",
+        "--at",
+        f"x={arrays['x']}",
+        "--at",
+        f"K={arrays['K']}",
+    )
+    x = torch.tensor(np.load(arrays["x"]), dtype=T)
+    k = torch.tensor(np.load(arrays["K"]), dtype=T, requires_grad=True)
+    (torch.nn.functional.conv2d(x, k).sum() / 12).backward()
+    assert torch.allclose(torch.tensor(data["gradients"]["K"]["value"], dtype=T), k.grad, rtol=1e-10)
+
+
+def test_a_dimension_used_as_a_number_takes_the_size_of_shape_option():
+    data = derive_json("x: (N, 3)\nsum(x) / N", "--shape", "x=5,3")
+    assert "1/5" in data["gradients"]["x"]["expr"], data["gradients"]["x"]["expr"]
