@@ -269,15 +269,18 @@ def derive_numbers_and_verify(source, shapes, wrt_names, assume, at, limits, poi
         from .numeric import parse_at_value
 
         values = {name: parse_at_value(name, text, limits.max_elements) for name, text in parse_pairs(at, "--at")}
+    # The --at arrays fix their variables' shapes (so derive parses with them) and give the numbers.
     derivation = run_derive(
-        source, shapes=shapes, wrt=wrt_names, assume=dict(parse_pairs(assume, "--assume")), limits=limits
+        source,
+        shapes=shapes,
+        wrt=wrt_names,
+        assume=dict(parse_pairs(assume, "--assume")),
+        limits=limits,
+        at=values,
+        seed=seed,
     )
     check_shape_names(shapes, [v.name for v in derivation.variables])
     with deep_recursion():  # as backstep.derive does: the numbers, then the check against torch
-        if values is not None:
-            from .numeric import evaluate_at
-
-            evaluate_at(derivation, values, seed=seed, max_elements=limits.max_elements)
         if points is not None:
             derivation.verify(points=points, seed=seed, max_elements=limits.max_elements)
     return derivation

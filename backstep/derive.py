@@ -66,7 +66,12 @@ def derive(
         wrt = [w.strip() for w in wrt.split(",") if w.strip()]
     with deep_recursion():
         limits = limits or Limits()
-        graph = parse(source, shapes or {}, limits)
+        data_shapes = None
+        if at:  # the arrays' shapes are the variables' shapes
+            from .numeric.at import value_shapes
+
+            data_shapes = value_shapes(at, limits.max_elements)
+        graph = parse(source, shapes or {}, limits, data_shapes=data_shapes)
         derivation = build_derivation(graph, wrt, assume or {}, limits.simplify_seconds)
         if at is not None:
             from .numeric import evaluate_at

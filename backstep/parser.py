@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from . import annotations, parse_joins
 from . import ops as op_table
-from . import parse_joins
 from .errors import ParseError, Place, ShapeError, UnsupportedError
 from .graph import Graph, Node
 from .lookalike import CONSTANT_NAMES, constant_note, unknown_name_message
 from .ops import DIV, PARAM_KINDS, POW, TUPLE_KINDS, Op, Param
 from .safetext import dedent_program, split_lines
-from .shapes import NICE_DIM_NAMES, ShapeEnv, ShapeMismatch, fmt_shape_plain
+from .shapes import ShapeEnv, ShapeMismatch
 from .symbolic import Dim
 from .util import reachable
 
@@ -98,14 +98,21 @@ def parse(
     shapes: dict[str, tuple] | None = None,
     limits: Limits | None = None,
     allow_constant: bool = False,
+    data_shapes: dict[str, tuple] | None = None,
 ) -> Graph:
     """Parse a formula or program into a graph whose shapes are inferred and unified.
 
     `shapes` maps variable names to shapes given on the command line (they must agree with
-    annotations in the text). A formula without variables is refused (there is nothing to
-    differentiate) unless `allow_constant`: a gradient such as `2` or `1 / n` parses back then.
+    annotations in the text); `data_shapes` the shapes of the arrays given with --at, which fix
+    their variables' shapes (annotations.bind_data_shapes). A formula without variables is refused
+    (there is nothing to differentiate) unless `allow_constant`: a gradient such as `2` or `1 / n`
+    parses back then.
     """
-    return _Builder(source, shapes or {}, limits or Limits(), allow_constant).build()
+
+    def build(**data) -> Graph:
+        return _Builder(source, dict(shapes or {}), limits or Limits(), allow_constant, **data).build()
+
+    return annotations.parse_with_data(build, data_shapes or {})
 
 
 def parse_expression(source: str, shapes: dict[str, tuple], limits: Limits | None = None) -> Node:
@@ -150,6 +157,13 @@ class _Builder:
 
     assigned: dict[str, ast.stmt] = field(default_factory=dict)  # each assigned name's statement, once reached
     assigning: str | None = None  # the name whose assignment is being read
+    data_shapes: dict[str, tuple] = field(default_factory=dict)  # the shapes of the --at arrays
+    concrete_data: bool = False  # their names bound to the arrays' sizes (annotations.bind_data_shapes)
+    data_bound: list[tuple] = field(default_factory=list)  # (dimension, size) the arrays give
+    from_data: list[str] = field(default_factory=list)  # the variables whose shape is an array's
+    data_notes: list[str] = field(default_factory=list)  # "N = 2": names the arrays gave numbers
+    called: set[str] = field(default_factory=set)  # the functions the program calls
+    raised: dict[int, str] = field(default_factory=dict)  # variables an op made arrays (annotations)
 
     def __post_init__(self) -> None:
         # A leading byte order mark (a file saved by Notepad) is not part of the formula.
@@ -254,53 +268,7 @@ class _Builder:
     # --- statements ----------------------------------------------------------------------------
 
     def _collect_annotations(self, statements: list[ast.stmt]) -> None:
-        for st in statements:
-            if isinstance(st, ast.AnnAssign):
-                if not isinstance(st.target, ast.Name):
-                    self._fail(UnsupportedError, "only a plain name can be annotated with a shape", st.target)
-                shape = self._annotation_shape(st.annotation)
-                name = st.target.id
-                if name in self.declared:
-                    self._fail(ParseError, f"the shape of {name} is given twice", st)
-                self.declared[name] = shape
-                self.declared_at[name] = self._place(st)
-        for name, shape in self.cli_shapes.items():
-            if name in self.declared and not self._shapes_agree(self.declared[name], shape):
-                raise ShapeError(
-                    f"--shape {name}={fmt_shape_plain(shape)} disagrees with the annotation "
-                    f"{name}: {fmt_shape_plain(self.declared[name])}",
-                    self.declared_at[name],
-                    self.source,
-                )
-        for shape in list(self.declared.values()) + list(self.cli_shapes.values()):
-            self.dim_names.update(d for d in shape if isinstance(d, str))
-
-    def _shapes_agree(self, a: tuple, b: tuple) -> bool:
-        """An annotation and a --shape agree when they unify (a name may take a size)."""
-        if len(a) != len(b):
-            return False
-        try:
-            for da, db in zip(a, b):
-                self.env.unify(da, db)
-        except ShapeMismatch:
-            return False
-        return True
-
-    def _annotation_shape(self, ann: ast.expr) -> tuple:
-        items = ann.elts if isinstance(ann, ast.Tuple) else [ann]
-        shape = []
-        for item in items:
-            if isinstance(item, ast.Name):
-                shape.append(item.id)
-            elif isinstance(item, ast.Constant) and type(item.value) is int and item.value >= 1:
-                shape.append(item.value)
-            else:
-                self._fail(
-                    ParseError,
-                    "a shape is a tuple of dimension names or positive integers, like (n, d) or (64, 10)",
-                    item,
-                )
-        return tuple(shape)
+        annotations.collect_annotations(self, statements)
 
     def _statements(self, statements: list[ast.stmt]) -> Node:
         output: Node | None = None
@@ -369,10 +337,7 @@ class _Builder:
         return node
 
     def _check_name(self, name: str, where: ast.AST) -> None:
-        if name.startswith("_") or name in RESERVED:
-            self._fail(UnsupportedError, f"the name {name} is not allowed (no leading underscore)", where)
-        if name in op_table.FUNCTION_OPS:
-            self._fail(ParseError, f"{name} is a function; choose another name", where)
+        annotations.check_name(self, name, where)
 
     # --- expressions ---------------------------------------------------------------------------
 
@@ -644,18 +609,9 @@ class _Builder:
         notes += [note for v in self.variables if v.id in live and (note := constant_note(v.name))]
         self.variables = [v for v in self.variables if v.id in live]
         nodes = [n for n in self.nodes if n.id in live and n.kind != "const"]
-        self._assign_ranks(nodes)
-        for node in nodes:
-            if node.kind != "op":
-                continue
-            in_shapes = [a.shape for a in node.inputs]
-            try:
-                node.shape = node.op.shape(self.env, in_shapes, node.params)
-            except ShapeMismatch as err:
-                raise ShapeError(self._shape_message(node, err), node.place, self.source) from None
-            if node.annotated is not None:
-                self._check_annotation(node, node.annotated)
-        dims = self._name_dims(nodes)
+        annotations.infer_shapes(self, nodes)
+        dims = annotations.name_dims(self, nodes)
+        notes += annotations.inference_notes(self, nodes)
         for const in (n for n in self.nodes if n.id in live and n.is_const):  # `1 / n` uses n too
             dims += sorted({s.name for s in const.value.free_symbols if isinstance(s, Dim)} - set(dims))
         self._name_intermediates(nodes, output)
@@ -668,82 +624,6 @@ class _Builder:
             notes=notes,
             statements=self.statements,
         )
-
-    def _shape_message(self, node: Node, err: Exception) -> str:
-        parts = []
-        for a in node.inputs:
-            if a.kind != "const":
-                shape = tuple("?" if d in self.env.fresh_dims else d for d in self.env.resolve(a.shape))
-                parts.append(f"{a.name or 'operand'}: {fmt_shape_plain(shape)}")
-        message = str(err)
-        for d in self.env.fresh_dims:  # an inferred dimension has no name yet: `?`
-            message = message.replace(d, "?")
-        return message + (f" [{'; '.join(parts)}]" if parts else "")
-
-    def _check_annotation(self, node: Node, annotated: tuple) -> None:
-        shape = self.env.resolve(node.shape)
-        ok = len(shape) == len(annotated)
-        if ok:
-            try:
-                for a, b in zip(shape, annotated):
-                    self.env.unify(a, b)
-            except ShapeMismatch:
-                ok = False
-        if not ok:
-            raise ShapeError(
-                f"{node.name} is annotated {fmt_shape_plain(annotated)} but is {fmt_shape_plain(shape)}",
-                self.declared_at.get(node.name) or node.place,
-                self.source,
-            )
-
-    def _assign_ranks(self, nodes: list[Node]) -> None:
-        """Give each unshaped variable a rank: 2 if it reaches a matrix use, else scalar."""
-        wants: dict[int, int] = {}
-
-        def mark(node: Node, rank: int) -> None:
-            stack = [node]
-            seen = set()
-            while stack:
-                n = stack.pop()
-                if n.id in seen:
-                    continue
-                seen.add(n.id)
-                if n.kind == "var":
-                    wants[n.id] = max(wants.get(n.id, 0), rank)
-                elif n.kind == "op" and (n.op.elementwise or n.op.shape_passes_rank):
-                    stack.extend(n.inputs)
-
-        for n in nodes:
-            if n.kind != "op":
-                continue
-            if n.op.input_ranks:  # declared by the op (@: matrices; conv2d: 4-d NCHW images and kernels)
-                for a, rank in zip(n.inputs, n.op.input_ranks):
-                    mark(a, rank)
-            elif n.params.get("axis") is not None:
-                mark(n.inputs[0], 2)
-        for v in self.variables:
-            if v.shape is None:
-                v.shape = tuple(self.env.fresh() for _ in range(wants.get(v.id, 0)))
-
-    def _name_dims(self, nodes: list[Node]) -> list[str]:
-        """Resolve every shape; give inferred dimensions textbook names (n, d, h, o, …)."""
-        taken = {n.name for n in nodes if n.name} | self.dim_names
-        numbered = (f"n{i}" for i in itertools.count(1))  # as many as a deep network needs
-        nice = (d for d in itertools.chain(NICE_DIM_NAMES, numbered) if d not in taken)
-        rename: dict[str, str] = {}
-        order: list[str] = []
-        for n in nodes:
-            shape = []
-            for d in self.env.resolve(n.shape):
-                if isinstance(d, str) and d in self.env.fresh_dims:
-                    if d not in rename:
-                        rename[d] = next(nice)
-                    d = rename[d]
-                if isinstance(d, str) and d not in order:
-                    order.append(d)
-                shape.append(d)
-            n.shape = tuple(shape)
-        return order
 
     def _name_intermediates(self, nodes: list[Node], output: Node) -> None:
         taken = {n.name for n in nodes if n.name} | set(self.dim_names) | set(self.names)

@@ -43,18 +43,40 @@ class ShapeMismatch(Exception):
 
 
 class ShapeEnv:
-    """Union-find over symbolic dimensions; an int binds a dimension to a size."""
+    """Union-find over symbolic dimensions; an int binds a dimension to a size.
+
+    A dimension may also be an integer-linear expression of one name, `4*H` or `H+1` (from an
+    annotation such as `W: (D, 4*H)`): it becomes a number as soon as its name does, and a
+    number it must equal fixes its name (`4*H` = 12 makes H 3). Relations between two names
+    (`4*H` = `D`) are not represented: unifying them is a mismatch, never a guess."""
 
     def __init__(self) -> None:
         self._parent: dict[str, int | str] = {}
         self._fresh = 0
         self.fresh_dims: set[str] = set()
+        self.linear: dict[str, tuple[int, str, int]] = {}  # "4*H+1" -> (4, "H", 1)
 
     def fresh(self) -> str:
         self._fresh += 1
         name = f"?{self._fresh}"
         self.fresh_dims.add(name)
         return name
+
+    def linear_dim(self, coef: int, base: str, const: int) -> int | str:
+        """The dimension coef*base + const (coef >= 1): the name itself for 1*base + 0."""
+        if coef == 1 and const == 0:
+            return base
+        text = linear_text(coef, base, const)
+        self.linear[text] = (coef, base, const)
+        return text
+
+    def state(self) -> tuple:
+        """What `restore` puts back: the unifications made so far."""
+        return dict(self._parent), self._fresh, set(self.fresh_dims), dict(self.linear)
+
+    def restore(self, state: tuple) -> None:
+        parent, self._fresh, fresh_dims, linear = state
+        self._parent, self.fresh_dims, self.linear = dict(parent), set(fresh_dims), dict(linear)
 
     def find(self, dim: int | str) -> int | str:
         if isinstance(dim, int):
@@ -65,6 +87,11 @@ class ShapeEnv:
         # Path compression keeps long chains of unifications cheap.
         while isinstance(dim, str) and dim in self._parent and self._parent[dim] != root:
             self._parent[dim], dim = root, self._parent[dim]
+        if isinstance(root, str) and root in self.linear:  # 4*H is a number once H is
+            coef, base, const = self.linear[root]
+            size = self.find(base)
+            if isinstance(size, int):
+                return coef * size + const
         return root
 
     def unify(self, a: int | str, b: int | str) -> int | str:
@@ -75,6 +102,18 @@ class ShapeEnv:
             raise ShapeMismatch(f"{ra} != {rb}")
         if isinstance(ra, int):
             ra, rb = rb, ra
+        if ra in self.linear and isinstance(rb, int):  # 4*H = 12: H = 3
+            coef, base, const = self.linear[ra]
+            if (rb - const) % coef or (rb - const) // coef < 1:
+                raise ShapeMismatch(f"{ra} cannot be {rb} (no positive whole {base} gives it)")
+            self.unify(base, (rb - const) // coef)
+            return rb
+        for dim, other in ((ra, rb), (rb, ra)):  # an inferred dimension may be 4*H
+            if dim in self.fresh_dims and isinstance(other, str) and other in self.linear:
+                self._parent[dim] = other
+                return other
+        if isinstance(rb, str) and (ra in self.linear or rb in self.linear):
+            raise ShapeMismatch(f"{ra} != {rb} (backstep does not relate two dimension names)")
         # ra is symbolic here. Two names the user chose are two different sizes: never merge them.
         if isinstance(rb, str) and ra not in self.fresh_dims and rb not in self.fresh_dims:
             raise ShapeMismatch(f"{ra} != {rb}")
@@ -82,10 +121,24 @@ class ShapeEnv:
         if isinstance(rb, str) and ra not in self.fresh_dims and rb in self.fresh_dims:
             ra, rb = rb, ra
         self._parent[ra] = rb
+        if isinstance(rb, int):
+            self._check_linear(ra)
         return rb
+
+    def _check_linear(self, name: str) -> None:
+        """A name that has just become a number: every `coef*name + const` built on it must be positive."""
+        for text, (coef, base, const) in self.linear.items():
+            if self.find(base) == self.find(name) and coef * self.find(name) + const < 1:
+                raise ShapeMismatch(f"{text} would be {coef * self.find(name) + const} with {base} = {self.find(name)}")
 
     def resolve(self, shape: Iterable[int | str]) -> Shape:
         return tuple(self.find(d) for d in shape)
+
+
+def linear_text(coef: int, base: str, const: int) -> str:
+    """`4*H`, `H+1`, `2*D-1`: a linear dimension as an annotation writes it."""
+    term = base if coef == 1 else f"{coef}*{base}"
+    return term if const == 0 else f"{term}{const:+d}"
 
 
 def broadcast(env: ShapeEnv, a: Shape, b: Shape) -> Shape:

@@ -45,6 +45,7 @@ NOT_OP_REFERENCES = {
     ("check/records.py", "sign", '"sign": "a sign error"'): 'the mistake kind "sign" (a sign error), a JSON value',
     ("check/diagnose.py", "sign", 'Mistake("sign"'): 'the mistake kind "sign" (a sign error), a JSON value',
     ("parser.py", "var", None): 'Node.kind "var": a graph node that is a variable, not the op var',
+    ("annotations.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
     ("derive.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
     ("numeric/sampling.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable',
     ("train_loop.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',

@@ -236,7 +236,7 @@ BAD_INPUT = [
     pytest.param(["x * y", "--assume", "x"], "--assume x: write NAME=VALUE", id="assume-no-equals"),
     pytest.param(["x * y", "--at", "x=abc"], "--at x=abc: not a number", id="at-not-a-number"),
     pytest.param(["x * y", "--at", "x=[[1,2],[3]]"], "not a rectangular array", id="at-ragged"),
-    pytest.param(["x * y", "--at", "x=[1,2]"], "--at x", id="at-wrong-shape"),
+    pytest.param(["x: (3,)\nx * y", "--at", "x=[1,2]"], "--at x is an array of shape (2,)", id="at-wrong-shape"),
     pytest.param(["x * y", "--at", "x=missing.npy"], "cannot read the array", id="at-missing-npy"),
     pytest.param(["x * y", "--at", "q=2"], "--at names q, which is not a variable", id="at-not-a-variable"),
     pytest.param(["sum(X)/n", "--shape", "X=n,d", "--at", "n=3"], "--at names n", id="at-a-dimension"),

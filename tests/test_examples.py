@@ -24,6 +24,8 @@ EXAMPLES = ROOT / "examples"
 API_ARGS = {
     "square_plus_three": {"at": {"x": 2.0}},
     "mean_of_double": {"at": {"x": [1.0, 2.0, 3.0, 4.0]}},
+    "conv_at": {"at": {"x": "data/images.npy", "K": "data/kernels.npy"}},  # (files read by api_args)
+    "distillation": {"wrt": ["W"], "at": {"T": 2.0}},
     "linear_model": {"wrt": ["w"], "at": {"x": 1.0, "y": 2.0, "w": 1.0}},
     "two_layer_net": {"wrt": ["W1", "W2"]},
     "linear_layer": {},
@@ -42,6 +44,16 @@ API_ARGS = {
 # Examples whose gradients are too large to write out in the inputs: the derivation gives them in
 # terms of its named steps (verified all the same).
 WRITTEN_WITH_NAMED_STEPS = {"transformer_block"}
+
+
+def api_args(name: str) -> dict:
+    """API_ARGS[name] with each .npy value read into an array, as --at reads the file."""
+    import numpy as np
+
+    args = dict(API_ARGS[name])
+    if "at" in args:
+        args["at"] = {k: np.load(EXAMPLES / v) if str(v).endswith(".npy") else v for k, v in args["at"].items()}
+    return args
 
 
 def readme_commands() -> dict[str, list[str]]:
@@ -64,6 +76,7 @@ def source(name: str) -> str:
 
 def run_cli(argv: list[str]):
     argv = [str(ROOT / a) if a.startswith("examples/") else a for a in argv]
+    argv = [a.replace("=examples/", f"={ROOT}/examples/") for a in argv]  # --at x=examples/data/…
     return CliRunner().invoke(app, argv)
 
 
@@ -95,7 +108,7 @@ def test_cli_json_verifies(name):
 
 @pytest.mark.parametrize("name", sorted(API_ARGS))
 def test_api_verifies(name):
-    d = backstep.derive(source(name), verify=True, points=5, seed=1, **API_ARGS[name])
+    d = backstep.derive(source(name), verify=True, points=5, seed=1, **api_args(name))
     assert d.verification.ok, d.verification.first_failure
     assert {c.name for c in d.verification.gradients} == set(d.wrt)
     if name not in WRITTEN_WITH_NAMED_STEPS:

@@ -176,7 +176,8 @@ REJECTED = [
     ("H = x*2\n  \nH = x*3", (ParseError, 3, 1, "H is already assigned")),
     ("y2 = x*2\nx = y2 + 1\nx", (ParseError, 2, 1, "x is an input variable")),
     ("x + y; y = 2", (ParseError, 1, 8, "y is an input variable")),
-    ("sin = x*2\nsin", (ParseError, 1, 1, "sin is a function")),
+    ("sin = x*2\nsin(sin)", (ParseError, 1, 1, "sin is a function this program also calls")),
+    ("sum * x", (ParseError, 1, 1, "sum is a function; a variable needs another name")),
     # shapes
     ("X: (n, d)\nsum(X, axis=5)", (ShapeError, 2, 1, "axis 5 is out of range for an array of rank 2")),
     ("X: (n, d)\nsum(X, axis=-3)", (ShapeError, 2, 1, "axis -3 is out of range")),

@@ -142,7 +142,8 @@ def read_npy(label: str, path: str, max_elements: int = MAX_ELEMENTS):
         except (ValueError, OSError, EOFError) as err:
             raise UsageError(f"{label}: cannot read the array ({err})") from None
     torch = torch_module()
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+    # (np.ascontiguousarray makes a 0-d array 1-d: a scalar given as a .npy file would become a vector)
+    return torch.from_numpy(np.array(array, dtype=np.float64, order="C"))
 
 
 def _dtype_problem(dtype) -> str | None:
@@ -177,7 +178,7 @@ def at_tensor(name: str, raw, max_elements: int = MAX_ELEMENTS):
             raise UsageError(f"{label}: {problem}; backstep reads arrays of real numbers")
         if raw.shape:
             check_array_size(label, raw.shape, max_elements)
-        value = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float64))
+        value = torch.from_numpy(np.array(raw, dtype=np.float64, order="C"))  # (0-d stays 0-d)
     else:
         value = _float_tensor(label, raw, max_elements)
     if value.dim():
@@ -190,6 +191,12 @@ def finite(name: str, text: str, value):
     if not bool(torch.isfinite(value).all()):
         raise UsageError(f"{_label(name, text)}: every number must be finite (no inf or nan)")
     return value
+
+
+def value_shapes(at: dict, max_elements: int = MAX_ELEMENTS) -> dict[str, tuple[int, ...]]:
+    """The shape of each value given with --at (or derive(at=...)): they fix their variables' shapes
+    before the program is parsed (`x: (N, C, H, W)` with an image runs conv2d; a 0-d value is a scalar)."""
+    return {name: tuple(at_tensor(name, raw, max_elements).shape) for name, raw in at.items()}
 
 
 def sizes_from_values(derivation, values: dict[str, Any]) -> dict[str, int]:

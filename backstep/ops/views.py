@@ -151,30 +151,73 @@ class Reshape(sb.TensorOp):
     param_names = ("shape",)
 
 
+def reshape_target(env: ShapeEnv, params: dict) -> tuple:
+    """The shape= of reshape: positive integers, dimension names (resolved), and at most one -1."""
+    value = params.get("shape")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    ok = isinstance(value, tuple) and all(
+        isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1)) for v in value
+    )
+    if not ok or value.count(-1) > 1:
+        raise ShapeMismatch(
+            "reshape needs shape as a tuple of positive integers and dimension names (one of them may be -1), "
+            f"like (N, -1) or (6, 4, 4); got {value!r}"
+        )
+    return env.resolve(value)
+
+
 def reshape_shape(env: ShapeEnv, shapes, params) -> Shape:
     s = env.resolve(shapes[0])
-    target = int_tuple(params, "shape", "reshape", allow_fill=True)
+    target = reshape_target(env, params)
+    # The names on both sides cancel (reshape(x, (N, -1)) keeps the batch N); what is left must be
+    # numbers, or one name on one side that a number or a name of the other side stands for.
+    left = [d for d in s if isinstance(d, str)]
+    right = [d for d in target if isinstance(d, str)]
+    for d in list(left):
+        if d in right:
+            left.remove(d)
+            right.remove(d)
     known = int_product(d for d in s if isinstance(d, int))
-    symbolic = [d for d in s if isinstance(d, str)]
-    wanted = int_product(d for d in target if d != -1)
+    wanted = int_product(d for d in target if isinstance(d, int) and d != -1)
+    names = f" (backstep cannot tell {' * '.join(left + right)} from the other sizes)" if left or right else ""
     if -1 in target:
-        if not symbolic and known % wanted == 0:
-            fill = known // wanted
-        elif len(symbolic) == 1 and known == wanted:
-            fill = symbolic[0]  # the symbolic axis (the batch) is what -1 stands for
-        else:
-            raise ShapeMismatch(f"reshape: {fmt(s)} does not fit {fmt(target)}")
-        return tuple(fill if d == -1 else d for d in target)
-    if len(symbolic) == 1 and wanted % known == 0:
-        env.unify(symbolic[0], wanted // known)
-    elif symbolic or known != wanted:
-        raise ShapeMismatch(
-            f"reshape: {fmt(s)} does not have the {wanted} entries of {fmt(target)}; -1 may stand for a size"
+        unfit = ShapeMismatch(f"reshape: {fmt(s)} does not fit {fmt(target)}{names}")
+    else:
+        entries = f"the {wanted} entries" if not right else "the entries"
+        unfit = ShapeMismatch(
+            f"reshape: {fmt(s)} does not have {entries} of {fmt(target)}{names}; -1 may stand for a size"
         )
-    return target
+    if -1 in target:
+        if right:
+            raise unfit
+        if not left and known % wanted == 0:
+            fill = known // wanted
+        elif len(left) == 1 and known == wanted:
+            fill = left[0]  # the symbolic axis (the batch) is what -1 stands for
+        else:
+            raise unfit
+        return tuple(fill if d == -1 else d for d in target)
+    if not left and not right and known == wanted:
+        return target
+    if len(left) == 1 and not right and wanted % known == 0:
+        env.unify(left[0], wanted // known)
+    elif len(right) == 1 and not left and known % wanted == 0:
+        env.unify(right[0], known // wanted)
+    elif len(left) == 1 and len(right) == 1 and known == wanted:
+        try:
+            env.unify(left[0], right[0])
+        except ShapeMismatch:
+            raise unfit from None
+    else:
+        raise unfit
+    return env.resolve(target)
 
 
 def reshape_grad(c: Ctx) -> Expr:
+    symbolic = [d for d in c.shapes[0] if isinstance(d, str)]
+    if len(symbolic) > 1:  # names, which the numbers' evaluation turns into sizes
+        return Reshape.build([c.g], [c.out_shape], shape=tuple(c.shapes[0]))
     shape = tuple(d if isinstance(d, int) else -1 for d in c.shapes[0])
     return Reshape.build([c.g], [c.out_shape], shape=shape)
 
@@ -187,7 +230,7 @@ register(
         shape=reshape_shape,
         sympy=lambda args, shapes, p: Reshape.build(args, shapes, **p),
         backward=(reshape_grad,),
-        torch=view_torch(lambda shape, p: int_tuple(p, "shape", "reshape", allow_fill=True)),
+        torch=view_torch(lambda shape, p: reshape_target(ShapeEnv(), p)),  # (names are sizes by now)
         torch_aliases=("torch.reshape", "torch.Tensor.reshape", "torch.Tensor.view"),
         grad_fn="ViewBackward0",
         summary="reshape(x, (a, b, …)): the same entries in row-major order under a new shape, one size may be -1 "
