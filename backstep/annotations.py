@@ -54,8 +54,11 @@ def collect_annotations(b, statements: list[ast.stmt]) -> None:
         if isinstance(st, ast.AnnAssign):
             if not isinstance(st.target, ast.Name):
                 b._fail(UnsupportedError, "only a plain name can be annotated with a shape", st.target)
-            shape = annotation_shape(b, st.annotation)
-            name = st.target.id
+            name, annotation = st.target.id, st.annotation
+            if isinstance(annotation, ast.Compare) and any(isinstance(op, ast.In) for op in annotation.ops):
+                b.declared_domains[name] = index_domain(b, annotation)
+                annotation = annotation.left
+            shape = annotation_shape(b, annotation)
             if name in b.declared:
                 b._fail(ParseError, f"the shape of {name} is given twice", st)
             b.declared[name] = shape
@@ -71,6 +74,20 @@ def collect_annotations(b, statements: list[ast.stmt]) -> None:
     for shape in list(b.declared.values()) + list(b.cli_shapes.values()):
         b.dim_names.update(base_name(b.env, d) for d in shape if isinstance(d, str))
     bind_data_shapes(b)
+
+
+def index_domain(b, annotation: ast.Compare) -> str:
+    """`ix: (N, T) in range(V)`: an integer array of values 0 … V−1 (V a dimension name or a positive
+    integer), the --assume ix=index:V of the program."""
+    bound = annotation.comparators[0]
+    call = isinstance(bound, ast.Call) and isinstance(bound.func, ast.Name) and bound.func.id == "range"
+    arg = bound.args[0] if call and len(bound.args) == 1 and not bound.keywords else None
+    if len(annotation.ops) == 1 and isinstance(arg, ast.Name):
+        b.dim_names.add(arg.id)
+        return f"index:{arg.id}"
+    if len(annotation.ops) == 1 and isinstance(arg, ast.Constant) and type(arg.value) is int and arg.value >= 1:
+        return f"index:{arg.value}"
+    b._fail(ParseError, "an integer index array is declared ix: (N, T) in range(V), V a dimension or a number", bound)
 
 
 def base_name(env: ShapeEnv, dim: str) -> str:

@@ -43,7 +43,7 @@ def _console_text(draw, width: int = 140) -> str:
     from rich.console import Console
 
     buffer = io.StringIO()
-    draw(Console(file=buffer, width=width, highlight=False, color_system=None))
+    draw(Console(emoji=False, file=buffer, width=width, highlight=False, color_system=None))
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 
 

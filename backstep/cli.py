@@ -450,7 +450,7 @@ def ops(
         import io
 
         buffer = io.StringIO()
-        Console(highlight=False, width=200, file=buffer, color_system=None).print(table)
+        Console(emoji=False, highlight=False, width=200, file=buffer, color_system=None).print(table)
         text = "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
     if output is None:
         sys.stdout.write(text)

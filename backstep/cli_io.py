@@ -224,14 +224,14 @@ def print_rich(renderables, default_width: int) -> None:
     from rich.console import Console
 
     if sys.stdout.isatty():
-        console = Console(highlight=False)
+        console = Console(emoji=False, highlight=False)
         for item in renderables:
             console.print(item)
         return
     import io
 
     buffer = io.StringIO()
-    console = Console(highlight=False, width=stdout_width(default_width), file=buffer, color_system=None)
+    console = Console(emoji=False, highlight=False, width=stdout_width(default_width), file=buffer, color_system=None)
     for item in renderables:
         console.print(item)
     sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
@@ -268,7 +268,7 @@ def finish(code: object) -> int:
 
 # --- errors and NAME=VALUE options, shared by every command ------------------------------------------
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = Console(emoji=False, stderr=True, highlight=False, soft_wrap=True)
 SEMICOLON_LISTS = ("--shape", "--assume")  # values that never hold a `;` themselves
 
 

@@ -93,6 +93,7 @@ def build_derivation(
                 f"--wrt names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not a variable "
                 f"of the formula (its variables: {', '.join(names)})"
             )
+    assume = {**graph.domains, **assume}  # --assume overrides what the program declares
     for name, kind in assume.items():
         if name not in names:
             raise UsageError(f"--assume names {name}, which is not a variable (its variables: {', '.join(names)})")

@@ -47,6 +47,8 @@ class Graph:
     dims: list[str]  # symbolic dimensions, in order of first appearance
     notes: list[str] = field(default_factory=list)  # things worth telling the user
     statements: list[str] = field(default_factory=list)  # the program's statements, as written
+    # where a variable is drawn, as the program declares it (ix: (N, T) in range(V) is "index:V")
+    domains: dict[str, str] = field(default_factory=dict)
 
     @property
     def op_nodes(self) -> list[Node]:

@@ -151,6 +151,7 @@ class _Builder:
     names: dict[str, Node] = field(default_factory=dict)  # what each name means now
     declared: dict[str, tuple] = field(default_factory=dict)  # annotated shapes
     declared_at: dict[str, Place] = field(default_factory=dict)
+    declared_domains: dict[str, str] = field(default_factory=dict)  # ix: (N,) in range(V)
     variables: list[Node] = field(default_factory=list)
     dim_names: set[str] = field(default_factory=set)
     statements: list[str] = field(default_factory=list)  # the program's lines, as written
@@ -623,6 +624,7 @@ class _Builder:
             dims=dims,
             notes=notes,
             statements=self.statements,
+            domains={k: v for k, v in self.declared_domains.items() if any(x.name == k for x in self.variables)},
         )
 
     def _name_intermediates(self, nodes: list[Node], output: Node) -> None:

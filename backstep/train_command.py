@@ -243,7 +243,7 @@ def _plain(run, show: int, notation: str) -> str:
     """The terminal view as plain text, for -o FILE."""
     from .train_report import terminal
 
-    console = Console(width=160, record=True, file=open_devnull(), highlight=False)
+    console = Console(emoji=False, width=160, record=True, file=open_devnull(), highlight=False)
     for part in terminal(run, show, notation):
         console.print(part)
     return console.export_text()

@@ -389,3 +389,22 @@ def test_subscripts_by_arrays_are_embedding_and_pick():
     result = runner.invoke(app, ["derive", "P: (N, C); y: (N,)\nsum(P[range(C), y])"])
     assert result.exit_code == 2 and "K must be P's number of rows" in result.output, result.output
     assert "2:7" in result.output and "Traceback" not in result.output
+
+
+def test_an_index_array_is_declared_in_the_program():
+    """`ix: (N, T) in range(V)` is the program's --assume ix=index:V; --assume still overrides."""
+    d = derive("ix: (N, T) in range(V); E: (V, D)\nsum(E[ix] ** 2)", verify=True)
+    assert d.verification.ok and "ix" not in d.wrt
+    assert next(v for v in d.variables if v.name == "ix").domain == "class_index:V"
+    d = derive("y: (N,) in range(5); P: (N, 5)\nsum(log(P[range(N), y]))", verify=True)
+    assert d.verification.ok and "y" not in d.wrt
+    for bad in ("ix: (N,) in range(0); E: (V, D)\nsum(E[ix])", "ix: (N,) in [1, 2]; E: (V, D)\nsum(E[ix])"):
+        result = runner.invoke(app, ["derive", bad])
+        assert result.exit_code == 2 and "declared ix: (N, T) in range(V)" in result.output, result.output
+        assert "1:13" in result.output
+
+
+def test_messages_are_printed_as_written():
+    """A message holding `:V:` or `:smile:` is printed as is (rich read them as emoji codes: ✌)."""
+    result = runner.invoke(app, ["derive", "ix: (N, T) in range(V); E: (W, D)\nsum(E[ix])"])
+    assert result.exit_code == 2 and "index:V: V is neither" in result.output, result.output

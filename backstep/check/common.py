@@ -11,10 +11,10 @@ def _console(stderr: bool = False, file=None):
     from rich.console import Console
 
     if file is not None:
-        return Console(highlight=False, width=140, file=file, color_system=None)
-    console = Console(highlight=False, stderr=stderr)
+        return Console(emoji=False, highlight=False, width=140, file=file, color_system=None)
+    console = Console(emoji=False, highlight=False, stderr=stderr)
     if not console.is_terminal:
-        console = Console(highlight=False, width=140, stderr=stderr)
+        console = Console(emoji=False, highlight=False, width=140, stderr=stderr)
     return console
 
 

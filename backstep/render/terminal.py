@@ -166,6 +166,8 @@ def verification_block(d: Derivation, n: Notation) -> Text:
 @renderer("text", choices=("notation", "lang"), show=build)
 def render_text(d: Derivation, width: int = 120, color: bool = False, notation: str = "bar", lang: str = "en") -> str:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=color, color_system="standard" if color else None)
+    console = Console(
+        emoji=False, file=buffer, width=width, force_terminal=color, color_system="standard" if color else None
+    )
     console.print(build(d, notation=notation, lang=lang))
     return buffer.getvalue()
