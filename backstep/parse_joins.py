@@ -83,20 +83,26 @@ def _same_size(b, rows, given) -> bool:
 
 
 def rows_picked(b, e: ast.Subscript):
-    """`P[range(N), y]`: one entry per row, pick(P, y); N must be P's number of rows."""
+    """`P[range(N), y]`: one entry per row, pick(P, y); N must be P's number of rows (checked once
+    the shapes are known: P may be an intermediate)."""
     count, y = e.slice.elts
     count_node = _counts_rows(count)
     node = b._apply(PICK, [b._expr(e.value), b._expr(y)], {}, e)
-    rows = node.inputs[0].shape[0] if node.inputs[0].shape else None
     given = count_node.value if isinstance(count_node, ast.Constant) else getattr(count_node, "id", None)
-    if given is None or len(node.inputs[0].shape) != 2 or not _same_size(b, rows, given):
-        table = b._segment(e.value)
-        b._fail(
-            ParseError,
-            f"{table}[range(K), y] picks one entry per row of a matrix: K must be {table}'s number of rows "
-            f"({rows}), a number or a dimension name",
-            count,
-        )
+
+    def check() -> None:
+        shape = b.env.resolve(node.inputs[0].shape) if node.inputs[0].shape is not None else ()
+        rows = shape[0] if shape else None
+        if given is None or len(shape) != 2 or not _same_size(b, rows, given):
+            table = b._segment(e.value)
+            b._fail(
+                ParseError,
+                f"{table}[range(K), y] picks one entry per row of a matrix: K must be {table}'s number of rows "
+                f"({rows}), a number or a dimension name",
+                count,
+            )
+
+    b.after_shapes.append(check)
     return node
 
 

@@ -152,6 +152,7 @@ class _Builder:
     declared: dict[str, tuple] = field(default_factory=dict)  # annotated shapes
     declared_at: dict[str, Place] = field(default_factory=dict)
     declared_domains: dict[str, str] = field(default_factory=dict)  # ix: (N,) in range(V)
+    after_shapes: list = field(default_factory=list)  # checks that need every node's shape (P[range(N), y])
     variables: list[Node] = field(default_factory=list)
     dim_names: set[str] = field(default_factory=set)
     statements: list[str] = field(default_factory=list)  # the program's lines, as written
@@ -611,6 +612,8 @@ class _Builder:
         self.variables = [v for v in self.variables if v.id in live]
         nodes = [n for n in self.nodes if n.id in live and n.kind != "const"]
         annotations.infer_shapes(self, nodes)
+        for check in self.after_shapes:
+            check()
         dims = annotations.name_dims(self, nodes)
         notes += annotations.inference_notes(self, nodes)
         for const in (n for n in self.nodes if n.id in live and n.is_const):  # `1 / n` uses n too

@@ -38,12 +38,15 @@ API_ARGS = {
     "layer_norm": {},
     "attention_two_heads": {},
     "transformer_block": {},
+    "backprop_ninja": {},
+    "spatial_batch_norm_steps": {"wrt": ["x", "gamma", "beta"]},
+    "svm_loss": {},
 }
 
 
 # Examples whose gradients are too large to write out in the inputs: the derivation gives them in
 # terms of its named steps (verified all the same).
-WRITTEN_WITH_NAMED_STEPS = {"transformer_block"}
+WRITTEN_WITH_NAMED_STEPS = {"transformer_block", "backprop_ninja", "spatial_batch_norm_steps"}
 
 
 def api_args(name: str) -> dict:

@@ -145,13 +145,20 @@ def in_domain(torch, domain: str | None, value) -> bool:
 
 
 def guarded(torch, node, domain: str | None, value) -> bool:
-    """A value positive by construction (maximum(q, 1e-12), clamp(x, min=1e-6)) is inside a domain
-    that asks for positive or nonzero values even where it is tiny: the guard is the program's
-    intent, and the gradient through it is finite there."""
-    op = getattr(node, "op", None)
-    if domain not in ("positive", "nonzero") or op is None or op.positive_when is None or not op.positive_when(node):
+    """A value positive by construction (maximum(q, 1e-12), clamp(x, min=1e-6), exp(x) ⊙ w with w
+    positive, a softmax) is inside a domain that asks for positive or nonzero values even where it is
+    tiny: the program means it, and the gradient through it is finite there."""
+    if domain not in ("positive", "nonzero") or not positive_by_construction(node):
         return False
     return bool((value > 0).all())
+
+
+def positive_by_construction(node) -> bool:
+    """Whether the node's value is positive whatever its variables (its op's positive_when)."""
+    if node.is_const:
+        return bool(node.value.is_positive)
+    op = getattr(node, "op", None)
+    return op is not None and op.positive_when is not None and op.positive_when(node, positive_by_construction)
 
 
 def op_input_domain(node, i: int) -> str | None:

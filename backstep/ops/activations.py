@@ -75,6 +75,7 @@ unary(
     title={"en": "sigmoid", "zh": "sigmoid"},
     printing=Printing(text="σ({0})", latex=r"\sigma\left({0}\right)", lang="sigmoid({0})", torch="torch.sigmoid({0})"),
     torch_aliases=("torch.sigmoid", "torch.nn.functional.sigmoid", "torch.Tensor.sigmoid", "torch.nn.Sigmoid"),
+    positive_when=lambda node, positive: True,
 )
 
 
@@ -183,7 +184,7 @@ param_function(
     domain=OFF_BOUNDS,
     example="x: (n, d)\nclamp(x, min=0)",
     shape=clamp_shape,
-    positive_when=lambda node: (node.params.get("min") or 0) > 0,
+    positive_when=lambda node, positive: (node.params.get("min") or 0) > 0,
 )
 
 
@@ -219,4 +220,5 @@ unary(
     torch_fn=lambda torch, args, p: torch.nn.functional.softplus(args[0]),
     torch_aliases=("torch.nn.functional.softplus", "torch.nn.Softplus"),
     printing=fn_printing("softplus", torch="torch.nn.functional.softplus({0})"),
+    positive_when=lambda node, positive: True,
 )

@@ -48,6 +48,7 @@ def unary(
     grad_fn: str | None = "auto",
     math_function: str = "",
     positive_through: bool = False,
+    positive_when: Callable | None = None,
 ) -> Op:
     """An elementwise function of one input: x̄ = ȳ ⊙ f′(x), f′ given in terms of x and y = f(x).
 
@@ -64,6 +65,7 @@ def unary(
             syntax=name,
             arity=1,
             positive_through=positive_through,
+            positive_when=positive_when,
             shape=same_shape,
             sympy=lambda args, shapes, p: sympy_fn(args[0]),
             backward=(lambda c: c.g * derivative(c.a, c.y),),
@@ -166,6 +168,7 @@ register(
         syntax="+",
         arity=2,
         positive_through=True,
+        positive_when=lambda node, positive: all(positive(i) for i in node.inputs),
         shape=broadcast_shapes,
         sympy=lambda args, shapes, p: args[0] + args[1],
         backward=(lambda c: c.g, lambda c: c.g),
@@ -203,6 +206,7 @@ register(
         syntax="*",
         arity=2,
         positive_through=True,
+        positive_when=lambda node, positive: all(positive(i) for i in node.inputs),
         shape=broadcast_shapes,
         sympy=lambda args, shapes, p: args[0] * args[1],
         backward=(lambda c: c.g * c.b, lambda c: c.g * c.a),
@@ -222,6 +226,7 @@ register(
         syntax="/",
         arity=2,
         positive_through=True,
+        positive_when=lambda node, positive: all(positive(i) for i in node.inputs),
         shape=broadcast_shapes,
         sympy=lambda args, shapes, p: args[0] / args[1],
         backward=(lambda c: c.g / c.b, lambda c: -c.g * c.a / c.b**2),
@@ -241,6 +246,7 @@ register(
         name="pow",
         syntax="**",
         arity=2,
+        positive_when=lambda node, positive: positive(node.inputs[0]),
         shape=broadcast_shapes,
         sympy=lambda args, shapes, p: args[0] ** args[1],
         # ā = ȳ b a^(b-1);  b̄ = ȳ y log a, with y = a^b the forward value
@@ -312,6 +318,7 @@ unary(
     lambda x, y: y,
     "exponential; exp′ = exp (the forward value)",
     title={"en": "exponential", "zh": "指数"},
+    positive_when=lambda node, positive: True,
     printing=Printing(
         text="exp({0})", latex=r"e^{{{0}}}", lang="exp({0})", torch="torch.exp({0})", math_function="math.exp"
     ),
@@ -521,7 +528,7 @@ elementwise(
     ("torch.maximum", "torch.Tensor.maximum"),
     "MaximumBackward0",
     arg_names=("a", "b"),
-    positive_when=lambda node: any(i.is_const and bool(i.value.is_positive) for i in node.inputs),
+    positive_when=lambda node, positive: any(positive(i) for i in node.inputs),
 )
 
 

@@ -49,6 +49,7 @@ register(
         syntax="sum",
         arity=1,
         positive_through=True,
+        positive_when=lambda node, positive: positive(node.inputs[0]),
         shape=reduce_shape,
         sympy=lambda args, shapes, p: sb.SumOp.build(args, shapes, **p),
         backward=(lambda c: expand_back(c.g, c.shapes[0], c.params),),
@@ -76,6 +77,7 @@ register(
         syntax="mean",
         arity=1,
         positive_through=True,
+        positive_when=lambda node, positive: positive(node.inputs[0]),
         shape=reduce_shape,
         sympy=lambda args, shapes, p: sb.MeanOp.build(args, shapes, **p),
         backward=(lambda c: expand_back(c.g, c.shapes[0], c.params) / size_of(c.shapes[0], c.params.get("axis")),),
@@ -154,6 +156,7 @@ register(
         example="Z: (n, c)\nsoftmax(Z, axis=1)",
         syntax="softmax",
         arity=1,
+        positive_when=lambda node, positive: True,
         shape=last_axis_shape,
         sympy=lambda args, shapes, p: Softmax.build(args, shapes, axis=p["axis"]),
         # x̄ = y ⊙ (ȳ − Σ_axis(ȳ ⊙ y)): the Jacobian diag(y) − y yᵀ applied row by row

@@ -264,10 +264,11 @@ class Op:
     arity: int
     # Positive inputs where its value must be positive (log(a + b) draws a and b positive).
     positive_through: bool = field(default=False, kw_only=True)
-    # Its value is positive by construction at this node (maximum with a positive number, clamp with
-    # min > 0): an op that needs a positive or nonzero input takes such a value as inside even where it
-    # is tiny, as a guard is meant to be (1 / maximum(q, 1e-12)).
-    positive_when: Callable[[Any], bool] | None = field(default=None, kw_only=True)
+    # Its value is positive by construction at this node, given which of its inputs are (`positive`,
+    # a predicate on nodes): exp always, a product when its factors are, maximum with a positive
+    # number, clamp with min > 0. An op that needs a positive or nonzero input takes such a value as
+    # inside even where it is tiny: a guard (1 / maximum(q, 1e-12)), a softmax's small probability.
+    positive_when: Callable[[Any, Callable[[Any], bool]], bool] | None = field(default=None, kw_only=True)
     # An unshaped variable's rank passes through it to its inputs, as through an elementwise op
     # (the parser's rank inference: X in X.T @ W is a matrix).
     shape_passes_rank: bool = field(default=False, kw_only=True)
