@@ -200,3 +200,21 @@ def test_the_markdown_check_can_fail(tmp_path):
     bad.write_text("$\\operatorname{MatrixProduct$ and $\\foo$\n\n" + mermaid)
     out = subprocess.run(["node", str(JS / "check.mjs"), str(bad)], capture_output=True, text=True, cwd=JS)
     assert out.returncode == 1 and "3 problems" in out.stdout
+
+
+LSTM = (ROOT / "docs" / "gallery" / "programs" / "lstm_cell.bs").read_text()
+
+
+def test_a_wide_graph_gets_a_page_turned_sideways(tmp_path):
+    from tex_tools import need_tex, pdf_text
+
+    need_tex()
+    d = backstep.derive(LSTM, verify=False)
+    assert view(d).graph.layout == "landscape"
+    pdf = tmp_path / "lstm.pdf"
+    d.to_pdf(pdf)
+    text = pdf_text(pdf)
+    assert "The graph is drawn on the next page, turned sideways." in text
+    info = subprocess.run(["pdfinfo", "-f", "1", "-l", "3", str(pdf)], capture_output=True, text=True).stdout
+    rotations = re.findall(r"Page +\d+ rot: +(\d+)", info)
+    assert rotations[0] == "0" and "90" in rotations[1:], info

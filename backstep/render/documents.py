@@ -26,6 +26,7 @@ visible), ``tex_text`` (a teacher's prose with restricted ``$…$`` math, see ``
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import traceback
@@ -412,6 +413,7 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
         output=d.output,
         output_tex=n.name_latex(d.output),
         output_expr=tex(d.output_expr),
+        output_step=next((s.rhs for s in forward if s.name == d.output), tex(d.output_expr)),
         output_text=f"{d.output} = {text(d.output_expr)}",
         output_shape=n.shape_latex(d.output_shape),
         output_space=n.space_latex(d.output_shape),
@@ -567,6 +569,7 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
         x, y = (node.row, -node.x) if layout == "down" else (node.x, -node.row)
         return f"{x + 0.0:g}, {y + 0.0:g}"
 
+    skips: dict[str, int] = {}  # how many edges from each node already arc around the nodes between
     edge_labels = {
         id(e): (tex(n.sym(e.adjoint)), text(n.sym(e.adjoint))) if e.adjoint else ("", "") for e in graph.edges
     }
@@ -606,7 +609,7 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
                 value="" if value is None else latex_number(value),  # the forward value it carries (--at)
                 value_text="" if value is None else format_number(value),
                 step=e.step,
-                bend=0 if not e.parallel else (18 if e.parallel % 2 else -18) * ((e.parallel + 1) // 2),
+                bend=_bend(graph, e, skips, LEVEL_CM if layout == "down" else float(xgap)),
             )
             for e, (value, grad) in zip(graph.edges, numbers)
         ],
@@ -620,6 +623,29 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
         top=graph.rows[0],
         bottom=graph.rows[1],
     )
+
+
+def _bend(graph, e, skips: dict[str, int], spacing: float) -> int:
+    """How far edge `e` bends (TikZ's bend left, in degrees): repeated edges fan out, and an edge that
+    would pass through the nodes between its ends (`x` to `x - μ` past `μ`, down a chain) arcs round them."""
+    if e.parallel:
+        return (18 if e.parallel % 2 else -18) * ((e.parallel + 1) // 2)
+    a, b = e.source, e.target
+    between = [
+        n
+        for n in graph.nodes
+        if n is not a and n is not b and abs(n.row - a.row) < 0.5 and min(a.x, b.x) < n.x < max(a.x, b.x)
+    ]
+    if a.row != b.row or not between:
+        return 0
+    k = skips.get(a.name, 0)
+    skips[a.name] = k + 1
+    # an arc of length L bent by θ clears the middle by about L/2 · tan(θ/2): 1.3 cm plus 0.5 cm per arc
+    # already drawn on that side clears a node and the label beside it
+    half = abs(b.x - a.x) * spacing / 2
+    clearance = 1.3 + 0.5 * (k // 2)
+    angle = min(80, max(25, round(2 * math.degrees(math.atan(clearance / half)))))
+    return angle if k % 2 == 0 else -angle
 
 
 def _column_width(graph, numbers: bool = False) -> str:
