@@ -15,7 +15,7 @@ examples=(
   "lenet|examples/lenet.bs||LeNet: convolution, max pooling, linear layers and cross-entropy"
   "softmax_classifier|$programs/softmax_classifier.bs||a softmax classifier (linear layer and cross-entropy)"
   "batch_norm|$programs/batch_norm.bs||batch normalisation written step by step"
-  "lstm_cell|$programs/lstm_cell.bs||an LSTM cell with four weight matrices per input"
+  "lstm_cell|$programs/lstm_cell.bs||an LSTM cell, each of its four gates with weight matrices of its own (no slicing)"
   "square_plus_three|examples/square_plus_three.bs|--at x=2|x² + 3 at x = 2, the numbers on the graph"
 )
 
@@ -36,7 +36,7 @@ for entry in "${examples[@]}"; do
   if [ ${#wanted[@]} != 0 ] && [[ ! " ${wanted[*]} " =~ " $name " ]]; then
     continue
   fi
-  [ ${#wanted[@]} = 0 ] && printf '## %s\n\n%s: `backstep derive -f %s %s`\n\n' "$name" "$about" "$file" "$options" >> "$index"
+  [ ${#wanted[@]} = 0 ] && printf '## %s\n\n%s: `backstep derive -f %s%s`\n\n' "$name" "$about" "$file" "${options:+ $options}" >> "$index"
   for lang in en zh; do
     pdf=$out/$name.$lang.pdf
     # shellcheck disable=SC2086  # the options are words

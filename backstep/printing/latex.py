@@ -59,7 +59,7 @@ def slashed(latex: str) -> str:
         den, end = _braced(latex, after_num)
         if num is None or den is None:
             break
-        out.append(latex[i:start] + f"{_slash_operand(slashed(num))}/{_slash_operand(slashed(den))}")
+        out.append(latex[i:start] + f"{_slash_operand(slashed(num))}/{_slash_operand(slashed(den), denominator=True)}")
         i = end
     out.append(latex[i:])
     return "".join(out)
@@ -80,12 +80,13 @@ def _braced(latex: str, at: int) -> tuple[str | None, int]:
     return None, at
 
 
-def _slash_operand(latex: str) -> str:
-    """`a` as one side of `a/b`: bare if it is one factor (`\\partial L`, `2`, `v_{1}`), else `\\left(a\\right)`."""
-    atom = latex.replace("\\partial ", "\\partial")
-    if any(op in atom for op in (" ", "+", "-", "/")):
-        return rf"\left({latex}\right)"
-    return latex
+def _slash_operand(latex: str, denominator: bool = False) -> str:
+    """`a` as one side of `a/b`, parenthesised unless that is plain: a numerator that is a product
+    (`x \\sqrt{2}/2` reads as (x √2)/2), a denominator that is one factor (`\\partial y`, `N`)."""
+    compound = any(op in latex for op in (" + ", " - ", r"\odot", r"\cdot", "/"))
+    if denominator:
+        compound = compound or " " in latex.replace("\\partial ", "")
+    return rf"\left({latex}\right)" if compound else latex
 
 
 def to_latex(expr, symbols: Symbols | None = None) -> str:

@@ -100,7 +100,7 @@ def text_name(name: str) -> str:
     if parts is None:
         return name
     _, base_text, _, accent_text, sub = parts
-    return unicodedata.normalize("NFC", base_text + accent_text + sub)  # ŷ as one character where it is one
+    return unicodedata.normalize("NFC", base_text + accent_text) + sub  # ŷ as one character where it is one
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -117,7 +117,8 @@ def bar_text(name: str) -> str:
     if parts is None:
         return "".join(c + OVERLINE for c in name)
     _, base_text, _, accent_text, sub = parts
-    return unicodedata.normalize("NFC", base_text + accent_text + MACRON + sub)
+    # ŷ composed as one character where it is one; the macron stays a combining one (x̄, as before)
+    return unicodedata.normalize("NFC", base_text + accent_text) + MACRON + sub
 
 
 def bar_latex(name: str) -> str:
