@@ -88,7 +88,8 @@ def page_layout(graph: Graph, column_cm: float) -> tuple[str | None, float]:
     if not graph.drawable:
         return None, 1.0
     if scale(across, TEXT_WIDTH, TEXT_HEIGHT) >= MIN_SCALE or len(graph.nodes) <= ACROSS_NODES:
-        return "across", 1.0  # (scaled to the line's width by the template)
+        # (scaled to the line's width by the template); a small circuit is drawn larger, as CS231n's are
+        return "across", max(1.0, min(1.35, 0.6 * TEXT_WIDTH / long_side, TEXT_HEIGHT / across[1]))
     if scale(down, TEXT_WIDTH, TEXT_HEIGHT) >= MIN_SCALE:
         return "down", 1.0
     # a page of its own turned sideways (the heading and the legend stay on the page before)
