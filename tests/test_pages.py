@@ -146,7 +146,7 @@ def test_each_step_stays_with_its_rule_and_the_verification_with_its_table():
     assert steps and all(line.rstrip().endswith(r"\\*") for line in steps)  # no page break before the rule
     assert all(r"\backstepshape{" in block for block in align.split(r"\tag{")[:-1])  # a shape beside each step
     rows = len(d.verification.gradients) + 3
-    assert rf"\backstepneedspace[{8 + rows}]" + "\n\\section*{Verification}" in tex
+    assert rf"\backstepneedlines{{{8 + rows}}}" + "\n\\section*{Verification}" in tex
 
 
 def test_the_notation_box_defines_exactly_the_symbols_used(lenet):
