@@ -219,3 +219,26 @@ def test_a_wide_graph_gets_a_page_turned_sideways(tmp_path):
     info = subprocess.run(["pdfinfo", "-f", "1", "-l", "3", str(pdf)], capture_output=True, text=True).stdout
     rotations = re.findall(r"Page +\d+ rot: +(\d+)", info)
     assert rotations[0] == "0" and "90" in rotations[1:], info
+
+
+def test_at_puts_values_and_gradients_on_the_edges_and_says_the_point_was_verified():
+    d = backstep.derive((ROOT / "examples" / "square_plus_three.bs").read_text(), at={"x": 2.0}, verify=True)
+    tex = render(d, "latex")
+    assert r"node[bsval, auto=left] {$2$} node[bsgrad, auto=right] {$\bar{x} = 4$}" in tex
+    assert r"node[bsval, auto=left] {$4$} node[bsgrad, auto=right] {$\bar{y} = 1$}" in tex
+    assert r"$z = 7$" in tex  # the output's value in its node
+    md = render(d, "md")
+    assert '-->|"`2\nx\u0304 = 4`"|' in md and '["`**z** = 7\nadd\nscalar`"]' in md
+    # verify.py draws its first point at the values of --at
+    assert "verified** with PyTorch autograd (float64, at the values above and 2 random points)" in md
+    assert "at the values above and 2 random points" in tex
+    without = render(backstep.derive("x**2 + 3", verify=True), "md")
+    assert "3 random points" in without and "node[bsval" not in render(backstep.derive("x**2 + 3"), "latex")
+
+
+def test_arrays_are_left_to_the_tables():
+    d = backstep.derive("sum(v * v)", shapes={"v": (3,)}, at={"v": [1.0, 2.0, 3.0]})
+    D = view(d)
+    assert not D.graph.numbers and D.graph.arrays_left_off and D.graph.output_value == "14"
+    assert "Arrays are not written on the edges" in render(d, "latex")
+    assert "Arrays are not written on the edges" in render(d, "md")
