@@ -26,6 +26,11 @@ fi
 # with the installed one (--no-build-isolation)
 python -m pip install --quiet --disable-pip-version-check "setuptools>=77"
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# tests/test_pages.py checks the Markdown with KaTeX's strict parser and Mermaid's own, run by node on
+# the packages pinned in tests/js (about 170 MB from the npm registry); without npm those tests skip.
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/js/node_modules/mermaid ]; then
+    npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+fi
 python -m ruff check backstep tests benchmarks examples
 python -m ruff format --check backstep tests benchmarks examples
 python -m pytest "$@"

@@ -15,7 +15,7 @@ symbol.
 from ..model import SymbolInfo, Symbols  # the derivation's data; re-exported for the printers' callers
 from .base import PRINTERS, NotationPrinter, Printer, PythonSyntaxPrinter, printer_for
 from .latex import LatexPrinter, to_latex
-from .names import GREEK, bar_latex, bar_text, latex_name
+from .names import GREEK, bar_latex, bar_text, latex_name, text_name, text_names
 from .source import SourcePrinter, to_lang
 from .text import SUPERSCRIPTS, TextPrinter, to_text
 from .torch import TorchPrinter, to_torch
@@ -37,6 +37,8 @@ __all__ = [
     "bar_text",
     "latex_name",
     "printer_for",
+    "text_name",
+    "text_names",
     "to_latex",
     "to_lang",
     "to_text",

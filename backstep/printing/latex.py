@@ -9,6 +9,8 @@ from ..ops import PREC_ATOM, PREC_MUL, PREC_UNARY
 from .base import NotationPrinter
 from .names import latex_name
 
+FRAC = "\\frac{"
+
 
 class LatexPrinter(NotationPrinter):
     target = "latex"
@@ -20,6 +22,13 @@ class LatexPrinter(NotationPrinter):
 
     def paren(self, s: str) -> str:
         return r"\left(" + s + r"\right)"
+
+    def print(self, expr: Expr) -> tuple[str, int]:
+        s, prec = super().print(expr)
+        if expr.is_Symbol and s.startswith(FRAC):
+            # ∂L/∂z written as a fraction binds like a quotient: (∂L/∂z)ᵀ, never ∂L/∂z^⊤
+            prec = min(prec, PREC_UNARY)
+        return s, prec
 
     def _name(self, name: str) -> str:
         return latex_name(name)
@@ -35,10 +44,49 @@ class LatexPrinter(NotationPrinter):
         return s
 
     def _quotient(self, num_s: str, num_prec: int, den_s: str, den_prec: int) -> tuple[str, int]:
-        return rf"\frac{{{num_s}}}{{{den_s}}}", PREC_MUL
+        # a fraction inside a fraction is written with a slash: \frac{∂L/∂y ⊙ γ}{N}
+        return rf"\frac{{{slashed(num_s)}}}{{{slashed(den_s)}}}", PREC_MUL
 
     def _superscript(self, base_s: str, exp: Expr) -> str:
         return f"{base_s}^{{{self.print(exp)[0]}}}"
+
+
+def slashed(latex: str) -> str:
+    """`latex` with every `\\frac{a}{b}` in it written `a/b` (parenthesised where a or b is compound)."""
+    out, i = [], 0
+    while (start := latex.find(FRAC, i)) >= 0:
+        num, after_num = _braced(latex, start + len(FRAC) - 1)
+        den, end = _braced(latex, after_num)
+        if num is None or den is None:
+            break
+        out.append(latex[i:start] + f"{_slash_operand(slashed(num))}/{_slash_operand(slashed(den), denominator=True)}")
+        i = end
+    out.append(latex[i:])
+    return "".join(out)
+
+
+def _braced(latex: str, at: int) -> tuple[str | None, int]:
+    """The contents of the brace group opening at `at`, and the index after it."""
+    if at >= len(latex) or latex[at] != "{":
+        return None, at
+    depth = 0
+    for j in range(at, len(latex)):
+        if latex[j] == "{" and latex[j - 1 : j] != "\\":
+            depth += 1
+        elif latex[j] == "}" and latex[j - 1 : j] != "\\":
+            depth -= 1
+            if depth == 0:
+                return latex[at + 1 : j], j + 1
+    return None, at
+
+
+def _slash_operand(latex: str, denominator: bool = False) -> str:
+    """`a` as one side of `a/b`, parenthesised unless that is plain: a numerator that is a product
+    (`x \\sqrt{2}/2` reads as (x √2)/2), a denominator that is one factor (`\\partial y`, `N`)."""
+    compound = any(op in latex for op in (" + ", " - ", r"\odot", r"\cdot", "/"))
+    if denominator:
+        compound = compound or " " in latex.replace("\\partial ", "")
+    return rf"\left({latex}\right)" if compound else latex
 
 
 def to_latex(expr, symbols: Symbols | None = None) -> str:

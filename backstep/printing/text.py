@@ -7,6 +7,7 @@ from sympy import Expr
 from ..model import Symbols
 from ..ops import PREC_ATOM
 from .base import NotationPrinter
+from .names import text_names
 
 SUPERSCRIPTS = str.maketrans("0123456789-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁽⁾")
 
@@ -14,6 +15,9 @@ SUPERSCRIPTS = str.maketrans("0123456789-()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁽
 class TextPrinter(NotationPrinter):
     target = "text"
     inverse_transposed = "⁻ᵀ"
+
+    def _symbol(self, expr) -> str:
+        return text_names(super()._symbol(expr))  # `gamma` as γ, `y_hat` as ŷ
 
     def _superscript(self, base_s: str, exp: Expr) -> str:
         if exp.is_Integer:

@@ -26,6 +26,7 @@ visible), ``tex_text`` (a teacher's prose with restricted ``$…$`` math, see ``
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import traceback
@@ -42,10 +43,11 @@ import jinja2.utils
 
 from ..errors import BackstepError, UsageError
 from ..model import Derivation
-from ..printing import latex_name
+from ..printing import latex_name, text_name
 from ..userfiles import printable
-from .common import Notation, format_error, format_value, latex_error, latex_value
-from .graph import build_graph
+from .common import Notation, format_error, format_number, format_value, latex_error, latex_number, latex_value
+from .glossary import notation_box
+from .graph import LEVEL_CM, ROW_CM, build_graph, edge_numbers, page_layout, small_number
 
 TEX_SYNTAX = {
     "block_start_string": "\\BLOCK{",
@@ -396,6 +398,10 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
     variables = _variables_view(d, n)
     forward = _forward_view(d, n)
     backward = _backward_view(d, n, {s.name: s for s in forward})
+    gradients = _gradients_view(d, n)
+    formulas = [tex(d.output_expr), *(s.rhs for s in forward)]
+    formulas += [f"{s.applied} {s.result} {s.rule or ''}" for s in backward]
+    formulas += [f"{g.expr} {g.named}" for g in gradients]
     return _row(
         d=d,
         n=n,
@@ -407,6 +413,7 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
         output=d.output,
         output_tex=n.name_latex(d.output),
         output_expr=tex(d.output_expr),
+        output_step=next((s.rhs for s in forward if s.name == d.output), tex(d.output_expr)),
         output_text=f"{d.output} = {text(d.output_expr)}",
         output_shape=n.shape_latex(d.output_shape),
         output_space=n.space_latex(d.output_shape),
@@ -421,7 +428,9 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
         backward=backward,
         # one step too wide for its rule beside it puts every rule under its step (a steady layout)
         rules_below=any(s.rule_below or s.long for s in backward),
-        gradients=_gradients_view(d, n),
+        gradients=gradients,
+        # the symbols the document uses, each defined once (glossary.py)
+        glossary=notation_box(formulas, notation, n.loss_latex(), lang) if backward else [],
         at=d.at,
         graph=_graph_view(d, n),
         verification=verification_view(d, msg),
@@ -502,7 +511,9 @@ def _backward_view(d: Derivation, n: Notation, forward: dict[str, Row]) -> list[
                 text=line,
                 same=applied == result,
                 long=split,
-                rule_below=widest > RULE_BESIDE or widest + RULE_SCALE * len(rule_text) > LINE,
+                # the shape stands beside every step, then the rule where there is room
+                rule_below=widest > RULE_BESIDE
+                or widest + RULE_SCALE * (len(rule_text) + len(n.shape_text(target_shape))) > LINE,
                 shape=n.shape_latex(target_shape),
                 rule_name=msg.op(s.op) if s.op else msg("chain_rule_short"),
                 rule=rule,
@@ -549,12 +560,28 @@ def _gradients_view(d: Derivation, n: Notation) -> list[Row]:
 def _graph_view(d: Derivation, n: Notation) -> Row:
     tex, text = n.latex, n.text
     graph = build_graph(d)
+    xgap = _column_width(graph, numbers=bool(d.at))
+    numbers, arrays = edge_numbers(d, graph)
+    output_value = small_number(next((f.value for f in d.forward if f.name == d.output), None)) if d.at else None
+    layout, scale = page_layout(graph, float(xgap))
+
+    def at(node) -> str:  # where TikZ draws a node: across, inputs left; down, inputs on top
+        x, y = (node.row, -node.x) if layout == "down" else (node.x, -node.row)
+        return f"{x + 0.0:g}, {y + 0.0:g}"
+
+    skips: dict[str, int] = {}  # how many edges from each node already arc around the nodes between
     edge_labels = {
         id(e): (tex(n.sym(e.adjoint)), text(n.sym(e.adjoint))) if e.adjoint else ("", "") for e in graph.edges
     }
     return _row(
         graph=graph,
         drawable=graph.drawable,
+        layout=layout,
+        scale=f"{scale:.3f}",
+        # Mermaid lays a long chain out top to bottom too
+        direction="TB" if layout == "down" else "LR",
+        xunit=xgap,
+        yunit=f"{LEVEL_CM if layout == 'down' else ROW_CM:g}",
         nodes=[
             _row(
                 id=node.id,
@@ -562,12 +589,14 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
                 kind=node.kind,
                 op=node.op,
                 tex=n.name_latex(node.name),
+                text=text(n.sym(node.name)),
                 shape=n.shape_latex(node.shape),
                 shape_text=n.shape_text(node.shape),
                 requires_grad=node.requires_grad,
                 col=node.col,
                 row=node.row,
                 x=node.x,
+                at=at(node),
             )
             for node in graph.nodes
         ],
@@ -575,21 +604,51 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
             _row(
                 source=e.source.id,
                 target=e.target.id,
-                label=edge_labels[id(e)][0],
-                label_text=edge_labels[id(e)][1],
+                label=edge_labels[id(e)][0] + (f" = {latex_number(grad)}" if grad is not None else ""),
+                label_text=edge_labels[id(e)][1] + (f" = {format_number(grad)}" if grad is not None else ""),
+                value="" if value is None else latex_number(value),  # the forward value it carries (--at)
+                value_text="" if value is None else format_number(value),
                 step=e.step,
-                bend=0 if not e.parallel else (18 if e.parallel % 2 else -18) * ((e.parallel + 1) // 2),
+                bend=_bend(graph, e, skips, LEVEL_CM if layout == "down" else float(xgap)),
             )
-            for e in graph.edges
+            for e, (value, grad) in zip(graph.edges, numbers)
         ],
+        # --at: numbers on the edges, and whether arrays were left to the tables
+        numbers=any(value is not None or grad is not None for value, grad in numbers),
+        arrays_left_off=arrays,
+        output_value="" if output_value is None else latex_number(output_value),
+        output_value_text="" if output_value is None else format_number(output_value),
         width=graph.width,
-        xgap=_column_width(graph),
+        xgap=xgap,
         top=graph.rows[0],
         bottom=graph.rows[1],
     )
 
 
-def _column_width(graph) -> str:
+def _bend(graph, e, skips: dict[str, int], spacing: float) -> int:
+    """How far edge `e` bends (TikZ's bend left, in degrees): repeated edges fan out, and an edge that
+    would pass through the nodes between its ends (`x` to `x - μ` past `μ`, down a chain) arcs round them."""
+    if e.parallel:
+        return (18 if e.parallel % 2 else -18) * ((e.parallel + 1) // 2)
+    a, b = e.source, e.target
+    between = [
+        n
+        for n in graph.nodes
+        if n is not a and n is not b and abs(n.row - a.row) < 0.5 and min(a.x, b.x) < n.x < max(a.x, b.x)
+    ]
+    if a.row != b.row or not between:
+        return 0
+    k = skips.get(a.name, 0)
+    skips[a.name] = k + 1
+    # an arc of length L bent by θ clears the middle by about L/2 · tan(θ/2): 1.3 cm plus 0.5 cm per arc
+    # already drawn on that side clears a node and the label beside it
+    half = abs(b.x - a.x) * spacing / 2
+    clearance = 1.3 + 0.5 * (k // 2)
+    angle = min(80, max(25, round(2 * math.degrees(math.atan(clearance / half)))))
+    return angle if k % 2 == 0 else -angle
+
+
+def _column_width(graph, numbers: bool = False) -> str:
     """The distance between columns of the drawn graph, in cm: room for the widest node and an edge.
 
     A node is as wide as its longest line: the name, the op (small typewriter), the shape (small
@@ -599,9 +658,13 @@ def _column_width(graph) -> str:
     for node in graph.nodes:
         shape = 0.2 * (2 * len(node.shape) - 1) if node.shape else 0.6
         op = 0.14 * len(node.op or "")
-        name = 0.22 * len(node.name)
+        # as printed: `gamma` is γ, `C_tilde` is C̃, `H_prev`'s subscript is small
+        shown = text_name(node.name)
+        base, _, sub = shown.partition("_")
+        name = 0.22 * sum(not unicodedata.combining(c) for c in base) + 0.16 * len(sub)
         widest = max(widest, shape, op, name)
-    return f"{max(2.15, widest + 0.35 + 1.0):.2f}"
+    room = 1.6 if numbers else 1.0  # an edge that carries `x̄ = 0.25` and its value needs more
+    return f"{max(2.15, widest + 0.35 + room):.2f}"
 
 
 def _value(value: str, shown: str) -> str:
@@ -650,6 +713,8 @@ def verification_view(d: Derivation, msg) -> Row | None:
     return _row(
         ok=v.ok,
         status=msg("verified") if v.ok else msg("mismatch"),
+        # with --at the first point verified is the given one (verify.py: point 0 is drawn at d.at)
+        sentence=("verified_with_at" if v.points > 1 else "verified_with_at_only") if d.at else "verified_with",
         dtype=v.dtype,
         points=v.points,
         sizes=list(v.sizes.items()),

@@ -20,6 +20,14 @@ from ..model import Derivation
 
 MAX_DRAWN_NODES = 60  # beyond this a drawing is no longer legible
 
+# The page a drawing must fit, in cm (A4 with backstep's margins), and how far it may be scaled down:
+# its labels are \scriptsize (8 pt in an 11 pt document), never to be scaled under 7 pt.
+TEXT_WIDTH, TEXT_HEIGHT = 16.4, 23.0
+MIN_SCALE = 7 / 8
+ROW_CM = 1.6  # between rows of an across layout
+LEVEL_CM = 1.9  # between the columns of a layout drawn down the page (a node is three lines tall)
+ACROSS_NODES = 8  # a graph this small is always drawn across, scaled if it must be
+
 
 @dataclass
 class GraphNode:
@@ -61,6 +69,36 @@ class Graph:
         return len(self.nodes) <= MAX_DRAWN_NODES
 
 
+def page_layout(graph: Graph, column_cm: float) -> tuple[str | None, float]:
+    """How the drawing fits a page legibly, and the scale it is drawn at: "across" (inputs left, output
+    right), "down" (inputs at the top: a long chain such as LeNet), "landscape" (across, on a page of
+    its own turned sideways), or None where none fits with labels of at least 7 pt."""
+    if not graph.nodes:
+        return "across", 1.0
+    xs = [n.x for n in graph.nodes]
+    top, bottom = graph.rows
+    long_side = (max(xs) - min(xs)) * column_cm + column_cm - 1.0  # the last node's own width
+    short_side = bottom - top
+    across = (long_side, short_side * ROW_CM + 1.2)
+    down = ((short_side + 1) * column_cm, (max(xs) - min(xs)) * LEVEL_CM + 1.2)
+
+    def scale(size: tuple[float, float], width: float, height: float) -> float:
+        return min(1.0, width / size[0], height / size[1])
+
+    if not graph.drawable:
+        return None, 1.0
+    if scale(across, TEXT_WIDTH, TEXT_HEIGHT) >= MIN_SCALE or len(graph.nodes) <= ACROSS_NODES:
+        # (scaled to the line's width by the template); a small circuit is drawn larger, as CS231n's are
+        return "across", max(1.0, min(1.35, 0.6 * TEXT_WIDTH / long_side, TEXT_HEIGHT / across[1]))
+    if scale(down, TEXT_WIDTH, TEXT_HEIGHT) >= MIN_SCALE:
+        return "down", 1.0
+    # a page of its own turned sideways (the heading and the legend stay on the page before)
+    sideways = scale(across, TEXT_HEIGHT + 1.5, TEXT_WIDTH)
+    if sideways >= MIN_SCALE:
+        return "landscape", sideways
+    return None, 1.0
+
+
 def build_graph(d: Derivation) -> Graph:
     nodes: dict[str, GraphNode] = {}
     for v in d.variables:
@@ -94,6 +132,31 @@ def build_graph(d: Derivation) -> Graph:
             e.parallel += 1
     _layout(d, nodes, edges)
     return Graph(list(nodes.values()), edges)
+
+
+def small_number(value) -> float | None:
+    """A value of --at small enough to write on an edge: a number or a one-entry array, else None."""
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def edge_numbers(d: Derivation, graph: Graph) -> tuple[list[tuple[float | None, float | None]], bool]:
+    """With --at, what each edge carries as CS231n draws a circuit: (the forward value of its source,
+    the value of the gradient flowing back along it), None where there is none or it is an array;
+    and whether any value was left off for being an array."""
+    if not d.at:
+        return [(None, None) for _ in graph.edges], False
+    values = {v.name: d.at.get(v.name) for v in d.variables}
+    values.update({f.name: f.value for f in d.forward})
+    gradients = {s.index: s.value for s in d.backward}
+    numbers, arrays = [], False
+    for e in graph.edges:
+        forward, backward = values.get(e.source.name), gradients.get(e.step) if e.step else None
+        pair = (small_number(forward), small_number(backward))
+        arrays = arrays or (forward is not None and pair[0] is None) or (backward is not None and pair[1] is None)
+        numbers.append(pair)
+    return numbers, arrays
 
 
 def _requires_grad(d: Derivation, nodes: dict[str, GraphNode]) -> dict[str, bool]:

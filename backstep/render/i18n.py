@@ -77,6 +77,19 @@ MESSAGES: dict[str, dict[str, str]] = {
             "that flows back along it in the backward pass."
         ),
         "graph_too_large": "The graph has {count} nodes: too many to draw legibly.",
+        "graph_sideways": "The graph is drawn on the next page, turned sideways.",
+        "notation": "Notation",
+        "graph_numbers": (
+            "At the values above, as in CS231n's circuit diagrams, each edge also carries its forward value (green,"
+            " on one side) and the value of its gradient (red, on the other)."
+        ),
+        "graph_numbers_plain": (
+            "At the values above, each edge also carries its forward value (first line) and the value of its"
+            " gradient (second line)."
+        ),
+        "graph_arrays": "Arrays are not written on the edges: their values are in the tables below.",
+        "verified_with_at": " with PyTorch autograd ({dtype}, at the values above and {others} random points{sizes})",
+        "verified_with_at_only": " with PyTorch autograd ({dtype}, at the values above{sizes})",
         "domain_real": "real",
         "domain_positive": "positive",
         "domain_nonnegative": "nonnegative",
@@ -168,6 +181,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "graph_legend": "前向边从输入向输出传递数值；每条边旁的红色标注是反向传播时沿这条边传回的梯度。",
         "graph_legend_plain": "边从输入向输出传递数值；每条边上标注的是反向传播时沿这条边传回的梯度。",
         "graph_too_large": "计算图有 {count} 个节点，太多，无法清楚地画出。",
+        "graph_sideways": "计算图画在下一页（横向）。",
+        "notation": "记号",
+        "graph_numbers": (
+            "与 CS231n 的电路图一样，在上面给出的值处，每条边还标出前向值（绿色，在一侧）和梯度的值（红色，在另一侧）。"
+        ),
+        "graph_numbers_plain": "在上面给出的值处，每条边还标出前向值（第一行）和梯度的值（第二行）。",
+        "graph_arrays": "数组不标在边上：它们的值见下面的表格。",
+        "verified_with_at": "（与 PyTorch 自动求导比对：{dtype}，在上面给出的值处及另外 {others} 个随机点{sizes}）",
+        "verified_with_at_only": "（与 PyTorch 自动求导比对：{dtype}，在上面给出的值处{sizes}）",
         "domain_real": "实数",
         "domain_positive": "正数",
         "domain_nonnegative": "非负数",
