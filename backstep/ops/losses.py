@@ -7,6 +7,8 @@ from sympy import Expr, S
 from .. import symbolic as sb
 from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
+from .einsum import BATCH_LETTERS, einsum_of
+from .linalg import matmul_sympy
 from .reductions import LogSoftmax, softmax_of
 from .registry import register
 from .rules import index_tensor, size_of, sum_to
@@ -170,8 +172,8 @@ register(
 
 def linear_shape(env: ShapeEnv, shapes, params) -> Shape:
     x, w, b = (env.resolve(s) for s in shapes)
-    if len(w) != 2 or len(x) not in (1, 2) or len(b) != 1:
-        raise ShapeMismatch(f"linear(x, W, b) needs x (n, in), W (out, in), b (out,); got {fmt(x)}, {fmt(w)}, {fmt(b)}")
+    if len(w) != 2 or not 1 <= len(x) <= 2 + len(BATCH_LETTERS) or len(b) != 1:
+        raise ShapeMismatch(f"linear(x, W, b) needs x (…, in), W (out, in), b (out,); got {fmt(x)}, {fmt(w)}, {fmt(b)}")
     try:
         env.unify(x[-1], w[1])
         env.unify(w[0], b[0])
@@ -183,13 +185,20 @@ def linear_shape(env: ShapeEnv, shapes, params) -> Shape:
 def linear_meaning(args, shapes, p) -> Expr:
     x, w, b = args
     wt = sb.TransposeOp.build([w], [shapes[1]])
-    return sb.MatrixProduct.build([x, wt], [shapes[0], tuple(reversed(shapes[1]))]) + b
+    return matmul_sympy([x, wt], [shapes[0], tuple(reversed(shapes[1]))], {}) + b  # batched for x of rank 3+
+
+
+def linear_grad_input(c: Ctx) -> Expr:
+    return matmul_sympy([c.g, c.b], [c.out_shape, c.shapes[1]], {})
 
 
 def linear_grad_weight(c: Ctx) -> Expr:
     x_shape = c.shapes[0]
     if len(x_shape) == 1:
         return sb.OuterProduct.build([c.g, c.a], [c.out_shape, x_shape])
+    if len(x_shape) > 2:  # W̄ = Σ over every leading axis of ȳᵀ x: einsum("noj,noi->ji", ȳ, x)
+        batch = BATCH_LETTERS[: len(x_shape) - 1]
+        return einsum_of([c.g, c.a], [c.out_shape, x_shape], f"{batch}j,{batch}i->ji")
     gt = sb.TransposeOp.build([c.g], [c.out_shape])
     return sb.MatrixProduct.build([gt, c.a], [tuple(reversed(c.out_shape)), x_shape])
 
@@ -204,14 +213,15 @@ register(
         sympy=linear_meaning,
         # torch.nn.functional.linear: y = x Wᵀ + b;  x̄ = ȳ W,  W̄ = ȳᵀ x,  b̄ = Σ_batch ȳ
         backward=(
-            lambda c: sb.MatrixProduct.build([c.g, c.b], [c.out_shape, c.shapes[1]]),
+            linear_grad_input,
             linear_grad_weight,
             lambda c: sum_to(c.g, c.out_shape, c.shapes[2]),
         ),
         torch=lambda torch, args, p: torch.nn.functional.linear(*args),
         torch_aliases=("torch.nn.functional.linear", "torch.nn.Linear"),
         grad_fn=lambda ranks, consts, params: "AddmmBackward0" if ranks[0] == 2 else "ViewBackward0",
-        summary="linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear); b̄ = ȳ summed over the batch",
+        summary="linear(x, W, b) = x Wᵀ + b (torch.nn.functional.linear, x of any rank: (…, in)); b̄ = ȳ summed "
+        "over the batch",
         title={"en": "linear layer", "zh": "线性层"},
         arg_names=("x", "W", "b"),
     )

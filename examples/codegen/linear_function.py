@@ -31,13 +31,13 @@ class LinearFunction(torch.autograd.Function):
         need_X, need_W, need_b = ctx.needs_input_grad
         grad_X = grad_W = grad_b = None
         if need_b:
-            # 1. b̄ = sum(ōutput, axis=0)   (output = X Wᵀ + b)
+            # 1. b̄ = sum(o̅u̅t̅p̅u̅t̅, axis=0)   (output = X Wᵀ + b)
             grad_b = torch.sum(grad_output, dim=0)
         if need_W:
-            # 2. W̄ = ōutputᵀ X   (output = X Wᵀ + b)
+            # 2. W̄ = o̅u̅t̅p̅u̅t̅ᵀ X   (output = X Wᵀ + b)
             grad_W = grad_output.T @ X
         if need_X:
-            # 3. X̄ = ōutput W   (output = X Wᵀ + b)
+            # 3. X̄ = o̅u̅t̅p̅u̅t̅ W   (output = X Wᵀ + b)
             grad_X = grad_output @ W
         return grad_X, grad_W, grad_b
 
