@@ -237,3 +237,31 @@ def test_einsum_trace_misuse_is_refused(tmp_path):
     )
     with pytest.raises(BackstepError, match="two operands"):
         trace_model(f"{path}:three", {"a": (2, 3), "b": (3, 4), "c": (4, 5)})
+
+
+def test_scaled_dot_product_attention_is_traced_as_its_decomposition(tmp_path):
+    """F.scaled_dot_product_attention with scale= is softmax(Q Kᵀ · scale) V, written out step by
+    step; its gradients at a point equal torch's own. Without scale= (the default reads the query's
+    size), with a mask or dropout it is refused."""
+    import math
+
+    path = tmp_path / "attn.py"
+    path.write_text(
+        "import math\nimport torch.nn.functional as F\n"
+        "def f(q, k, v):\n    return (F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(4)) ** 2).sum()\n"
+        "def default(q, k, v):\n    return F.scaled_dot_product_attention(q, k, v).sum()\n"
+        "def causal(q, k, v):\n    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.5).sum()\n",
+        encoding="utf-8",
+    )
+    shapes = {"q": (2, 3, 4), "k": (2, 5, 4), "v": (2, 5, 6)}
+    traced = trace_model(f"{path}:f", shapes)
+    assert "softmax(q @ swapaxes(k, -2, -1) * 0.5, axis=-1) @ v" in traced.source, traced.source
+    gen = torch.Generator().manual_seed(2)
+    leaves = {n: torch.randn(s, dtype=torch.float64, generator=gen, requires_grad=True) for n, s in shapes.items()}
+    (torch.nn.functional.scaled_dot_product_attention(*leaves.values(), scale=1 / math.sqrt(4)) ** 2).sum().backward()
+    d = derive(traced.source, at={n: t.detach().tolist() for n, t in leaves.items()})
+    for n, t in leaves.items():
+        assert torch.allclose(torch.tensor(d.gradients[n].value, dtype=torch.float64), t.grad, rtol=1e-9), n
+    for name, words in (("default", "without scale="), ("causal", "with a mask")):
+        with pytest.raises(BackstepError, match=words):
+            trace_model(f"{path}:{name}", shapes)

@@ -35,3 +35,23 @@ def swapaxes(w, node, args, kw) -> str:
     if not isinstance(first, int) or not isinstance(second, int):
         raise Unmapped("without two integer axes")
     return f"{op_of(torch.swapaxes).syntax}({w.arg(node, args[0])}, {first}, {second})"
+
+
+@adapts(torch.nn.functional.scaled_dot_product_attention)
+def scaled_dot_product_attention(w, node, args, kw) -> str:
+    """softmax(Q Kᵀ · scale) V, decomposed into the ops it is made of (each a step of the derivation)."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    given = dict(zip(names, args)) | kw
+    if given.get("attn_mask") is not None or given.get("is_causal"):
+        raise Unmapped("with a mask (attn_mask= or is_causal=True): write the masked scores out")
+    if given.get("dropout_p"):
+        raise Unmapped("with dropout (random while training): give dropout_p=0.0")
+    if given.get("enable_gqa"):
+        raise Unmapped("with enable_gqa=True")
+    scale = given.get("scale")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        # torch's default is 1/sqrt(the query's last size), which the tracer cannot read off a tensor
+        raise Unmapped("without scale=: give it, e.g. scale=1 / math.sqrt(d), the default for queries of size d")
+    q, k, v = (w.arg(node, given[n]) for n in ("query", "key", "value"))
+    swap, softmax = op_of(torch.swapaxes).syntax, op_of(torch.softmax).syntax
+    return f"{softmax}({q} @ {swap}({k}, -2, -1) * {float(scale)!r}, axis=-1) @ {v}"
