@@ -114,6 +114,12 @@ OUTPUT_HELP = "Write to FILE instead of stdout (- is stdout); its extension (.js
 WRT_HELP = "The variables that need gradients: W1,W2 or --wrt W1 --wrt W2 (default: all)."
 
 
+EXPAND_HELP = (
+    "Write the final gradients out in the inputs, instead of in terms of the program's named intermediates "
+    "and their adjoints (the named form, as a textbook writes them)."
+)
+
+
 @app.command(
     cls=FormulaCommand,
     epilog=examples(
@@ -141,6 +147,7 @@ def derive(
         typer.Option(help="Numbers for a hand calculation: x=2, v=[1,2,3], X=file.npy; the rest drawn at random."),
     ] = [],  # noqa: B006
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against PyTorch autograd.")] = False,
+    expand: Annotated[bool, typer.Option("--expand", help=EXPAND_HELP)] = False,
     points: Annotated[int, typer.Option(help="How many random points the verification uses.", min=1, max=100)] = 3,
     seed: Annotated[
         int, typer.Option(help="Random seed for the verification and the drawn --at values.", min=0, max=SEED_MAX)
@@ -228,6 +235,7 @@ def derive(
         )
         if traced is not None:
             traced.decorate(derivation)
+        derivation.expand = expand
     except BackstepError as err:
         fail(err, source)
     except RecursionError:

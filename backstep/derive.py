@@ -9,7 +9,8 @@
 4. Each step keeps the general rule, the rule applied to these names and the simplified
    result, in terms of named intermediates: the work is linear in the graph size.
 5. The final gradients are the leaves' adjoints with every name expanded back into the inputs
-   (unless that would make them too large to read).
+   (unless that would make them too large to read), and in named form (backstep.named): in terms
+   of the program's named intermediates and their adjoints, as the documents show them.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from .budget import BudgetExpired, TimeBudget
 from .errors import DomainError, UsageError
 from .facade import Derivation
 from .graph import Graph, Node
-from .model import BackwardStep, ForwardStep, Gradient, Rule, Seed, Symbols, Variable
+from .model import BackwardStep, ForwardStep, Gradient, NamedAdjoint, Rule, Seed, Symbols, Variable
+from .named import named_forms, size_exceeds
 from .ops import ONE_HOT_ROWS, Ctx, sum_to
 from .parser import Limits, deep_recursion, parse
-from .printing import bar_latex, bar_text, latex_name
+from .printing import Printer, bar_latex, bar_text, latex_name
 
 # A final gradient larger than this many tree nodes stays in terms of named intermediates.
 MAX_EXPANDED_SIZE = 4000
@@ -54,12 +56,15 @@ def derive(
     points: int = 3,
     seed: int = 0,
     at: dict | None = None,
+    expand: bool = False,
 ) -> Derivation:
     """Derive the backpropagation of `source` (a formula or a program).
 
     shapes: {"X": ("n", "d"), "b": (5,)}; wrt: the variables that need gradients (default all);
     assume: {"x": "positive"}; verify: check every step against torch autograd;
-    at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays).
+    at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays);
+    expand: show the final gradients written out in the inputs, not in named form (both are kept:
+    ``Gradient.expr`` and ``Gradient.named``).
     """
     if isinstance(wrt, str):
         wrt = [w.strip() for w in wrt.split(",") if w.strip()]
@@ -67,6 +72,7 @@ def derive(
         limits = limits or Limits()
         graph = parse(source, shapes or {}, limits)
         derivation = build_derivation(graph, wrt, assume or {}, limits.simplify_seconds)
+        derivation.expand = expand
         if at is not None:
             from .numeric import evaluate_at
 
@@ -115,6 +121,7 @@ class _Sweep:
         self._definitions: dict[Expr, Expr] = {}  # name -> definition, forward and backward
         self._estimates: dict[Expr, int] = {}  # expanded tree sizes before simplification
         self.expansions_timed_out = False  # writing some result out in the inputs ran out of time
+        self.named_adjoints: list[NamedAdjoint] = []
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -141,11 +148,11 @@ class _Sweep:
             self.sym[node.id] = sb.var(node.name)
             self.symbols.add(node.name, node.shape, node.name, latex_name(node.name))
         with sympy.evaluate(False):  # forward steps as the user wrote them: `x x`, not `x²`
-            forward = [self.forward_step(n) for n in g.op_nodes]
+            self.forward = forward = [self.forward_step(n) for n in g.op_nodes]
         for step, node in zip(forward, g.op_nodes):
             self._definitions[self.sym[node.id]] = step.expr
         out = g.output
-        seed = self.make_seed(out)
+        self.seed = seed = self.make_seed(out)
 
         # How many contributions each node will receive: one per edge into a consumer.
         edges_into: dict[int, int] = {}
@@ -240,6 +247,7 @@ class _Sweep:
             adjoint_of=self.adjoint_of,
             notes=notes,
             program=list(g.statements),
+            named_adjoints=self.named_adjoints,
             graph=g,
         )
 
@@ -400,7 +408,49 @@ class _Sweep:
             else:
                 expr, why = simplify(full, self.simplify_seconds, rebuild=False)
                 out[v.name] = Gradient(v.name, expr, v.shape, unsimplified=why)
+        self.add_named_forms(out, adjoint)
         return out
+
+    def add_named_forms(self, gradients: dict[str, Gradient], adjoint: dict[int, Expr]) -> None:
+        """Each gradient's named form (None where it would be in the inputs anyway), and the adjoints they refer to."""
+        named = {i: a.name for i, a in adjoint.items() if a.is_Symbol}  # (the adjoint of a scalar output is 1)
+        user = [n for n in self.graph.op_nodes if n.user_named]
+        keep = {n.name for n in user} | {named[n.id] for n in user if n.id in named}
+        leaves = {v.name: named[v.id] for v in self.graph.variables if v.name in gradients and v.id in named}
+        forms = named_forms(
+            self.forward,
+            self.steps,
+            keep,
+            list(leaves.values()),
+            self.simplify_seconds,
+            _expand,
+            tidy,
+            Printer("text", self.symbols),
+        )
+        if forms is None:
+            self.expansions_timed_out = True
+            return
+        inputs = {v.name for v in self.graph.variables} | {self.seed.name}
+        for name, symbol in leaves.items():
+            form = forms.gradients.get(symbol)
+            g = gradients[name]
+            if form is None or form == g.expr or {s.name for s in form.free_symbols} <= inputs and g.in_inputs:
+                continue  # written in the inputs anyway: the expanded form is the one to show
+            g.named = form
+        used = set()
+        for g in gradients.values():
+            if g.named is not None:
+                used |= {s.name for s in g.named.free_symbols}
+        shown = {}
+        for symbol, form in reversed(forms.adjoints.items()):  # those a shown form refers to, transitively
+            if symbol in used:
+                shown[symbol] = form
+                used |= {s.name for s in form.free_symbols}
+        self.named_adjoints = [
+            NamedAdjoint(symbol, self.adjoint_of[symbol], shown[symbol], self.symbols.table[symbol].shape)
+            for symbol in forms.adjoints
+            if symbol in shown
+        ]
 
     def expand(self, expr: Expr) -> Expr | None:
         """Every named intermediate and adjoint replaced by its definition, recursively;
@@ -564,18 +614,6 @@ def collect_products(expr: Expr) -> Expr:
                 terms.append(sb.MatrixProduct.build(pair, shapes))
             return sympy.Add(*terms)
     return expr
-
-
-def size_exceeds(expr: Expr, limit: int) -> bool:
-    """Whether expr_size(expr) > limit, looking at no more than limit + 1 nodes."""
-    count = 0
-    stack = [expr]
-    while stack:
-        count += 1
-        if count > limit:
-            return True
-        stack.extend(stack.pop().args)
-    return False
 
 
 def expr_size(expr: Expr) -> int:

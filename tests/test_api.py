@@ -83,7 +83,8 @@ def test_str_of_a_program_with_at_values():
         "y_pred = x * w",
         "l = (y_pred - y) ** 2",
         "x: scalar   w: scalar   y: scalar   →   l: scalar",
-        "∂l/∂w = 2 x (w x - y) = -2   (scalar)",
+        "∂l/∂w = ȳ_pred x = -2   (scalar)",  # the named form, with the adjoint it refers to
+        "  where ȳ_pred = 2 (y_pred - y)   (scalar)",
         "not verified (d.verify() checks it against PyTorch autograd)",
     ]
     assert repr(d).startswith("<Derivation l = (w x - y)²: 3 forward steps, 3 backward steps, gradients for w;")

@@ -115,14 +115,18 @@ def gradient_table(d: Derivation, n: Notation) -> Table:
     table.add_column(msg("col_shape"), style="dim")
     for name in d.wrt:
         g = d.gradients[name]
-        text = f"{n.partial(name)} = {n.text(g.expr)}"
+        shown = d.shown_gradient(name)
+        text = f"{n.partial(name)} = {n.text(shown)}"
         if g.value is not None:
             text += f" = {format_value(g.value)}"
-        if not g.in_inputs:
+        if not g.in_inputs and shown is g.expr:
             text += f"   ({msg('too_long')})"
-        if g.unsimplified:
+        if g.unsimplified and shown is g.expr:
             text += f"   ({msg('not_simplified')})"
         table.add_row(Text(text), Text(n.shape_text(g.shape)))
+    for i, a in enumerate(d.shown_adjoints):  # what the named forms refer to, as d2l lists ∂J/∂o
+        lead = f"{msg('where_named')} " if i == 0 else " " * (len(msg("where_named")) + 1)
+        table.add_row(Text(f"{lead}{n.text(n.sym(a.symbol))} = {n.text(a.expr)}"), Text(n.shape_text(a.shape)))
     return table
 
 

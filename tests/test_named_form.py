@@ -1,0 +1,116 @@
+"""Final gradients in named form (issue #13): in terms of the program's named intermediates and
+their adjoints, as d2l writes them, in every format; the expanded form on request; both checked
+against torch autograd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import backstep
+from backstep.cli import app
+from backstep.render import render
+from backstep.render.common import Notation
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# d2l §5.3: z = W⁽¹⁾x, h = φ(z), o = W⁽²⁾h, L = l(o, y), s = λ/2 (‖W⁽¹⁾‖² + ‖W⁽²⁾‖²), J = L + s
+# (rows of a batch here, so the products are the other way round). Sizes 3, 4, 5, 2 are distinct.
+D2L_MLP = """X: (n, d); W1: (d, m); W2: (m, q); t: (n,)
+z = X @ W1
+h = relu(z)
+o = h @ W2
+L = cross_entropy(o, t)
+s = lam / 2 * (sum(W1 ** 2) + sum(W2 ** 2))
+J = L + s
+"""
+
+
+def named_text(d, name: str) -> str:
+    n = Notation(d)
+    return n.text(d.shown_gradient(name))
+
+
+def test_d2l_mlp_with_weight_decay_gives_d2ls_gradient_forms():
+    d = backstep.derive(D2L_MLP, shapes={"X": (3, 4), "W1": (4, 5), "W2": (5, 2), "t": (3,)}, wrt="W1,W2")
+    n = Notation(d)
+    # d2l: ∂J/∂W⁽²⁾ = ∂J/∂o hᵀ + λW⁽²⁾, ∂J/∂W⁽¹⁾ = ∂J/∂z xᵀ + λW⁽¹⁾ (here hᵀ ō and Xᵀ z̄)
+    assert named_text(d, "W2") == "W2 lam + hᵀ " + n.adjoint_text("o")
+    assert named_text(d, "W1") == "W1 lam + Xᵀ " + n.adjoint_text("z")
+    # and the adjoints they refer to, in the order of the backward pass: ∂J/∂o, ∂J/∂h, ∂J/∂z
+    where = {a.of: n.text(a.expr) for a in d.named_adjoints}
+    assert list(where) == ["o", "h", "z"]
+    assert where["o"] == "(softmax(o, axis=1) - onehot(t)) / 3"
+    assert where["h"] == n.adjoint_text("o") + " W2ᵀ"
+    assert where["z"] == n.adjoint_text("h") + " ⊙ 1[z > 0]"
+    # the expanded form is kept beside it, written in the inputs
+    assert {s.name for s in d.gradients["W2"].expr.free_symbols} == {"X", "W1", "W2", "lam", "t"}
+    d.verify()
+    assert d.verification.ok
+
+
+def test_every_final_gradient_of_lenet_is_short_in_the_terminal():
+    d = backstep.derive((ROOT / "examples" / "lenet.bs").read_text(encoding="utf-8"), verify=False)
+    n = Notation(d)
+    text = render(d, "text", width=400)
+    lines = [f"{n.partial(name)} = {named_text(d, name)}" for name in d.wrt]
+    lines += [f"{n.text(n.sym(a.symbol))} = {n.text(a.expr)}" for a in d.named_adjoints]
+    for line in lines:
+        assert line in text
+        assert len(line) <= 120, line
+    assert len(d.wrt) == 7 and all(d.gradients[name].named is not None for name in d.wrt)
+    # the expanded forms are the walls the named ones replace
+    assert all(len(n.text(d.gradients[name].expr)) > 120 for name in ("x", "K1", "W1"))
+
+
+def test_named_forms_are_checked_against_autograd():
+    d = backstep.derive(D2L_MLP, wrt="W1,W2", verify=True)
+    assert d.verification.ok
+    d.gradients["W2"].named = 2 * d.gradients["W2"].named  # a wrong named form fails its gradient's check
+    assert not d.verify().ok
+    assert d.verification.first_failure.name == "W2"
+    d = backstep.derive(D2L_MLP, wrt="W1,W2", verify=False)
+    d.named_adjoints[1].expr = 2 * d.named_adjoints[1].expr  # ... and a wrong named adjoint its adjoint's
+    assert not d.verify().ok
+    assert d.verification.first_failure.name == "h"
+
+
+def test_a_repeated_forward_value_is_written_with_its_name():
+    d = backstep.derive("xc = x - m; L = sum(xc * sin(x - m))", verify=True)
+    assert d.verification.ok
+    assert named_text(d, "x") == f"{Notation(d).adjoint_text('xc')} + xc cos(xc)"
+
+
+def test_a_small_formula_is_shown_in_the_inputs():
+    d = backstep.derive("sin(x**2)*exp(y)", verify=False)
+    assert all(g.named is None for g in d.gradients.values())
+    assert d.named_adjoints == []
+    assert named_text(d, "x") == "2 x cos(x²) exp(y)"
+
+
+def test_expand_shows_the_gradients_in_the_inputs():
+    d = backstep.derive(D2L_MLP, wrt="W1,W2", verify=False, expand=True)
+    n = Notation(d)
+    text = render(d, "text", width=300)
+    assert f"∂J/∂W2 = {n.text(d.gradients['W2'].expr)}" in text
+    assert "hᵀ" not in text.split("Gradients")[-1]
+    md = render(d, "md")
+    assert r"h^{\top} \bar{o}" not in md.split("## Gradients")[-1]
+    named = render(backstep.derive(D2L_MLP, wrt="W1,W2", verify=False), "md").split("## Gradients")[-1]
+    assert r"h^{\top} \bar{o}" in named and "\nwith\n" in named
+
+
+def test_cli_expand_and_json_keep_both_forms():
+    runner = CliRunner()
+    args = ["derive", D2L_MLP, "--wrt", "W1,W2", "--no-verify"]
+    named = runner.invoke(app, args)
+    expanded = runner.invoke(app, [*args, "--expand"])
+    assert named.exit_code == 0 and expanded.exit_code == 0, (named.output, expanded.output)
+    assert "∂J/∂W2 = W2 lam + hᵀ" in named.output and "∂J/∂W2 = W2 lam + relu(X W1)ᵀ" in expanded.output
+    data = json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)
+    w2 = data["gradients"]["W2"]
+    assert w2["named"]["expr"] == "W2 * lam + h.T @ grad_o"
+    backstep.parse(w2["expr"], {"X": ("n", "d"), "W1": ("d", "m"), "W2": ("m", "q"), "t": ("n",)})  # in the inputs
+    assert [a["of"] for a in data["named_adjoints"]] == ["o", "h", "z"]
