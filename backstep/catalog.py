@@ -44,7 +44,7 @@ def entries() -> list[Entry]:
         for step in d.backward:
             if step.kind != "rule" or step.op != op.name:
                 continue
-            r = step.rule
+            r = step.general
             t = f"{text(r.forward_lhs)} = {text(r.forward_rhs)} ⇒ {text(r.adjoint_lhs)} = {text(r.adjoint_rhs)}"
             if t in seen:
                 continue

@@ -29,6 +29,10 @@ from .ops import ONE_HOT_ROWS, Ctx, sum_to
 from .parser import Limits, deep_recursion, parse
 from .printing import Printer, bar_latex, bar_text, latex_name
 
+# Letters a general rule uses in place of its own where those are the program's names.
+SPARE_LOWER = ("u", "w", "p", "q", "r", "s", "f", "k", "m", "e")
+SPARE_UPPER = ("P", "Q", "R", "S", "U", "V", "M", "N", "G", "H")
+
 # A final gradient larger than this many tree nodes stays in terms of named intermediates.
 MAX_EXPANDED_SIZE = 4000
 
@@ -162,6 +166,7 @@ class _Sweep:
                     edges_into[a.id] = edges_into.get(a.id, 0) + 1
         contributions: dict[int, list[str]] = {}
         adjoint: dict[int, Expr] = {out.id: sympy.Integer(1) if seed.is_one else sb.var(seed.name)}
+        self.adjoint = adjoint
 
         def finish(node: Node) -> None:
             """Define the node's adjoint from its contributions (a sum when there are several)."""
@@ -213,9 +218,10 @@ class _Sweep:
                 if requires[v.id]:
                     finish(v)
         for step, node, i in rule_steps:
-            step.result, step.unsimplified = simplify(step.applied, self.simplify_seconds)
+            step.applied, step.result, step.unsimplified = simplify_step(step.applied, self.simplify_seconds)
             _refuse_undefined(step.result, f"step {step.index} ({step.target})", node, g.source)
-            step.rule = self.general_rule(node, i)
+            step.general = self.general_rule(node, i)
+            step.rule = self.general_rule(node, i, self.names_in_document())
         for step in self.steps:
             if step.kind == "sum":
                 step.result = sympy.Add(*step.applied.args)
@@ -352,22 +358,51 @@ class _Sweep:
             input_index=i,
         )
 
-    def general_rule(self, node: Node, i: int) -> Rule:
-        """The op's rule for input i with generic names (a, b, y), at this node's shapes."""
+    def names_in_document(self) -> set[str]:
+        """Every name the derivation prints for the program: its variables, intermediates and dimensions."""
+        return {n.name for n in self.graph.nodes} | {str(d) for d in self.graph.dims}
+
+    def general_rule(self, node: Node, i: int, avoid: set[str] | None = None) -> Rule:
+        """The op's rule for input i with generic names (a, b, y), at this node's shapes, with the sum
+        over broadcast axes that the node's shapes need. With `avoid` (the program's names), a
+        generic letter that is one of them is replaced by one that is not (`u = exp(s) ⇒ s̄ = ū u`
+        where the program has x and y): a rule never reads as a claim about the program's own
+        variables."""
         op = node.op
+        letters = self.rule_letters(node, avoid or set())
         key = (
             op.name,
             i,
             tuple(str(a.value) if a.is_const else a.shape for a in node.inputs),
             node.shape,
             tuple(sorted(node.params.items())),
+            tuple(sorted(letters.items())),
         )
         if key in self._rules:
             return self._rules[key]
-        self._rules[key] = rule = self._make_rule(node, i)
+        self._rules[key] = rule = self._make_rule(node, i, letters)
         return rule
 
-    def _make_rule(self, node: Node, i: int) -> Rule:
+    def rule_letters(self, node: Node, avoid: set[str]) -> dict[str, str]:
+        """Each generic role of the op's rule (`a`, `y`) -> the letter it is printed as."""
+        op = node.op
+        roles = [op.arg_names[j] if j < len(op.arg_names) else f"x{j}" for j in range(len(node.inputs))]
+        roles.append(op.out_name)
+        letters: dict[str, str] = {}
+        used = set(roles) - avoid
+        for role in roles:
+            if role not in avoid:
+                letters[role] = role
+                continue
+            pool = SPARE_UPPER if role[:1].isupper() else SPARE_LOWER
+            spare = next((c for c in pool if c not in avoid and c not in used), None)
+            if spare is None:  # every spare letter is a program name: number the role instead
+                spare = next(f"{role}{k}" for k in range(1, 10_000) if f"{role}{k}" not in avoid | used)
+            letters[role] = spare
+            used.add(spare)
+        return letters
+
+    def _make_rule(self, node: Node, i: int, letters: dict[str, str]) -> Rule:
         op = node.op
         self.rule_count += 1
         tag = f"_r{self.rule_count}_"
@@ -377,18 +412,22 @@ class _Sweep:
                 args.append(a.value)
                 continue
             role = op.arg_names[j] if j < len(op.arg_names) else f"x{j}"
-            self.symbols.add(tag + role, a.shape, role, latex_name(role))
+            shown = letters.get(role, role)
+            self.symbols.add(tag + role, a.shape, shown, latex_name(shown))
             args.append(sb.var(tag + role))
-        out = op.out_name
+        out = letters.get(op.out_name, op.out_name)
         self.symbols.add(tag + "y", node.shape, out, latex_name(out))
         self.symbols.add(tag + "gy", node.shape, bar_text(out), bar_latex(out))
         role = op.arg_names[i] if i < len(op.arg_names) else f"x{i}"
-        self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(role), bar_latex(role))
+        shown = letters.get(role, role)
+        self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(shown), bar_latex(shown))
         self.adjoint_of[tag + "gy"] = tag + "y"
         self.adjoint_of[tag + "g" + role] = tag + role
         shapes = tuple(a.shape for a in node.inputs)
         y = sb.var(tag + "y")
         rhs = op.backward[i](Ctx(sb.var(tag + "gy"), tuple(args), y, shapes, node.shape, node.params))
+        if op.elementwise and node.inputs[i].shape != node.shape:
+            rhs = sum_to(rhs, node.shape, node.inputs[i].shape)  # the rule the step's result comes from
         forward = op.sympy(args, shapes, node.params)
         return Rule(y, forward, sb.var(tag + "g" + role), rhs)
 
@@ -446,8 +485,11 @@ class _Sweep:
             if symbol in used:
                 shown[symbol] = form
                 used |= {s.name for s in form.free_symbols}
+        partial = {s.target: s.partial for s in self.steps}
         self.named_adjoints = [
-            NamedAdjoint(symbol, self.adjoint_of[symbol], shown[symbol], self.symbols.table[symbol].shape)
+            NamedAdjoint(
+                symbol, self.adjoint_of[symbol], shown[symbol], self.symbols.table[symbol].shape, partial.get(symbol)
+            )
             for symbol in forms.adjoints
             if symbol in shown
         ]
@@ -583,6 +625,22 @@ def simplify(expr: Expr, seconds: float | None, rebuild: bool = True) -> tuple[E
         if e.budget is not budget:
             raise
         return done, f"simplifying it took longer than {seconds:g} s (--simplify-budget)"
+
+
+def simplify_step(applied: Expr, seconds: float | None) -> tuple[Expr, Expr, str]:
+    """A step's rule as applied, rebuilt (SymPy's arithmetic: no `1 ·`, no `x^(2−1)`, no reordering
+    shown as a simplification), and its tidied result, within `seconds`; (…, why) when the budget
+    runs out, as `simplify`."""
+    rebuilt = applied
+    budget = TimeBudget(seconds)
+    try:
+        with budget:
+            rebuilt = _expand(applied, {}, {})
+            return rebuilt, tidy(rebuilt), ""
+    except BudgetExpired as e:
+        if e.budget is not budget:
+            raise
+        return applied, rebuilt, f"simplifying it took longer than {seconds:g} s (--simplify-budget)"
 
 
 def tidy(expr: Expr) -> Expr:

@@ -47,7 +47,8 @@ class ForwardStep:
 
 @dataclass
 class Rule:
-    """The general local rule of an op for one input: `y = f(a, b)  ⇒  ā = …`."""
+    """The general local rule of an op for one input: `y = f(a, b)  ⇒  ā = …`, at one node's shapes
+    (with the sum over broadcast axes they need)."""
 
     forward_lhs: Expr
     forward_rhs: Expr
@@ -63,13 +64,15 @@ class BackwardStep:
     kind: str  # "rule" (one edge of the graph) or "sum" (the multivariable chain rule)
     node: str | None  # the forward node whose rule this is (kind "rule")
     op: str | None
-    rule: Rule | None  # the general rule (kind "rule")
+    # The general rule (kind "rule"), in letters that are none of the program's names: it yields `result`.
+    rule: Rule | None
     applied: Expr  # the rule with these names, before simplification
     result: Expr  # the simplified result
     partial: int | None = None  # k when this is the k-th contribution to `of`
     input_index: int | None = None  # kind "rule": the position of `of` among the inputs of `node`
     value: Value = None  # with --at
     unsimplified: str = ""  # why `result` is shown as built (simplification ran out of time)
+    general: Rule | None = None  # the same rule in the op's own letters (a, b, y), as the op catalog shows it
 
 
 @dataclass
@@ -107,6 +110,7 @@ class NamedAdjoint:
     of: str  # the intermediate it is the adjoint of
     expr: Expr
     shape: tuple
+    partial: int | None = None  # k for the k-th contribution to `of`'s adjoint (x̄⁽ᵏ⁾), not all of it
 
 
 @dataclass

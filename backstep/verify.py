@@ -165,9 +165,9 @@ def _try_point(torch, generator, derivation, sizes, point, scale, by_name, pendi
     for name, gradient in derivation.gradients.items():
         if gradient.named is not None:
             pending.append(("gradient", name, run.evaluator(gradient.named), _grad(torch, leaves[name])))
-    for adjoint in derivation.named_adjoints:
+    for adjoint in derivation.named_adjoints:  # (a partial contribution is checked within its gradient)
         tensor = nodes[by_name[adjoint.of].id]
-        if tensor.requires_grad:
+        if adjoint.partial is None and tensor.requires_grad:
             pending.append(("adjoint", adjoint.of, run.evaluator(adjoint.expr), _grad(torch, tensor)))
     return leaves, nodes, seed_value, None
 

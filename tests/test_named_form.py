@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import backstep
 from backstep.cli import app
+from backstep.printing import bar_text
 from backstep.render import render
 from backstep.render.common import Notation
 
@@ -114,3 +115,48 @@ def test_cli_expand_and_json_keep_both_forms():
     assert w2["named"]["expr"] == "W2 * lam + h.T @ grad_o"
     backstep.parse(w2["expr"], {"X": ("n", "d"), "W1": ("d", "m"), "W2": ("m", "q"), "t": ("n",)})  # in the inputs
     assert [a["of"] for a in data["named_adjoints"]] == ["o", "h", "z"]
+
+
+# --- rules (issue #13, items 1 and 5) ------------------------------------------------------------------
+
+
+def program_names(d) -> set[str]:
+    return {v.name for v in d.variables} | {f.name for f in d.forward} | {d.output} | set(d.dims)
+
+
+def rule_letters(d, step) -> set[str]:
+    r = step.rule
+    symbols = set().union(*(e.free_symbols for e in (r.forward_lhs, r.forward_rhs, r.adjoint_lhs, r.adjoint_rhs)))
+    return {d.symbols.table[s.name].text for s in symbols if s.name.startswith("_")}
+
+
+def test_no_rule_is_written_in_the_programs_own_names():
+    for source in ("sin(x**2)*exp(y)", (ROOT / "examples" / "lenet.bs").read_text(encoding="utf-8")):
+        d = backstep.derive(source, verify=False)
+        names = program_names(d)
+        for step in d.backward:
+            if step.rule is not None:
+                assert not rule_letters(d, step) & names, (step.index, rule_letters(d, step))
+    d = backstep.derive("sin(x**2)*exp(y)", verify=False)
+    text = render(d, "text")
+    assert "y = exp(x)" not in text and f"w = exp(u) ⇒ {bar_text('u')} = {bar_text('w')} w" in text
+    # the op catalog keeps the op's own letters
+    assert [s.general for s in d.backward if s.op == d.forward[2].op][0].forward_lhs is not None
+
+
+def test_a_broadcast_rule_has_the_sum_its_step_takes():
+    d = backstep.derive("X: (n, d); b: (d,)\nL = sum(tanh(X + b))", verify=False)
+    step = next(s for s in d.backward if s.of == "b")
+    rule = render(d, "text", width=300)
+    assert "c = a + b" not in rule  # b is the program's: the rule uses other letters
+    n = Notation(d)
+    assert n.text(step.rule.adjoint_rhs).startswith("sum(")
+    assert n.text(step.result).startswith("sum(")
+
+
+def test_steps_show_no_arithmetic_noise():
+    d = backstep.derive("x**2 + 3", verify=False)
+    text = render(d, "text")
+    assert "2 - 1" not in text
+    d = backstep.derive((ROOT / "examples" / "lenet.bs").read_text(encoding="utf-8"), verify=False)
+    assert "= 1 (softmax" not in render(d, "text", width=300)

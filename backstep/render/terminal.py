@@ -73,7 +73,7 @@ def step_text(s: BackwardStep, n: Notation) -> str:
 
 
 def rule_text(s: BackwardStep, n: Notation) -> tuple[str, str]:
-    """(the node the step belongs to, the general rule) for the 'from' and 'rule' columns."""
+    """(the node the step belongs to, the op's general rule) for the 'from' and 'rule' columns."""
     if s.kind == "sum":
         return n.msg("feeds_several", name=s.of), n.msg("chain_rule_sum")
     r = s.rule
