@@ -104,14 +104,17 @@ def build_derivation(
             raise UsageError(f"--assume {name}={kind}: unknown domain (known: {', '.join(ASSUMPTIONS)})")
     wanted = set(wrt) if wrt else set(names)
     seconds = Limits.simplify_seconds if simplify_seconds is None else simplify_seconds
-    return _Sweep(graph, wanted, assume, seconds).run()
+    return _Sweep(graph, wanted, assume, seconds, chosen=bool(wrt)).run()
 
 
 class _Sweep:
-    def __init__(self, graph: Graph, wanted: set[str], assume: dict[str, str], simplify_seconds: float):
+    def __init__(
+        self, graph: Graph, wanted: set[str], assume: dict[str, str], simplify_seconds: float, chosen: bool = False
+    ):
         self.graph = graph
         self.simplify_seconds = simplify_seconds
-        self.wanted = wanted
+        # without --wrt, the targets of loss functions are constants, as in PyTorch
+        self.wanted = wanted if chosen else (wanted - loss_targets(graph)) or wanted
         self.assume = assume
         self.symbols = Symbols()
         self.taken = {n.name for n in graph.nodes} | set(graph.dims)
@@ -688,6 +691,27 @@ def expr_size(expr: Expr) -> int:
             stack.append((e, True))
             stack.extend((a, False) for a in e.args if a not in memo)
     return memo[expr]
+
+
+# The declared domains of an op input that holds a loss's targets or class labels.
+TARGET_DOMAINS = ("targets", "class_index")
+
+
+def loss_targets(graph: Graph) -> set[str]:
+    """The variables used only as the targets of loss functions: cross-entropy's targets, class labels,
+    the second argument of a two-argument loss (an op whose output the table calls L, as mse).
+    PyTorch's targets do not require grad: without --wrt they get no gradient."""
+    targets: set[str] = set()
+    others: set[str] = set()
+    for node in graph.op_nodes:
+        declared = node.op.domain
+        two_argument_loss = node.op.out_name == "L" and len(node.inputs) == 2
+        for i, a in enumerate(node.inputs):
+            if a.kind != "var":
+                continue
+            target = (declared and declared[i] in TARGET_DOMAINS) or (two_argument_loss and i == 1)
+            (targets if target else others).add(a.name)
+    return targets - others
 
 
 def infer_domains(graph: Graph) -> dict[str, str]:

@@ -160,3 +160,23 @@ def test_steps_show_no_arithmetic_noise():
     assert "2 - 1" not in text
     d = backstep.derive((ROOT / "examples" / "lenet.bs").read_text(encoding="utf-8"), verify=False)
     assert "= 1 (softmax" not in render(d, "text", width=300)
+
+
+# --- teaching defaults (issue #13, item 9) ------------------------------------------------------------
+
+
+def test_targets_of_loss_functions_are_constants_unless_asked_for():
+    d = backstep.derive("a: (n, d); b: (n, d)\nmse(a, b)", verify=False)
+    assert d.wrt == ["a"]
+    d = backstep.derive("z: (n, c); p: (n, c)\ncross_entropy(z, p)", verify=False)
+    assert d.wrt == ["z"]
+    d = backstep.derive("a: (n, d); b: (n, d)\nmse(a, b)", wrt="a,b", verify=True)
+    assert d.wrt == ["a", "b"] and d.verification.ok
+    # a variable used as a target and elsewhere keeps its gradient
+    d = backstep.derive("a: (n, d); b: (n, d)\nmse(a, b) + sum(b)", verify=False)
+    assert d.wrt == ["a", "b"]
+
+
+def test_class_labels_are_shown_as_the_set_they_are_drawn_from():
+    d = backstep.derive((ROOT / "examples" / "lenet.bs").read_text(encoding="utf-8"), verify=False)
+    assert "t ∈ {0,…,9}^N" in render(d, "text", width=300)

@@ -35,7 +35,7 @@ def header(d: Derivation, n: Notation) -> Text:
     else:
         t.append(f"{d.output} = {n.text(d.output_expr)}", style="bold")
         t.append("\n")
-    shapes = "   ".join(f"{v.name}: {n.shape_text(v.shape)}" for v in d.variables)
+    shapes = "   ".join(variable_text(v, n) for v in d.variables)
     t.append(f"{shapes}   →   {d.output}: {n.shape_text(d.output_shape)}", style="dim")
     wrt = d.wrt
     if len(wrt) < len(d.variables):
@@ -44,6 +44,16 @@ def header(d: Derivation, n: Notation) -> Text:
         given = ", ".join(f"{k} = {format_value(v, 6)}" for k, v in d.at.items())
         t.append("\n" + n.msg("at_values", values=given), style="dim")
     return t
+
+
+def variable_text(v, n: Notation) -> str:
+    """`x: N×D`; class labels as the set they are drawn from, `t ∈ {0,…,9}^N`."""
+    kind, _, classes = v.domain.partition(":")
+    if kind == "class_index" and classes and classes != "None":
+        last = str(int(classes) - 1) if classes.isdigit() else f"{classes}−1"
+        power = f"^{n.shape_text(v.shape)}" if v.shape else ""
+        return f"{v.name} ∈ {{0,…,{last}}}{power}"
+    return f"{v.name}: {n.shape_text(v.shape)}"
 
 
 def forward_table(d: Derivation, n: Notation) -> Table:
