@@ -56,7 +56,7 @@ def derive(
     wrt: list[str] | str | None = None,
     assume: dict[str, str] | None = None,
     limits: Limits | None = None,
-    verify: bool = False,
+    verify: bool = True,
     points: int = 3,
     seed: int = 0,
     at: dict | None = None,
@@ -65,7 +65,8 @@ def derive(
     """Derive the backpropagation of `source` (a formula or a program).
 
     shapes: {"X": ("n", "d"), "b": (5,)}; wrt: the variables that need gradients (default all);
-    assume: {"x": "positive"}; verify: check every step against torch autograd;
+    assume: {"x": "positive"}; verify: check every step against torch autograd, as the CLI does
+    (``verify=False`` skips it);
     at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays);
     expand: show the final gradients written out in the inputs, not in named form (both are kept:
     ``Gradient.expr`` and ``Gradient.named``).
@@ -707,10 +708,9 @@ def loss_targets(graph: Graph) -> set[str]:
         declared = node.op.domain
         two_argument_loss = node.op.out_name == "L" and len(node.inputs) == 2
         for i, a in enumerate(node.inputs):
-            if a.kind != "var":
-                continue
-            target = (declared and declared[i] in TARGET_DOMAINS) or (two_argument_loss and i == 1)
-            (targets if target else others).add(a.name)
+            if a in graph.variables:
+                target = (declared and declared[i] in TARGET_DOMAINS) or (two_argument_loss and i == 1)
+                (targets if target else others).add(a.name)
     return targets - others
 
 

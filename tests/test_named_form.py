@@ -180,3 +180,12 @@ def test_targets_of_loss_functions_are_constants_unless_asked_for():
 def test_class_labels_are_shown_as_the_set_they_are_drawn_from():
     d = backstep.derive((ROOT / "examples" / "lenet.bs").read_text(encoding="utf-8"), verify=False)
     assert "t ∈ {0,…,9}^N" in render(d, "text", width=300)
+
+
+def test_sympy_latex_prints_backsteps_classes_as_backstep_does():
+    import sympy
+
+    d = backstep.derive("relu(x@W1)@W2", verify=False)
+    tex = sympy.latex(d.gradients["W1"].expr)
+    assert "operatorname{MatrixProduct}" not in tex and "TransposeOp" not in tex
+    assert tex.startswith(r"x^{\top}") and r"\odot" in tex
