@@ -23,6 +23,7 @@ from sympy import Expr
 
 from . import symbolic as sb
 from .budget import BudgetExpired, TimeBudget
+from .errors import CannotPrint
 from .model import BackwardStep, ForwardStep
 
 # A name backstep chose is written out where it stands when its definition prints in at most this
@@ -55,7 +56,12 @@ def named_forms(
     `printed`: an expression as the terminal prints it."""
 
     def short(value: Expr, chars: int = INLINE_CHARS) -> bool:
-        return not size_exceeds(value, 3 * chars // 2) and len(printed(value)) <= chars
+        if size_exceeds(value, 3 * chars // 2):
+            return False
+        try:
+            return len(printed(value)) <= chars
+        except CannotPrint:  # (zoo, where a step is undefined: the derivation refuses it after)
+            return False
 
     def once(value: Expr) -> bool:  # an adjoint used once is written out where it is used unless long
         return short(value, INLINE_ONCE_CHARS)
