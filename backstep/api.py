@@ -253,7 +253,7 @@ def codegen(
     else:
         from .derive import derive
 
-        derivation = derive(source, shapes=shapes, wrt=wrt, assume=assume)
+        derivation = derive(source, shapes=shapes, wrt=wrt, assume=assume, verify=False)
     return generate(derivation, name, command=command).code
 
 

@@ -114,6 +114,12 @@ OUTPUT_HELP = "Write to FILE instead of stdout (- is stdout); its extension (.js
 WRT_HELP = "The variables that need gradients: W1,W2 or --wrt W1 --wrt W2 (default: all)."
 
 
+EXPAND_HELP = (
+    "Write the final gradients out in the inputs, instead of in terms of the program's named intermediates "
+    "and their adjoints (the named form, as a textbook writes them)."
+)
+
+
 @app.command(
     cls=FormulaCommand,
     epilog=examples(
@@ -145,6 +151,7 @@ def derive(
         typer.Option(help="Numbers for a hand calculation: x=2, v=[1,2,3], X=file.npy; the rest drawn at random."),
     ] = [],  # noqa: B006
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against PyTorch autograd.")] = False,
+    expand: Annotated[bool, typer.Option("--expand", help=EXPAND_HELP)] = False,
     points: Annotated[int, typer.Option(help="How many random points the verification uses.", min=1, max=100)] = 3,
     seed: Annotated[
         int, typer.Option(help="Random seed for the verification and the drawn --at values.", min=0, max=SEED_MAX)
@@ -232,6 +239,7 @@ def derive(
         )
         if traced is not None:
             traced.decorate(derivation)
+        derivation.expand = expand
     except BackstepError as err:
         fail(err, source)
     except RecursionError:
@@ -278,6 +286,7 @@ def derive_numbers_and_verify(source, shapes, wrt_names, assume, at, limits, poi
         limits=limits,
         at=values,
         seed=seed,
+        verify=False,
     )
     check_shape_names(shapes, [v.name for v in derivation.variables])
     with deep_recursion():  # as backstep.derive does: the numbers, then the check against torch
@@ -664,7 +673,9 @@ def codegen(
             source, wrt_list = read_program(expr, file, example='backstep codegen "X @ W.T + b"'), wrt_names
         from .derive import derive as run_derive
 
-        derivation = run_derive(source, shapes=shapes, wrt=wrt_list, assume=dict(parse_pairs(assume, "--assume")))
+        derivation = run_derive(
+            source, shapes=shapes, wrt=wrt_list, assume=dict(parse_pairs(assume, "--assume")), verify=False
+        )
         if torch_model is None:
             check_shape_names(shapes, [v.name for v in derivation.variables])
         class_name = name or cg.class_name_for(output)

@@ -9,7 +9,8 @@
 4. Each step keeps the general rule, the rule applied to these names and the simplified
    result, in terms of named intermediates: the work is linear in the graph size.
 5. The final gradients are the leaves' adjoints with every name expanded back into the inputs
-   (unless that would make them too large to read).
+   (unless that would make them too large to read), and in named form (backstep.named): in terms
+   of the program's named intermediates and their adjoints, as the documents show them.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from .errors import DomainError, UsageError
 from .facade import Derivation
 from .graph import Graph, Node
 from .indices import INDEX, INDEX_ASSUMPTION, assumed_domains
-from .model import BackwardStep, ForwardStep, Gradient, Rule, Seed, Symbols, Variable
+from .model import BackwardStep, ForwardStep, Gradient, NamedAdjoint, Rule, Seed, Symbols, Variable
+from .named import named_forms, size_exceeds
 from .ops import ONE_HOT_ROWS, Ctx, sum_to
 from .parser import Limits, deep_recursion, parse
-from .printing import bar_latex, bar_text, latex_name
+from .printing import Printer, bar_latex, bar_text, latex_name
+
+# Letters a general rule uses in place of its own where those are the program's names.
+SPARE_LOWER = ("u", "w", "p", "q", "r", "s", "f", "k", "m", "e")
+SPARE_UPPER = ("P", "Q", "R", "S", "U", "V", "M", "N", "G", "H")
 
 # A final gradient larger than this many tree nodes stays in terms of named intermediates.
 MAX_EXPANDED_SIZE = 4000
@@ -51,16 +57,20 @@ def derive(
     wrt: list[str] | str | None = None,
     assume: dict[str, str] | None = None,
     limits: Limits | None = None,
-    verify: bool = False,
+    verify: bool = True,
     points: int = 3,
     seed: int = 0,
     at: dict | None = None,
+    expand: bool = False,
 ) -> Derivation:
     """Derive the backpropagation of `source` (a formula or a program).
 
     shapes: {"X": ("n", "d"), "b": (5,)}; wrt: the variables that need gradients (default all);
-    assume: {"x": "positive"}; verify: check every step against torch autograd;
-    at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays).
+    assume: {"x": "positive"}; verify: check every step against torch autograd, as the CLI does
+    (``verify=False`` skips it);
+    at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays);
+    expand: show the final gradients written out in the inputs, not in named form (both are kept:
+    ``Gradient.expr`` and ``Gradient.named``).
     """
     if isinstance(wrt, str):
         wrt = [w.strip() for w in wrt.split(",") if w.strip()]
@@ -73,6 +83,7 @@ def derive(
             data_shapes = value_shapes(at, limits.max_elements)
         graph = parse(source, shapes or {}, limits, data_shapes=data_shapes)
         derivation = build_derivation(graph, wrt, assume or {}, limits.simplify_seconds)
+        derivation.expand = expand
         if at is not None:
             from .numeric import evaluate_at
 
@@ -103,14 +114,17 @@ def build_derivation(
     assume = assumed_domains(graph, assume, infer_domains(graph))
     wanted = set(wrt) if wrt else set(names)
     seconds = Limits.simplify_seconds if simplify_seconds is None else simplify_seconds
-    return _Sweep(graph, wanted, assume, seconds).run()
+    return _Sweep(graph, wanted, assume, seconds, chosen=bool(wrt)).run()
 
 
 class _Sweep:
-    def __init__(self, graph: Graph, wanted: set[str], assume: dict[str, str], simplify_seconds: float):
+    def __init__(
+        self, graph: Graph, wanted: set[str], assume: dict[str, str], simplify_seconds: float, chosen: bool = False
+    ):
         self.graph = graph
         self.simplify_seconds = simplify_seconds
-        self.wanted = wanted
+        # without --wrt, the targets of loss functions are constants, as in PyTorch
+        self.wanted = wanted if chosen else (wanted - loss_targets(graph)) or wanted
         self.assume = assume
         self.symbols = Symbols()
         self.taken = {n.name for n in graph.nodes} | set(graph.dims)
@@ -124,6 +138,7 @@ class _Sweep:
         self._definitions: dict[Expr, Expr] = {}  # name -> definition, forward and backward
         self._estimates: dict[Expr, int] = {}  # expanded tree sizes before simplification
         self.expansions_timed_out = False  # writing some result out in the inputs ran out of time
+        self.named_adjoints: list[NamedAdjoint] = []
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -150,11 +165,11 @@ class _Sweep:
             self.sym[node.id] = sb.var(node.name)
             self.symbols.add(node.name, node.shape, node.name, latex_name(node.name))
         with sympy.evaluate(False):  # forward steps as the user wrote them: `x x`, not `x²`
-            forward = [self.forward_step(n) for n in g.op_nodes]
+            self.forward = forward = [self.forward_step(n) for n in g.op_nodes]
         for step, node in zip(forward, g.op_nodes):
             self._definitions[self.sym[node.id]] = step.expr
         out = g.output
-        seed = self.make_seed(out)
+        self.seed = seed = self.make_seed(out)
 
         # How many contributions each node will receive: one per edge into a consumer.
         edges_into: dict[int, int] = {}
@@ -164,6 +179,7 @@ class _Sweep:
                     edges_into[a.id] = edges_into.get(a.id, 0) + 1
         contributions: dict[int, list[str]] = {}
         adjoint: dict[int, Expr] = {out.id: sympy.Integer(1) if seed.is_one else sb.var(seed.name)}
+        self.adjoint = adjoint
 
         def finish(node: Node) -> None:
             """Define the node's adjoint from its contributions (a sum when there are several)."""
@@ -215,9 +231,10 @@ class _Sweep:
                 if requires[v.id]:
                     finish(v)
         for step, node, i in rule_steps:
-            step.result, step.unsimplified = simplify(step.applied, self.simplify_seconds)
+            step.applied, step.result, step.unsimplified = simplify_step(step.applied, self.simplify_seconds)
             _refuse_undefined(step.result, f"step {step.index} ({step.target})", node, g.source)
-            step.rule = self.general_rule(node, i)
+            step.general = self.general_rule(node, i)
+            step.rule = self.general_rule(node, i, self.names_in_document())
         for step in self.steps:
             if step.kind == "sum":
                 step.result = sympy.Add(*step.applied.args)
@@ -249,6 +266,7 @@ class _Sweep:
             adjoint_of=self.adjoint_of,
             notes=notes,
             program=list(g.statements),
+            named_adjoints=self.named_adjoints,
             graph=g,
         )
 
@@ -353,22 +371,51 @@ class _Sweep:
             input_index=i,
         )
 
-    def general_rule(self, node: Node, i: int) -> Rule:
-        """The op's rule for input i with generic names (a, b, y), at this node's shapes."""
+    def names_in_document(self) -> set[str]:
+        """Every name the derivation prints for the program: its variables, intermediates and dimensions."""
+        return {n.name for n in self.graph.nodes} | {str(d) for d in self.graph.dims}
+
+    def general_rule(self, node: Node, i: int, avoid: set[str] | None = None) -> Rule:
+        """The op's rule for input i with generic names (a, b, y), at this node's shapes, with the sum
+        over broadcast axes that the node's shapes need. With `avoid` (the program's names), a
+        generic letter that is one of them is replaced by one that is not (`u = exp(s) ⇒ s̄ = ū u`
+        where the program has x and y): a rule never reads as a claim about the program's own
+        variables."""
         op = node.op
+        letters = self.rule_letters(node, avoid or set())
         key = (
             op.name,
             i,
             tuple(str(a.value) if a.is_const else a.shape for a in node.inputs),
             node.shape,
             tuple(sorted(node.params.items())),
+            tuple(sorted(letters.items())),
         )
         if key in self._rules:
             return self._rules[key]
-        self._rules[key] = rule = self._make_rule(node, i)
+        self._rules[key] = rule = self._make_rule(node, i, letters)
         return rule
 
-    def _make_rule(self, node: Node, i: int) -> Rule:
+    def rule_letters(self, node: Node, avoid: set[str]) -> dict[str, str]:
+        """Each generic role of the op's rule (`a`, `y`) -> the letter it is printed as."""
+        op = node.op
+        roles = [op.arg_names[j] if j < len(op.arg_names) else f"x{j}" for j in range(len(node.inputs))]
+        roles.append(op.out_name)
+        letters: dict[str, str] = {}
+        used = set(roles) - avoid
+        for role in roles:
+            if role not in avoid:
+                letters[role] = role
+                continue
+            pool = SPARE_UPPER if role[:1].isupper() else SPARE_LOWER
+            spare = next((c for c in pool if c not in avoid and c not in used), None)
+            if spare is None:  # every spare letter is a program name: number the role instead
+                spare = next(f"{role}{k}" for k in range(1, 10_000) if f"{role}{k}" not in avoid | used)
+            letters[role] = spare
+            used.add(spare)
+        return letters
+
+    def _make_rule(self, node: Node, i: int, letters: dict[str, str]) -> Rule:
         op = node.op
         self.rule_count += 1
         tag = f"_r{self.rule_count}_"
@@ -378,18 +425,22 @@ class _Sweep:
                 args.append(a.value)
                 continue
             role = op.arg_names[j] if j < len(op.arg_names) else f"x{j}"
-            self.symbols.add(tag + role, a.shape, role, latex_name(role))
+            shown = letters.get(role, role)
+            self.symbols.add(tag + role, a.shape, shown, latex_name(shown))
             args.append(sb.var(tag + role))
-        out = op.out_name
+        out = letters.get(op.out_name, op.out_name)
         self.symbols.add(tag + "y", node.shape, out, latex_name(out))
         self.symbols.add(tag + "gy", node.shape, bar_text(out), bar_latex(out))
         role = op.arg_names[i] if i < len(op.arg_names) else f"x{i}"
-        self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(role), bar_latex(role))
+        shown = letters.get(role, role)
+        self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(shown), bar_latex(shown))
         self.adjoint_of[tag + "gy"] = tag + "y"
         self.adjoint_of[tag + "g" + role] = tag + role
         shapes = tuple(a.shape for a in node.inputs)
         y = sb.var(tag + "y")
         rhs = op.backward[i](Ctx(sb.var(tag + "gy"), tuple(args), y, shapes, node.shape, node.params))
+        if op.elementwise and node.inputs[i].shape != node.shape:
+            rhs = sum_to(rhs, node.shape, node.inputs[i].shape)  # the rule the step's result comes from
         forward = op.sympy(args, shapes, node.params)
         return Rule(y, forward, sb.var(tag + "g" + role), rhs)
 
@@ -409,7 +460,52 @@ class _Sweep:
             else:
                 expr, why = simplify(full, self.simplify_seconds, rebuild=False)
                 out[v.name] = Gradient(v.name, expr, v.shape, unsimplified=why)
+        self.add_named_forms(out, adjoint)
         return out
+
+    def add_named_forms(self, gradients: dict[str, Gradient], adjoint: dict[int, Expr]) -> None:
+        """Each gradient's named form (None where it would be in the inputs anyway), and the adjoints they refer to."""
+        named = {i: a.name for i, a in adjoint.items() if a.is_Symbol}  # (the adjoint of a scalar output is 1)
+        user = [n for n in self.graph.op_nodes if n.user_named]
+        keep = {n.name for n in user} | {named[n.id] for n in user if n.id in named}
+        leaves = {v.name: named[v.id] for v in self.graph.variables if v.name in gradients and v.id in named}
+        forms = named_forms(
+            self.forward,
+            self.steps,
+            keep,
+            list(leaves.values()),
+            self.simplify_seconds,
+            _expand,
+            tidy,
+            Printer("text", self.symbols),
+        )
+        if forms is None:
+            self.expansions_timed_out = True
+            return
+        inputs = {v.name for v in self.graph.variables} | {self.seed.name}
+        for name, symbol in leaves.items():
+            form = forms.gradients.get(symbol)
+            g = gradients[name]
+            if form is None or form == g.expr or {s.name for s in form.free_symbols} <= inputs and g.in_inputs:
+                continue  # written in the inputs anyway: the expanded form is the one to show
+            g.named = form
+        used = set()
+        for g in gradients.values():
+            if g.named is not None:
+                used |= {s.name for s in g.named.free_symbols}
+        shown = {}
+        for symbol, form in reversed(forms.adjoints.items()):  # those a shown form refers to, transitively
+            if symbol in used:
+                shown[symbol] = form
+                used |= {s.name for s in form.free_symbols}
+        partial = {s.target: s.partial for s in self.steps}
+        self.named_adjoints = [
+            NamedAdjoint(
+                symbol, self.adjoint_of[symbol], shown[symbol], self.symbols.table[symbol].shape, partial.get(symbol)
+            )
+            for symbol in forms.adjoints
+            if symbol in shown
+        ]
 
     def expand(self, expr: Expr) -> Expr | None:
         """Every named intermediate and adjoint replaced by its definition, recursively;
@@ -544,6 +640,22 @@ def simplify(expr: Expr, seconds: float | None, rebuild: bool = True) -> tuple[E
         return done, f"simplifying it took longer than {seconds:g} s (--simplify-budget)"
 
 
+def simplify_step(applied: Expr, seconds: float | None) -> tuple[Expr, Expr, str]:
+    """A step's rule as applied, rebuilt (SymPy's arithmetic: no `1 ·`, no `x^(2−1)`, no reordering
+    shown as a simplification), and its tidied result, within `seconds`; (…, why) when the budget
+    runs out, as `simplify`."""
+    rebuilt = applied
+    budget = TimeBudget(seconds)
+    try:
+        with budget:
+            rebuilt = _expand(applied, {}, {})
+            return rebuilt, tidy(rebuilt), ""
+    except BudgetExpired as e:
+        if e.budget is not budget:
+            raise
+        return applied, rebuilt, f"simplifying it took longer than {seconds:g} s (--simplify-budget)"
+
+
 def tidy(expr: Expr) -> Expr:
     """Pull common factors out of sums, as a person writes them: (a − b)/4, not a/4 − b/4.
 
@@ -575,18 +687,6 @@ def collect_products(expr: Expr) -> Expr:
     return expr
 
 
-def size_exceeds(expr: Expr, limit: int) -> bool:
-    """Whether expr_size(expr) > limit, looking at no more than limit + 1 nodes."""
-    count = 0
-    stack = [expr]
-    while stack:
-        count += 1
-        if count > limit:
-            return True
-        stack.extend(stack.pop().args)
-    return False
-
-
 def expr_size(expr: Expr) -> int:
     """The number of nodes of the printed tree (shared subtrees counted each time)."""
     memo: dict = {}
@@ -601,6 +701,26 @@ def expr_size(expr: Expr) -> int:
             stack.append((e, True))
             stack.extend((a, False) for a in e.args if a not in memo)
     return memo[expr]
+
+
+# The declared domains of an op input that holds a loss's targets or class labels.
+TARGET_DOMAINS = ("targets", "class_index")
+
+
+def loss_targets(graph: Graph) -> set[str]:
+    """The variables used only as the targets of loss functions: cross-entropy's targets, class labels,
+    the second argument of a two-argument loss (an op whose output the table calls L, as mse).
+    PyTorch's targets do not require grad: without --wrt they get no gradient."""
+    targets: set[str] = set()
+    others: set[str] = set()
+    for node in graph.op_nodes:
+        declared = node.op.domain
+        two_argument_loss = node.op.out_name == "L" and len(node.inputs) == 2
+        for i, a in enumerate(node.inputs):
+            if a in graph.variables:
+                target = (declared and declared[i] in TARGET_DOMAINS) or (two_argument_loss and i == 1)
+                (targets if target else others).add(a.name)
+    return targets - others
 
 
 def infer_domains(graph: Graph) -> dict[str, str]:

@@ -104,7 +104,11 @@ class Derivation(model.Derivation):
             for name in self.wrt:
                 g = self.gradients[name]
                 value = "" if g.value is None else f" = {format_value(g.value)}"
-                lines.append(f"{n.partial(name)} = {n.text(g.expr)}{value}   ({format_shape(g.shape)})")
+                lines.append(
+                    f"{n.partial(name)} = {n.text(self.shown_gradient(name))}{value}   ({format_shape(g.shape)})"
+                )
+            for a in self.shown_adjoints:
+                lines.append(f"  where {n.text(n.sym(a.symbol))} = {n.text(a.expr)}   ({format_shape(a.shape)})")
             lines.append(self._verified(long=True))
             return "\n".join(lines)
         except Exception:

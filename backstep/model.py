@@ -47,7 +47,8 @@ class ForwardStep:
 
 @dataclass
 class Rule:
-    """The general local rule of an op for one input: `y = f(a, b)  ⇒  ā = …`."""
+    """The general local rule of an op for one input: `y = f(a, b)  ⇒  ā = …`, at one node's shapes
+    (with the sum over broadcast axes they need)."""
 
     forward_lhs: Expr
     forward_rhs: Expr
@@ -63,13 +64,15 @@ class BackwardStep:
     kind: str  # "rule" (one edge of the graph) or "sum" (the multivariable chain rule)
     node: str | None  # the forward node whose rule this is (kind "rule")
     op: str | None
-    rule: Rule | None  # the general rule (kind "rule")
+    # The general rule (kind "rule"), in letters that are none of the program's names: it yields `result`.
+    rule: Rule | None
     applied: Expr  # the rule with these names, before simplification
     result: Expr  # the simplified result
     partial: int | None = None  # k when this is the k-th contribution to `of`
     input_index: int | None = None  # kind "rule": the position of `of` among the inputs of `node`
     value: Value = None  # with --at
     unsimplified: str = ""  # why `result` is shown as built (simplification ran out of time)
+    general: Rule | None = None  # the same rule in the op's own letters (a, b, y), as the op catalog shows it
 
 
 @dataclass
@@ -89,6 +92,25 @@ class Gradient:
     in_inputs: bool = True  # False: too large to expand, written with named intermediates
     value: Value = None  # with --at
     unsimplified: str = ""  # why `expr` is shown as built (simplification ran out of time)
+    # The named form, what the documents show (d2l's ∂J/∂W2 = hᵀ ō + λW2): in terms of the program's
+    # named intermediates and their adjoints (Derivation.named_adjoints); None where it is `expr`.
+    named: Expr | None = None
+
+    @property
+    def shown(self) -> Expr:
+        """The form the documents show unless asked for the expanded one."""
+        return self.expr if self.named is None else self.named
+
+
+@dataclass
+class NamedAdjoint:
+    """An adjoint that the named forms of the gradients refer to, in named form itself."""
+
+    symbol: str  # the adjoint's symbol (a backward step's target)
+    of: str  # the intermediate it is the adjoint of
+    expr: Expr
+    shape: tuple
+    partial: int | None = None  # k for the k-th contribution to `of`'s adjoint (x̄⁽ᵏ⁾), not all of it
 
 
 @dataclass
@@ -223,6 +245,9 @@ class Derivation:
     sizes: dict[str, int] = field(default_factory=dict)  # sizes used for --at values
     verification: Verification | None = None
     notes: list[str] = field(default_factory=list)
+    # The adjoints the named gradients refer to, in the order of the backward pass (empty: none do).
+    named_adjoints: list[NamedAdjoint] = field(default_factory=list)
+    expand: bool = False  # show the gradients in terms of the inputs (--expand), not in named form
     graph: Any = field(default=None, repr=False, compare=False)  # the parse it came from (for the verifier)
 
     @property
@@ -246,6 +271,16 @@ class Derivation:
         if v is not None and step.name in v.grad_fn_names:
             return v.grad_fn_names[step.name]
         return step.grad_fn
+
+    def shown_gradient(self, name: str) -> Expr:
+        """A gradient as the documents show it: named form, or expanded with `expand`."""
+        g = self.gradients[name]
+        return g.expr if self.expand else g.shown
+
+    @property
+    def shown_adjoints(self) -> list[NamedAdjoint]:
+        """The named adjoints the shown gradients refer to (none when they are shown expanded)."""
+        return [] if self.expand else self.named_adjoints
 
     @property
     def all_notes(self) -> list[str]:

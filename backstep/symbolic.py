@@ -21,8 +21,26 @@ says how each class prints and evaluates.
 
 from __future__ import annotations
 
+import sys
+
 import sympy
 from sympy import Expr, Function, Integer, S, Symbol, Tuple
+
+# backstep's LaTeX printer (backstep.printing.latex). It imports this module, so it is looked up
+# when printing, not imported here: any backstep expression exists only once backstep (and so its
+# printer) is imported.
+LATEX_PRINTER_MODULE = "backstep.printing.latex"
+
+
+class PrintsAsBackstep:
+    r"""A SymPy class that ``sympy.latex()`` and ``init_printing`` print with backstep's own LaTeX
+    printer (`x^{\top} W_{1}`, not `\operatorname{MatrixProduct}…`)."""
+
+    def _latex(self, printer) -> str:
+        module = sys.modules.get(LATEX_PRINTER_MODULE)
+        if module is None:  # (not reachable through backstep's API: its printer is loaded with it)
+            return printer._print_Function(self)
+        return module.to_latex(self)
 
 
 class Dim(Symbol):
@@ -48,7 +66,7 @@ def shape_from_sympy(shape: Tuple) -> tuple:
 # --- an elementwise function that SymPy lacks ------------------------------------------------
 
 
-class Sigmoid(Function):
+class Sigmoid(PrintsAsBackstep, Function):
     """1 / (1 + exp(-x))."""
 
     @classmethod
@@ -64,7 +82,7 @@ class Sigmoid(Function):
 # --- ops that are not elementwise ------------------------------------------------------------
 
 
-class TensorOp(Function):
+class TensorOp(PrintsAsBackstep, Function):
     """An array op that is not elementwise. Args: operands, then params, then operand shapes.
 
     `param_names` is declared with the class (its `eval` takes them by position); `param_kinds`,

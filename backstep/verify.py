@@ -4,7 +4,8 @@ At several random float64 points (inside each op's domain; distinct, non-square 
 symbolic dimensions) the parsed graph is run as torch operations and backpropagated by
 autograd — leaves' ``.grad`` and every intermediate's ``retain_grad()``. Independently, the
 derivation's *symbolic* expressions are evaluated numerically by backstep's own evaluator (no
-autograd): every forward step, every backward step, every final gradient. Each pair must agree.
+autograd): every forward step, every backward step, every final gradient (expanded, and in the
+named form the documents show, with the named adjoints it refers to). Each pair must agree.
 """
 
 from __future__ import annotations
@@ -160,6 +161,14 @@ def _try_point(torch, generator, derivation, sizes, point, scale, by_name, pendi
     # (a gradient in terms of the inputs is evaluated knowing only the inputs: see StepRun.gradients)
     for name, value in run.gradients():
         pending.append(("gradient", name, value, _grad(torch, leaves[name])))
+    # The named forms the documents show, at the steps' values: each must agree with autograd too.
+    for name, gradient in derivation.gradients.items():
+        if gradient.named is not None:
+            pending.append(("gradient", name, run.evaluator(gradient.named), _grad(torch, leaves[name])))
+    for adjoint in derivation.named_adjoints:  # (a partial contribution is checked within its gradient)
+        tensor = nodes[by_name[adjoint.of].id]
+        if adjoint.partial is None and tensor.requires_grad:
+            pending.append(("adjoint", adjoint.of, run.evaluator(adjoint.expr), _grad(torch, tensor)))
     return leaves, nodes, seed_value, None
 
 

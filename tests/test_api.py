@@ -46,7 +46,7 @@ def run_python(code: str) -> str:
 
 
 def test_repr_is_one_short_line():
-    d = backstep.derive(MLP)
+    d = backstep.derive(MLP, verify=False)
     assert repr(d) == (
         "<Derivation y = relu(x W1) W2: 3 forward steps, 5 backward steps, gradients for x, W1, W2; not verified>"
     )
@@ -73,17 +73,18 @@ def test_str_is_a_few_readable_lines():
         "∂L/∂W2 = relu(x W1)ᵀ ȳ   (h×o)",
         "✓ verified with PyTorch autograd (float64, 3 random points, n=2 d=3 h=5 o=7)",
     ]
-    assert str(backstep.derive(MLP)).splitlines()[-1].startswith("not verified")
+    assert str(backstep.derive(MLP, verify=False)).splitlines()[-1].startswith("not verified")
 
 
 def test_str_of_a_program_with_at_values():
     program = (ROOT / "examples" / "linear_model.bs").read_text(encoding="utf-8")
-    d = backstep.derive(program, wrt=["w"], at={"x": 1.0, "y": 2.0, "w": 1.0})
+    d = backstep.derive(program, wrt=["w"], at={"x": 1.0, "y": 2.0, "w": 1.0}, verify=False)
     assert str(d).splitlines() == [
         "y_pred = x * w",
         "l = (y_pred - y) ** 2",
         "x: scalar   w: scalar   y: scalar   →   l: scalar",
-        "∂l/∂w = 2 x (w x - y) = -2   (scalar)",
+        "∂l/∂w = ȳ_pred x = -2   (scalar)",  # the named form, with the adjoint it refers to
+        "  where ȳ_pred = 2 (y_pred - y)   (scalar)",
         "not verified (d.verify() checks it against PyTorch autograd)",
     ]
     assert repr(d).startswith("<Derivation l = (w x - y)²: 3 forward steps, 3 backward steps, gradients for w;")
@@ -297,3 +298,9 @@ def test_all_names_resolve():
     assert {"check", "codegen", "check_file", "schema"} <= set(dir(backstep))
     with pytest.raises(AttributeError):
         backstep.no_such_name  # noqa: B018
+
+
+def test_derive_verifies_by_default_like_the_cli():
+    d = backstep.derive("relu(x@W1)@W2")
+    assert d.verification is not None and d.verification.ok
+    assert backstep.derive("relu(x@W1)@W2", verify=False).verification is None

@@ -392,8 +392,9 @@ def test_lenet_derives_and_verifies_through_the_cli():
         "ā1 = route₂(p̄1 → argmax a1)",
         "K̄1 = x ⋆ v̄1",
         "x̄ = v̄1 ∗ rot180(K1)",
-        "y = x ⋆ K ⇒ K̄ = x ⋆ ȳ",
-        "y = x ⋆ K ⇒ x̄ = ȳ ∗ rot180(K)",
+        # the rules' letters are none of the program's (x is its input here)
+        "y = u ⋆ K ⇒ K̄ = u ⋆ ȳ",
+        "y = u ⋆ K ⇒ ū = ȳ ∗ rot180(K)",
     ):
         assert nfc(step) in out, step
     x = (2, 1, 8, 8)

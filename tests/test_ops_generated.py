@@ -282,7 +282,9 @@ _derivations: dict[Case, object] = {}
 
 def derived(case: Case):
     if case not in _derivations:
-        _derivations[case] = derive(case.source, shapes=case.shapes, verify=True, points=3, seed=0)
+        # every differentiable input, the targets of a loss too (without --wrt those are constants)
+        wrt = case.differentiable_inputs or None
+        _derivations[case] = derive(case.source, shapes=case.shapes, wrt=wrt, verify=True, points=3, seed=0)
     return _derivations[case]
 
 

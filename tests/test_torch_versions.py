@@ -41,7 +41,7 @@ def test_the_pinned_torch_names_what_the_table_says():
 
 
 def test_another_name_is_a_note_not_a_failure(renamed_torch):
-    d = backstep.derive(MATVEC, shapes=SHAPES)
+    d = backstep.derive(MATVEC, shapes=SHAPES, verify=False)
     assert d.grad_fn_of(d.forward[0]) == "MvBackward0"  # before verification: the table's expectation
     d.verify()
     assert d.verification.ok and all(c.ok for c in d.verification.grad_fns)

@@ -402,6 +402,8 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
     formulas = [tex(d.output_expr), *(s.rhs for s in forward)]
     formulas += [f"{s.applied} {s.result} {s.rule or ''}" for s in backward]
     formulas += [f"{g.expr} {g.named}" for g in gradients]
+    where = _where_view(d, n)
+    formulas += [w.expr for w in where]
     return _row(
         d=d,
         n=n,
@@ -429,6 +431,8 @@ def view(d: Derivation, notation: str = "bar", lang: str = "en") -> Row:
         # one step too wide for its rule beside it puts every rule under its step (a steady layout)
         rules_below=any(s.rule_below or s.long for s in backward),
         gradients=gradients,
+        where=where,  # the adjoints the named gradients refer to
+        gradients_named=any(d.gradients[k].named is not None for k in d.wrt if k in d.gradients) and not d.expand,
         # the symbols the document uses, each defined once (glossary.py)
         glossary=notation_box(formulas, notation, n.loss_latex(), lang) if backward else [],
         at=d.at,
@@ -528,33 +532,64 @@ def _backward_view(d: Derivation, n: Notation, forward: dict[str, Row]) -> list[
 
 
 def _gradients_view(d: Derivation, n: Notation) -> list[Row]:
+    """The final gradients as shown: in named form, unless d.expand."""
     tex, text = n.latex, n.text
     gradients = []
     for name in d.wrt:
         g = d.gradients.get(name)
         if g is None:
             continue
-        expr_text = text(g.expr)
+        shown = d.shown_gradient(name)
+        expr_text = text(shown)
         defining = d.adjoint_step(name)  # the sum, after partial contributions
         gradients.append(
             _row(
+                kind="gradient",
                 name=name,
                 tex=n.name_latex(name),
                 lhs=n.partial_latex(name),
                 lhs_text=n.partial(name),
-                expr=tex(g.expr),
+                expr=tex(shown),
                 text=f"{n.partial(name)} = {expr_text}",
                 adjoint=n.adjoint_latex(name),
                 shape=n.shape_latex(g.shape),
                 space=n.space_latex(g.shape),
-                in_inputs=g.in_inputs,
+                in_inputs=g.in_inputs or shown is not g.expr,
                 long=len(expr_text) > LONG_GRADIENT,
-                named=tex(defining.result) if defining else tex(g.expr),
+                named=tex(defining.result) if defining else tex(shown),
                 step=defining.index if defining else None,
                 value=latex_value(g.value) if g.value is not None else "",
             )
         )
     return gradients
+
+
+def _where_view(d: Derivation, n: Notation) -> list[Row]:
+    """The adjoints the named gradients refer to ("where ō = …"), in the order of the backward pass."""
+    tex, text = n.latex, n.text
+    rows = []
+    for a in d.shown_adjoints:
+        lhs, lhs_text = tex(n.sym(a.symbol)), text(n.sym(a.symbol))
+        rows.append(
+            _row(
+                kind="named_adjoint",
+                name=a.of,
+                tex=n.name_latex(a.of),
+                lhs=lhs,
+                lhs_text=lhs_text,
+                expr=tex(a.expr),
+                text=f"{lhs_text} = {text(a.expr)}",
+                adjoint=lhs,
+                shape=n.shape_latex(a.shape),
+                space=n.space_latex(a.shape),
+                in_inputs=True,
+                long=False,
+                named=tex(a.expr),
+                step=None,
+                value="",
+            )
+        )
+    return rows
 
 
 def _graph_view(d: Derivation, n: Notation) -> Row:

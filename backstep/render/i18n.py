@@ -65,6 +65,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chain_rule_sum": "multivariable chain rule: add the contributions",
         "chain_rule_short": "multivariable chain rule",
         "too_long": "in terms of the named steps: expanded it is too long to read",
+        "gradients_intro_named": (
+            "Each gradient in terms of the program's named intermediates and their adjoints, as a textbook "
+            "writes it, with the shape of its variable:"
+        ),
+        "where_named": "with",
         "not_simplified": "as built: simplifying it ran out of time, see the notes",
         "see_step": "step ({step})",
         "note": "note: {note}",
@@ -175,6 +180,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chain_rule_sum": "多元链式法则：把各条路径的贡献相加",
         "chain_rule_short": "多元链式法则",
         "too_long": "用具名的中间步骤表示：完全展开后过长，难以阅读",
+        "gradients_intro_named": "像教科书一样，用程序中具名的中间量及其梯度表示各个梯度，以及对应变量的形状：",
+        "where_named": "其中",
         "not_simplified": "未化简：化简超时，见注",
         "see_step": "见第 ({step}) 步",
         "note": "注：{note}",

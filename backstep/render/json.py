@@ -2,7 +2,8 @@
 
 Every expression is given three ways: `expr` in backstep's own input language (parseable by
 backstep: the gradients are in terms of the inputs, the seed `grad_<output>` and dimension
-names), `latex`, and `text` (as the terminal shows it).
+names), `latex`, and `text` (as the terminal shows it). A gradient's `named` form (what the documents
+show) is in terms of the named intermediates and the `named_adjoints`.
 """
 
 from __future__ import annotations
@@ -75,10 +76,14 @@ def to_dict(d: Derivation) -> dict:
                 "shape": list(g.shape),
                 "in_terms_of_inputs": g.in_inputs,
                 "unsimplified": g.unsimplified or None,
+                "named": None if g.named is None else expression(n, g.named),
                 **({"value": g.value} if g.value is not None else {}),
             }
             for name, g in d.gradients.items()
         },
+        "named_adjoints": [
+            {"symbol": a.symbol, "of": a.of, "shape": list(a.shape), **expression(n, a.expr)} for a in d.named_adjoints
+        ],
         "at": d.at,
         "sizes": d.sizes or None,
         "verification": verification_dict(d.verification),

@@ -35,7 +35,7 @@ def header(d: Derivation, n: Notation) -> Text:
     else:
         t.append(f"{d.output} = {n.text(d.output_expr)}", style="bold")
         t.append("\n")
-    shapes = "   ".join(f"{v.name}: {n.shape_text(v.shape)}" for v in d.variables)
+    shapes = "   ".join(variable_text(v, n) for v in d.variables)
     t.append(f"{shapes}   →   {d.output}: {n.shape_text(d.output_shape)}", style="dim")
     wrt = d.wrt
     if len(wrt) < len(d.variables):
@@ -44,6 +44,16 @@ def header(d: Derivation, n: Notation) -> Text:
         given = ", ".join(f"{k} = {format_value(v, 6)}" for k, v in d.at.items())
         t.append("\n" + n.msg("at_values", values=given), style="dim")
     return t
+
+
+def variable_text(v, n: Notation) -> str:
+    """`x: N×D`; class labels as the set they are drawn from, `t ∈ {0,…,9}^N`."""
+    kind, _, classes = v.domain.partition(":")
+    if kind == "class_index" and classes and classes != "None":
+        last = str(int(classes) - 1) if classes.isdigit() else f"{classes}−1"
+        power = f"^{n.shape_text(v.shape)}" if v.shape else ""
+        return f"{v.name} ∈ {{0,…,{last}}}{power}"
+    return f"{v.name}: {n.shape_text(v.shape)}"
 
 
 def forward_table(d: Derivation, n: Notation) -> Table:
@@ -73,7 +83,7 @@ def step_text(s: BackwardStep, n: Notation) -> str:
 
 
 def rule_text(s: BackwardStep, n: Notation) -> tuple[str, str]:
-    """(the node the step belongs to, the general rule) for the 'from' and 'rule' columns."""
+    """(the node the step belongs to, the op's general rule) for the 'from' and 'rule' columns."""
     if s.kind == "sum":
         return n.msg("feeds_several", name=s.of), n.msg("chain_rule_sum")
     r = s.rule
@@ -115,14 +125,18 @@ def gradient_table(d: Derivation, n: Notation) -> Table:
     table.add_column(msg("col_shape"), style="dim")
     for name in d.wrt:
         g = d.gradients[name]
-        text = f"{n.partial(name)} = {n.text(g.expr)}"
+        shown = d.shown_gradient(name)
+        text = f"{n.partial(name)} = {n.text(shown)}"
         if g.value is not None:
             text += f" = {format_value(g.value)}"
-        if not g.in_inputs:
+        if not g.in_inputs and shown is g.expr:
             text += f"   ({msg('too_long')})"
-        if g.unsimplified:
+        if g.unsimplified and shown is g.expr:
             text += f"   ({msg('not_simplified')})"
         table.add_row(Text(text), Text(n.shape_text(g.shape)))
+    for i, a in enumerate(d.shown_adjoints):  # what the named forms refer to, as d2l lists ∂J/∂o
+        lead = f"{msg('where_named')} " if i == 0 else " " * (len(msg("where_named")) + 1)
+        table.add_row(Text(f"{lead}{n.text(n.sym(a.symbol))} = {n.text(a.expr)}"), Text(n.shape_text(a.shape)))
     return table
 
 
