@@ -67,7 +67,8 @@ WRAPPERS = {
 # they need, and a formula can make their operand constant.
 FRESH_OPERANDS = {"std": "a constant operand (log_softmax over a length-1 axis) has std 0: no derivative"}
 # Domains only a fresh variable can have: backstep draws it (SPD, invertible, class indices, …).
-LEAF_DOMAINS = ("spd", "invertible", "class_index", "targets", "probability")
+LEAF_DOMAINS = ("spd", "invertible", "class_index", "targets", "probability", "row_index")
+DRAWN_ONCE = ("class_index", "targets", "probability", "row_index")  # integers or a distribution: one use each
 NUMBERS = [2, 3, 0.5, -1.5]
 POW_EXPONENTS = [2, 3, -1, 0.5]
 AXES = [0, 1, -1]
@@ -172,6 +173,7 @@ def formulas(draw) -> Formula:
     as_program = draw(st.booleans())
     vocabulary = [(), (n,), (d,), (h,), (n, d), (d, h), (n, h), (n, 1), (1, d)]
     square = [(d, d)]  # only for ops that are not elementwise (trace, det, inv, matmul, …)
+    batched = [(n, d, h), (n, h, d), (h, n, d)]  # stacks of matrices, for @ and einsum (batched products)
     pool: list[Item] = []
     variables: dict[str, tuple] = {}
     lines: list[str] = []
@@ -183,6 +185,8 @@ def formulas(draw) -> Formula:
         op = order[draw(st.integers(0, len(order) - 1))]
         params = {k: draw(st.sampled_from(param_values(op, k, v))) for k, v in op.params.items()}
         fresh_shapes = vocabulary + ([] if op.elementwise else square)
+        if op.name in ("matmul", "einsum"):
+            fresh_shapes = fresh_shapes + batched
         fresh = [Item(f"x{len(variables)}", s, atom=True, fresh=True) for s in fresh_shapes]
         slots = []
         for i in range(op.arity):
@@ -216,7 +220,7 @@ def formulas(draw) -> Formula:
                     a = Item(f"x{len(variables)}", a.shape, atom=True)
                     args[i] = a
                 variables[a.text] = a.shape
-                reusable = input_domain(op, i, args, params) not in ("class_index", "targets", "probability")
+                reusable = input_domain(op, i, args, params) not in DRAWN_ONCE
                 if reusable:
                     pool.append(Item(a.text, a.shape, atom=True))
             domain = input_domain(op, i, args, params)

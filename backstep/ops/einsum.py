@@ -104,6 +104,12 @@ class Einsum(sb.TensorOp):
 
     @classmethod
     def eval(cls, a, b, *rest):
+        # A number with no indices times the other operand in its own order is a product: the seed
+        # ȳ = 1 of einsum("i,i->", a, b) gives ā = einsum(",i->i", 1, b) = b
+        inputs, out = parse_equation(decode_equation(rest[0]))
+        for number, other, subs in ((a, b, inputs[1]), (b, a, inputs[0])):
+            if number.is_Number and subs == out and not inputs[0 if other is b else 1]:
+                return number * other
         # A number factor comes out, as a textbook writes it: einsum(2 a, b) = 2 einsum(a, b)
         for i, operand in enumerate((a, b)):
             coeff, core = operand.as_coeff_Mul()
@@ -112,6 +118,11 @@ class Einsum(sb.TensorOp):
                 operands[i] = core
                 return coeff * cls(*operands, *rest)
         return None
+
+
+def decode_equation(raw) -> str:
+    """The equation as Einsum stores it among its args (a Symbol in a Tuple)."""
+    return sb.decode_param("subscripts", raw)
 
 
 def einsum_of(operands, shapes, equation: str) -> Expr:
@@ -202,6 +213,12 @@ def latex_einsum(operands, params) -> str:
     return rf"\left[{body}\right]_{{{out}}}" if out else body
 
 
+def einsum_torch(torch, args, p):
+    """torch.einsum, a number operand (a seed of 1 that SymPy made a number) as a 0-d tensor."""
+    dtype = next((a.dtype for a in args if torch.is_tensor(a)), torch.float64)
+    return torch.einsum(p["equation"], *[a if torch.is_tensor(a) else torch.tensor(a, dtype=dtype) for a in args])
+
+
 SUBSCRIPTS = Param("equation", "subscripts", required=True, leading=True)
 
 register(
@@ -215,7 +232,7 @@ register(
         sympy=lambda args, shapes, p: einsum_of(args, shapes, p["equation"]),
         # ā = einsum(out,b->a)(ȳ, b), b̄ = einsum(out,a->b)(ȳ, a): the output's subscripts swapped with the operand's
         backward=(einsum_vjp(0), einsum_vjp(1)),
-        torch=lambda torch, args, p: torch.einsum(p["equation"], *args),
+        torch=einsum_torch,
         torch_aliases=("torch.einsum",),
         grad_fn=einsum_grad_fn,
         summary='sum of products over named indices, einsum("nij,njk->nik", a, b) as NumPy and torch '
