@@ -1,0 +1,80 @@
+"""--compact: pass-through backward steps dropped, later steps referring to the adjoint they copied,
+every step kept still checked against torch autograd (issue #13)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+import backstep
+from backstep.cli import app
+
+# Two adds without broadcasting pass their adjoint through unchanged (v̄4 = v̄5, v̄3 = v̄5, v̄1 = v̄2);
+# the bias add broadcasts b (b̄ = Σ₀ v̄2, kept). Sizes 2, 3, 5 are distinct, so a transpose cannot hide.
+PROGRAM = "sum(tanh(X @ W + b) + X @ V)"
+SHAPES = {"X": ("n", "d"), "W": ("d", "k"), "V": ("d", "k"), "b": ("k",)}
+
+
+def results(d) -> dict[str, str]:
+    return {s.target: str(s.result) for s in d.backward}
+
+
+def names_in(expr) -> set[str]:
+    return {s.name for s in expr.free_symbols}
+
+
+def test_compact_drops_each_copy_and_refers_to_the_adjoint_it_copied():
+    full = backstep.derive(PROGRAM, shapes=SHAPES, verify=False)
+    short = backstep.derive(PROGRAM, shapes=SHAPES, verify=False, compact=True)
+    assert {"grad_v4", "grad_v3", "grad_v1"} <= set(results(full))
+    assert results(full)["grad_v4"] == "grad_v5"  # the copy compact drops
+    kept = results(short)
+    assert not {"grad_v4", "grad_v3", "grad_v1"} & set(kept)
+    steps = {s.target: s for s in short.backward}
+    assert names_in(steps["grad_V"].result) - {"n", "d", "k"} == {"X", "grad_v5"}
+    assert names_in(steps["grad_W"].result) - {"n", "d", "k"} == {"X", "grad_v2"}
+    assert "grad_v1" not in names_in(steps["grad_W"].applied)
+    assert [s.index for s in short.backward] == list(range(1, len(short.backward) + 1))
+    assert len(short.backward) == len(full.backward) - 3
+    assert short.compact and not full.compact
+    used = set().union(
+        *(names_in(s.result) for s in short.backward), *(names_in(g.shown) for g in short.gradients.values())
+    )
+    assert not used & {"grad_v4", "grad_v3", "grad_v1"}
+
+
+def test_every_step_kept_is_verified_against_autograd():
+    d = backstep.derive(PROGRAM, shapes=SHAPES, compact=True)
+    v = d.verification
+    assert v.ok, v.first_failure
+    # each kept step that is the whole adjoint of its name is one autograd comparison
+    assert {c.name for c in v.adjoints} == {s.of for s in d.backward if s.partial is None}
+    assert {c.name for c in v.gradients} == {"X", "W", "b", "V"}
+
+
+def test_a_leafs_own_step_is_kept_and_a_copied_contribution_to_it_goes():
+    d = backstep.derive("sum(tanh(x*w + b) + x)", compact=True)
+    assert d.verification.ok
+    kept = results(d)
+    assert kept["grad_b"] == "grad_v2"  # b̄ = v̄2: b's gradient, shown though it is a copy
+    assert "grad_x_1" not in kept  # x̄⁽¹⁾ = v̄4 goes; the sum takes v̄4 itself
+    assert "grad_v4" in names_in({s.target: s for s in d.backward}["grad_x"].result)
+
+
+def test_without_compact_nothing_changes():
+    d = backstep.derive(PROGRAM, shapes=SHAPES, verify=False)
+    again = backstep.derive(PROGRAM, shapes=SHAPES, verify=False, compact=False)
+    assert results(d) == results(again) and not again.compact
+
+
+def test_cli_compact_in_the_terminal_and_json():
+    runner = CliRunner()
+    args = ["derive", PROGRAM, "-s", "X=n,d", "-s", "W=d,k", "-s", "V=d,k", "-s", "b=k"]
+    full = runner.invoke(app, args)
+    short = runner.invoke(app, [*args, "--compact"])
+    assert full.exit_code == 0 and short.exit_code == 0, (full.output, short.output)
+    assert "v̄4 = v̄5" in full.output and "v̄4 = v̄5" not in short.output
+    assert "V̄ = Xᵀ v̄5" in short.output and "✓ verified" in short.output
+    data = json.loads(runner.invoke(app, [*args, "--compact", "--format", "json"]).stdout)
+    assert "grad_v4" not in {s["target"] for s in data["backward"]}
