@@ -78,3 +78,25 @@ def test_cli_compact_in_the_terminal_and_json():
     assert "V̄ = Xᵀ v̄5" in short.output and "✓ verified" in short.output
     data = json.loads(runner.invoke(app, [*args, "--compact", "--format", "json"]).stdout)
     assert "grad_v4" not in {s["target"] for s in data["backward"]}
+
+
+# --- class labels as the set they are drawn from, in every document (issue #13) ------------------------
+
+CLASSIFIER = (
+    "X: (n, d); W: (d, c); t: (n,); ix: (n, 2); Em: (v, d)\nE = sum(embedding(ix, Em))\nL = cross_entropy(X @ W, t) + E"
+)
+
+
+def test_class_labels_are_a_set_in_the_markdown_and_latex_headers():
+    from backstep.render import render
+
+    d = backstep.derive(CLASSIFIER, verify=False)
+    domains = {v.name: v.domain for v in d.variables}
+    assert domains["t"] == "class_index:c" and domains["ix"] == "class_index:v"
+    md = render(d, "md")
+    assert r"| $t$ | $\{0,\dots,c-1\}^{n}$ |" in md
+    assert r"| $X$ | $n \times d$ |" in md  # a real array keeps its shape
+    latex = render(d, "latex")
+    assert r"t & \{0,\dots,c-1\}^{n} &" in latex
+    assert r"\mathit{ix} & \{0,\dots,v-1\}^{n \times 2} &" in latex
+    assert r"X & \mathbb{R}^{n \times d} &" in latex

@@ -133,6 +133,16 @@ class Notation:
             return rf"\text{{{self.msg('scalar')}}}"
         return r" \times ".join(latex_name(str(dim)) for dim in shape)
 
+    def variable_space_latex(self, v) -> str:
+        """Where a variable lives: class labels as the set they are drawn from, `\\{0,\\dots,C-1\\}^{N}`
+        (an index array `ix: (N, T) in range(V)` too); any other, `\\mathbb{R}^{…}`."""
+        kind, _, classes = v.domain.partition(":")
+        if kind != "class_index" or not classes or classes == "None":
+            return self.space_latex(v.shape)
+        last = str(int(classes) - 1) if classes.isdigit() else f"{self.name_latex(classes)}-1"
+        power = f"^{{{self.shape_latex(v.shape)}}}" if v.shape else ""
+        return rf"\{{0,\dots,{last}\}}{power}"
+
     def space_latex(self, shape: tuple) -> str:
         """`\\mathbb{R}^{n \\times d}`, or `\\mathbb{R}` for a scalar."""
         if len(shape) == 0:

@@ -450,7 +450,9 @@ def _variables_view(d: Derivation, n: Notation) -> list[Row]:
             tex=n.name_latex(v.name),
             shape=n.shape_latex(v.shape),
             shape_text=n.shape_text(v.shape),
-            space=n.space_latex(v.shape),
+            space=n.variable_space_latex(v),
+            # class labels: the set they are drawn from, in the Markdown table's shape column
+            labels=n.variable_space_latex(v) if v.domain.startswith("class_index:") else "",
             requires_grad=v.requires_grad,
             domain=msg(f"domain_{v.domain}") if f"domain_{v.domain}" in msg.table else v.domain,
             value=latex_value(d.at.get(v.name)) if d.at else "",
