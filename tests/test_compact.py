@@ -100,3 +100,22 @@ def test_class_labels_are_a_set_in_the_markdown_and_latex_headers():
     assert r"t & \{0,\dots,c-1\}^{n} &" in latex
     assert r"\mathit{ix} & \{0,\dots,v-1\}^{n \times 2} &" in latex
     assert r"X & \mathbb{R}^{n \times d} &" in latex
+
+
+# --- a number standing for an array prints as the array of ones it is (issue #13) ---------------------
+
+
+def test_the_seed_of_a_sum_over_an_array_is_a_matrix_of_ones():
+    from backstep.render import render
+
+    d = backstep.derive("sum(X * X)", shapes={"X": ("n", "d")})
+    assert d.verification.ok
+    assert d.backward[0].result == 1  # the symbolic value stays the number
+    text = render(d, "text", width=200)
+    assert "v̄1 = 𝟏 " in text and "v̄1 = 1 " not in text
+    assert r"\bar{v}_{1} = \mathbf{1}_{n \times d}$" in render(d, "md")
+    assert r"\bar{v}_{1} &= \mathbf{1}_{n \times d}" in render(d, "latex")
+    biased = backstep.derive("sum(X * X) + sum(b)", shapes={"X": ("n", "d"), "b": (3,)}, verify=False)
+    assert "∂y/∂b = 𝟏" in render(biased, "text", width=200)
+    assert r"\mathbf{1}_{3}" in render(biased, "md").split("## Gradients")[-1]
+    assert "v̄3 = 1 " in render(biased, "text", width=200)  # a scalar's 1 is the number
