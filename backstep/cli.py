@@ -114,6 +114,10 @@ OUTPUT_HELP = "Write to FILE instead of stdout (- is stdout); its extension (.js
 WRT_HELP = "The variables that need gradients: W1,W2 or --wrt W1 --wrt W2 (default: all)."
 
 
+COMPACT_HELP = (
+    "Drop the pass-through backward steps (a result that is just another adjoint, as through an add) and "
+    "refer to the adjoint they copied; the steps kept are the ones verified."
+)
 EXPAND_HELP = (
     "Write the final gradients out in the inputs, instead of in terms of the program's named intermediates "
     "and their adjoints (the named form, as a textbook writes them)."
@@ -152,6 +156,7 @@ def derive(
     ] = [],  # noqa: B006
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against PyTorch autograd.")] = False,
     expand: Annotated[bool, typer.Option("--expand", help=EXPAND_HELP)] = False,
+    compact: Annotated[bool, typer.Option("--compact", help=COMPACT_HELP)] = False,
     points: Annotated[int, typer.Option(help="How many random points the verification uses.", min=1, max=100)] = 3,
     seed: Annotated[
         int, typer.Option(help="Random seed for the verification and the drawn --at values.", min=0, max=SEED_MAX)
@@ -216,8 +221,7 @@ def derive(
     """Derive the backpropagation of a function: forward pass, every backward step, the gradients."""
     from .render import FORMAT_MODULES
 
-    source = None
-    traced = None
+    source = traced = None
     derive_inputs = input_files(file, torch_model, at)  # an -o that names one of these is refused
     wrt_names = joined(wrt)
     try:
@@ -235,11 +239,10 @@ def derive(
             source = read_program(expr, file, max_chars, 'backstep derive "relu(x@W1)@W2"')
         limits = derive_limits(max_chars, max_depth, max_nodes, max_exponent, simplify_budget, max_elements)
         derivation = derive_numbers_and_verify(
-            source, shapes, wrt_names, assume, at, limits, None if no_verify else points, seed
+            source, shapes, wrt_names, assume, at, limits, None if no_verify else points, seed, (expand, compact)
         )
         if traced is not None:
             traced.decorate(derivation)
-        derivation.expand = expand
     except BackstepError as err:
         fail(err, source)
     except RecursionError:
@@ -267,8 +270,9 @@ def derive_limits(max_chars, max_depth, max_nodes, max_exponent, simplify_second
     )
 
 
-def derive_numbers_and_verify(source, shapes, wrt_names, assume, at, limits, points, seed):
-    """The derivation, its --at numbers, and (unless `points` is None) its check against torch."""
+def derive_numbers_and_verify(source, shapes, wrt_names, assume, at, limits, points, seed, shown=(False, False)):
+    """The derivation, its --at numbers, and (unless `points` is None) its check against torch; `shown`:
+    (--expand, --compact)."""
     from .derive import derive as run_derive
     from .parser import deep_recursion
 
@@ -287,6 +291,8 @@ def derive_numbers_and_verify(source, shapes, wrt_names, assume, at, limits, poi
         at=values,
         seed=seed,
         verify=False,
+        expand=shown[0],
+        compact=shown[1],
     )
     check_shape_names(shapes, [v.name for v in derivation.variables])
     with deep_recursion():  # as backstep.derive does: the numbers, then the check against torch

@@ -62,6 +62,7 @@ def derive(
     seed: int = 0,
     at: dict | None = None,
     expand: bool = False,
+    compact: bool = False,
 ) -> Derivation:
     """Derive the backpropagation of `source` (a formula or a program).
 
@@ -70,7 +71,9 @@ def derive(
     (``verify=False`` skips it);
     at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays);
     expand: show the final gradients written out in the inputs, not in named form (both are kept:
-    ``Gradient.expr`` and ``Gradient.named``).
+    ``Gradient.expr`` and ``Gradient.named``);
+    compact: drop the pass-through backward steps (a result that is just another adjoint), as
+    ``--compact`` does; the steps kept are the ones verified.
     """
     if isinstance(wrt, str):
         wrt = [w.strip() for w in wrt.split(",") if w.strip()]
@@ -84,6 +87,10 @@ def derive(
         graph = parse(source, shapes or {}, limits, data_shapes=data_shapes)
         derivation = build_derivation(graph, wrt, assume or {}, limits.simplify_seconds)
         derivation.expand = expand
+        if compact:  # before the numbers and the check, so that both are of the steps shown
+            from .compact import compact as compact_steps
+
+            compact_steps(derivation)
         if at is not None:
             from .numeric import evaluate_at
 

@@ -248,6 +248,7 @@ class Derivation:
     # The adjoints the named gradients refer to, in the order of the backward pass (empty: none do).
     named_adjoints: list[NamedAdjoint] = field(default_factory=list)
     expand: bool = False  # show the gradients in terms of the inputs (--expand), not in named form
+    compact: bool = False  # pass-through backward steps dropped (--compact): see backstep/compact.py
     graph: Any = field(default=None, repr=False, compare=False)  # the parse it came from (for the verifier)
 
     @property

@@ -133,6 +133,38 @@ class Notation:
             return rf"\text{{{self.msg('scalar')}}}"
         return r" \times ".join(latex_name(str(dim)) for dim in shape)
 
+    def array_text(self, expr, shape: tuple) -> str:
+        """`expr` as text; a bare number standing for an array of `shape` (a broadcast seed or adjoint)
+        as the array it is: 𝟏 (ones), 𝟎, or c 𝟏. The symbolic value is the number, unchanged."""
+        if not shape or not getattr(expr, "is_Number", False):
+            return self.text(expr)
+        return "𝟎" if expr == 0 else "𝟏" if expr == 1 else f"{self.text(expr)} 𝟏"
+
+    def array_latex(self, expr, shape: tuple) -> str:
+        """`expr` as LaTeX; a bare number standing for an array as `\\mathbf{1}_{N \\times D}` (see array_text)."""
+        if not shape or not getattr(expr, "is_Number", False):
+            return self.latex(expr)
+        size = self.shape_latex(shape)
+        if expr == 0:
+            return rf"\mathbf{{0}}_{{{size}}}"
+        ones = rf"\mathbf{{1}}_{{{size}}}"
+        return ones if expr == 1 else rf"{self.latex(expr)}\,{ones}"
+
+    def step_shape(self, step) -> tuple:
+        """The shape of a backward step's target."""
+        info = self.d.symbols.table.get(step.target)
+        return info.shape if info is not None else ()
+
+    def variable_space_latex(self, v) -> str:
+        """Where a variable lives: class labels as the set they are drawn from, `\\{0,\\dots,C-1\\}^{N}`
+        (an index array `ix: (N, T) in range(V)` too); any other, `\\mathbb{R}^{…}`."""
+        kind, _, classes = v.domain.partition(":")
+        if kind != "class_index" or not classes or classes == "None":
+            return self.space_latex(v.shape)
+        last = str(int(classes) - 1) if classes.isdigit() else f"{self.name_latex(classes)}-1"
+        power = f"^{{{self.shape_latex(v.shape)}}}" if v.shape else ""
+        return rf"\{{0,\dots,{last}\}}{power}"
+
     def space_latex(self, shape: tuple) -> str:
         """`\\mathbb{R}^{n \\times d}`, or `\\mathbb{R}` for a scalar."""
         if len(shape) == 0:

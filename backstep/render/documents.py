@@ -450,7 +450,9 @@ def _variables_view(d: Derivation, n: Notation) -> list[Row]:
             tex=n.name_latex(v.name),
             shape=n.shape_latex(v.shape),
             shape_text=n.shape_text(v.shape),
-            space=n.space_latex(v.shape),
+            space=n.variable_space_latex(v),
+            # class labels: the set they are drawn from, in the Markdown table's shape column
+            labels=n.variable_space_latex(v) if v.domain.startswith("class_index:") else "",
             requires_grad=v.requires_grad,
             domain=msg(f"domain_{v.domain}") if f"domain_{v.domain}" in msg.table else v.domain,
             value=latex_value(d.at.get(v.name)) if d.at else "",
@@ -486,8 +488,10 @@ def _backward_view(d: Derivation, n: Notation, forward: dict[str, Row]) -> list[
     tex, text, msg = n.latex, n.text, n.msg
     backward = []
     for s in d.backward:
-        applied, result = tex(s.applied), tex(s.result)
-        lhs_text, applied_text, result_text = text(n.sym(s.target)), text(s.applied), text(s.result)
+        shape = n.step_shape(s)  # (a bare number there stands for an array of ones: 𝟏)
+        applied, result = n.array_latex(s.applied, shape), n.array_latex(s.result, shape)
+        lhs_text = text(n.sym(s.target))
+        applied_text, result_text = n.array_text(s.applied, shape), n.array_text(s.result, shape)
         shown = [lhs_text, applied_text] + ([result_text] if applied_text != result_text else [])
         line = " = ".join(shown)
         split = len(shown) == 3 and len(line) > LONG_STEP
@@ -533,14 +537,14 @@ def _backward_view(d: Derivation, n: Notation, forward: dict[str, Row]) -> list[
 
 def _gradients_view(d: Derivation, n: Notation) -> list[Row]:
     """The final gradients as shown: in named form, unless d.expand."""
-    tex, text = n.latex, n.text
+    tex = n.latex
     gradients = []
     for name in d.wrt:
         g = d.gradients.get(name)
         if g is None:
             continue
         shown = d.shown_gradient(name)
-        expr_text = text(shown)
+        expr_text = n.array_text(shown, g.shape)
         defining = d.adjoint_step(name)  # the sum, after partial contributions
         gradients.append(
             _row(
@@ -549,7 +553,7 @@ def _gradients_view(d: Derivation, n: Notation) -> list[Row]:
                 tex=n.name_latex(name),
                 lhs=n.partial_latex(name),
                 lhs_text=n.partial(name),
-                expr=tex(shown),
+                expr=n.array_latex(shown, g.shape),
                 text=f"{n.partial(name)} = {expr_text}",
                 adjoint=n.adjoint_latex(name),
                 shape=n.shape_latex(g.shape),
@@ -577,8 +581,8 @@ def _where_view(d: Derivation, n: Notation) -> list[Row]:
                 tex=n.name_latex(a.of),
                 lhs=lhs,
                 lhs_text=lhs_text,
-                expr=tex(a.expr),
-                text=f"{lhs_text} = {text(a.expr)}",
+                expr=n.array_latex(a.expr, a.shape),
+                text=f"{lhs_text} = {n.array_text(a.expr, a.shape)}",
                 adjoint=lhs,
                 shape=n.shape_latex(a.shape),
                 space=n.space_latex(a.shape),

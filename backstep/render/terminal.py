@@ -75,7 +75,8 @@ def forward_table(d: Derivation, n: Notation) -> Table:
 
 def step_text(s: BackwardStep, n: Notation) -> str:
     lhs = n.text(n.sym(s.target))
-    applied, result = n.text(s.applied), n.text(s.result)
+    shape = n.step_shape(s)
+    applied, result = n.array_text(s.applied, shape), n.array_text(s.result, shape)
     line = f"{lhs} = {result}" if applied == result else f"{lhs} = {applied} = {result}"
     if s.unsimplified:
         line += f"   ({n.msg('not_simplified')})"
@@ -126,7 +127,7 @@ def gradient_table(d: Derivation, n: Notation) -> Table:
     for name in d.wrt:
         g = d.gradients[name]
         shown = d.shown_gradient(name)
-        text = f"{n.partial(name)} = {n.text(shown)}"
+        text = f"{n.partial(name)} = {n.array_text(shown, g.shape)}"
         if g.value is not None:
             text += f" = {format_value(g.value)}"
         if not g.in_inputs and shown is g.expr:
@@ -136,7 +137,8 @@ def gradient_table(d: Derivation, n: Notation) -> Table:
         table.add_row(Text(text), Text(n.shape_text(g.shape)))
     for i, a in enumerate(d.shown_adjoints):  # what the named forms refer to, as d2l lists ∂J/∂o
         lead = f"{msg('where_named')} " if i == 0 else " " * (len(msg("where_named")) + 1)
-        table.add_row(Text(f"{lead}{n.text(n.sym(a.symbol))} = {n.text(a.expr)}"), Text(n.shape_text(a.shape)))
+        line = f"{lead}{n.text(n.sym(a.symbol))} = {n.array_text(a.expr, a.shape)}"
+        table.add_row(Text(line), Text(n.shape_text(a.shape)))
     return table
 
 
