@@ -436,16 +436,16 @@ class _Sweep:
             self.symbols.add(tag + role, a.shape, shown, latex_name(shown))
             args.append(sb.var(tag + role))
         out = letters.get(op.out_name, op.out_name)
-        self.symbols.add(tag + "y", node.shape, out, latex_name(out))
-        self.symbols.add(tag + "gy", node.shape, bar_text(out), bar_latex(out))
+        self.symbols.add(tag + "_out", node.shape, out, latex_name(out))
+        self.symbols.add(tag + "_gout", node.shape, bar_text(out), bar_latex(out))
         role = op.arg_names[i] if i < len(op.arg_names) else f"x{i}"
         shown = letters.get(role, role)
         self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(shown), bar_latex(shown))
-        self.adjoint_of[tag + "gy"] = tag + "y"
+        self.adjoint_of[tag + "_gout"] = tag + "_out"
         self.adjoint_of[tag + "g" + role] = tag + role
         shapes = tuple(a.shape for a in node.inputs)
-        y = sb.var(tag + "y")
-        rhs = op.backward[i](Ctx(sb.var(tag + "gy"), tuple(args), y, shapes, node.shape, node.params))
+        y = sb.var(tag + "_out")
+        rhs = op.backward[i](Ctx(sb.var(tag + "_gout"), tuple(args), y, shapes, node.shape, node.params))
         if op.elementwise and node.inputs[i].shape != node.shape:
             rhs = sum_to(rhs, node.shape, node.inputs[i].shape)  # the rule the step's result comes from
         forward = op.sympy(args, shapes, node.params)

@@ -132,13 +132,13 @@ def test_prints_in_every_target():
     assert "y = E[ix]" in text and f"{bar_text('E')} = [Σ_{{i: ix_i = v}} {bar_text('y')}_i]_v" in text, text
     latex = d.to_latex()
     assert r"E\left[\mathit{ix}\right]" in latex, latex
-    assert r"\bar{E} = \Big[\sum_{i:\, \mathit{ix}_i = v} \bar{y}_i\Big]_{v < V}" in latex, latex
+    assert r"\bar{E} &= \Big[\sum_{i:\, \mathit{ix}_i = v} \bar{y}_i\Big]_{v < V}" in latex, latex
     assert r"\Big[\sum_{i:\, \mathit{ix}_i = v}" in d.to_markdown()
     doc = json.loads(render(d, "json"))
     assert doc["output"]["expr"] == "embedding(ix, E)"
     assert doc["gradients"]["E"]["expr"] == "scatter_rows(grad_y, ix, V)"
     pick = derive("P: (N, C); y: (N,)\npick(P, y)")
-    assert f"{bar_text('P')} = onehot(y) ⊙ unsqueeze({bar_text('y')}, axis=1)" in pick.to_text()
+    assert f"{bar_text('P')} = onehot(y) ⊙ unsqueeze({bar_text('z')}, axis=1)" in pick.to_text()
     assert r"\operatorname{pick}\left(P, y\right)" in pick.to_latex()
 
 

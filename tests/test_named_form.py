@@ -38,8 +38,8 @@ def test_d2l_mlp_with_weight_decay_gives_d2ls_gradient_forms():
     d = backstep.derive(D2L_MLP, shapes={"X": (3, 4), "W1": (4, 5), "W2": (5, 2), "t": (3,)}, wrt="W1,W2")
     n = Notation(d)
     # d2l: ∂J/∂W⁽²⁾ = ∂J/∂o hᵀ + λW⁽²⁾, ∂J/∂W⁽¹⁾ = ∂J/∂z xᵀ + λW⁽¹⁾ (here hᵀ ō and Xᵀ z̄)
-    assert named_text(d, "W2") == "W2 lam + hᵀ " + n.adjoint_text("o")
-    assert named_text(d, "W1") == "W1 lam + Xᵀ " + n.adjoint_text("z")
+    assert named_text(d, "W2") == "W2 λ + hᵀ " + n.adjoint_text("o")
+    assert named_text(d, "W1") == "W1 λ + Xᵀ " + n.adjoint_text("z")
     # and the adjoints they refer to, in the order of the backward pass: ∂J/∂o, ∂J/∂h, ∂J/∂z
     where = {a.of: n.text(a.expr) for a in d.named_adjoints}
     assert list(where) == ["o", "h", "z"]
@@ -109,7 +109,7 @@ def test_cli_expand_and_json_keep_both_forms():
     named = runner.invoke(app, args)
     expanded = runner.invoke(app, [*args, "--expand"])
     assert named.exit_code == 0 and expanded.exit_code == 0, (named.output, expanded.output)
-    assert "∂J/∂W2 = W2 lam + hᵀ" in named.output and "∂J/∂W2 = W2 lam + relu(X W1)ᵀ" in expanded.output
+    assert "∂J/∂W2 = W2 λ + hᵀ" in named.output and "∂J/∂W2 = W2 λ + relu(X W1)ᵀ" in expanded.output
     data = json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)
     w2 = data["gradients"]["W2"]
     assert w2["named"]["expr"] == "W2 * lam + h.T @ grad_o"

@@ -154,7 +154,7 @@ def applied_steps(program: str) -> dict[str, str]:
 def test_backward_is_the_textbook_closed_form():
     steps = applied_steps("x: (N, 3); gamma: (3,); beta: (3,)\nsum(batch_norm(x, gamma, beta) ** 2)")
     # CS231n: dx = γ (N dy − Σ dy − x̂ Σ(dy x̂)) / (N σ), dγ = Σ dy x̂, dβ = Σ dy
-    assert steps["x"] == "gamma ⊙ (N v̄1 - sum(v̄1, axis=0) - x̂ ⊙ sum(v̄1 ⊙ x̂, axis=0)) / (N σ_x)", steps
+    assert steps["x"] == "γ ⊙ (v̄1 N - sum(v̄1, axis=0) - x̂ ⊙ sum(v̄1 ⊙ x̂, axis=0)) / (N σ_x)", steps
     assert steps["gamma"] == "sum(v̄1 ⊙ x̂, axis=0)" and steps["beta"] == "sum(v̄1, axis=0)", steps
     steps = applied_steps("x: (5, 3, 4); w: (4,); b: (4,)\nsum(layer_norm(x, w, b) ** 2)")
     sums = "sum(v̄1 ⊙ w, axis=2, keepdims=True) - x̂ ⊙ sum(v̄1 ⊙ w ⊙ x̂, axis=2, keepdims=True)"
@@ -162,8 +162,8 @@ def test_backward_is_the_textbook_closed_form():
     assert steps["w"] == "sum(sum(v̄1 ⊙ x̂, axis=0), axis=0)" and steps["b"] == "sum(sum(v̄1, axis=0), axis=0)", steps
     # spatial: the count is N·H·W, γ is laid along the channels, and the sums nest over axes 3, 2, 0
     steps = applied_steps("x: (N, 3, 4, 2); g: (3,); b: (3,)\nsum(batch_norm(x, g, b) ** 2)")
-    assert steps["x"].startswith("reshape(g, (3, 1, 1)) ⊙ (8 N v̄1 - sum(sum(sum(v̄1, axis=3, keepdims=True)"), steps
-    assert steps["x"].endswith("/ (8 N σ_x)"), steps
+    assert steps["x"].startswith("(8 v̄1 N - sum(sum(sum(v̄1, axis=3, keepdims=True)"), steps
+    assert steps["x"].endswith(") ⊙ reshape(g, (3, 1, 1)) / (8 N σ_x)"), steps
     assert steps["g"] == "sum(sum(sum(v̄1 ⊙ x̂, axis=3), axis=2), axis=0)", steps
 
 

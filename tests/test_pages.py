@@ -143,7 +143,8 @@ def test_each_step_stays_with_its_rule_and_the_verification_with_its_table():
     tex = render(d, "latex", standalone=True)
     align = tex.split(r"\begin{align}", 1)[1].split(r"\end{align}", 1)[0]
     steps = [line for line in align.splitlines() if r"\tag{" in line]
-    assert steps and all(line.rstrip().endswith(r"\\*") for line in steps)  # no page break before the rule
+    # no page break before the rule: the rule is on the step's own row, or the row ends with \\*
+    assert steps and all(line.rstrip().endswith(r"\\*") or r"\backsteprule{" in line for line in steps)
     assert all(r"\backstepshape{" in block for block in align.split(r"\tag{")[:-1])  # a shape beside each step
     rows = len(d.verification.gradients) + 3
     assert rf"\backstepneedlines{{{8 + rows}}}" + "\n\\section*{Verification}" in tex

@@ -104,14 +104,14 @@ def test_the_backward_step_prints_the_routing():
     assert step["result"]["text"] == "v̄1 ⊙ 1[z = v1] / sum(1[z = v1], axis=1, keepdims=True)", step
     assert (
         step["rule"]["text"]
-        == "y = max(x, axis=1, keepdims=True) ⇒ x̄ = ȳ ⊙ 1[x = y] / sum(1[x = y], axis=1, keepdims=True)"
+        == "u = max(x, axis=1, keepdims=True) ⇒ x̄ = ū ⊙ 1[x = u] / sum(1[x = u], axis=1, keepdims=True)"
     )
     assert step["result"]["latex"] == (
         r"\frac{\bar{v}_{1} \odot \mathbf{1}\left[z = v_{1}\right]}"
         r"{\textstyle\sum_{1}\left(\mathbf{1}\left[z = v_{1}\right]\right)}"
     )
     assert r"\max_{1}\left(z\right)" in d.to_latex()
-    assert "x̄ = ȳ · 1[x = y] / sum(1[x = y])" in derive("x: (3, 4)\nmax(x)").to_text()
+    assert "ū = w̄ · 1[u = w] / sum(1[u = w])" in derive("x: (3, 4)\nmax(x)").to_text()
 
 
 def test_argmax_is_a_constant():
@@ -120,7 +120,7 @@ def test_argmax_is_a_constant():
         "z: (4, 5)\nsum(onehot(argmax(z, axis=1), 5) * z) + sum(argmin(z, axis=0) * sum(z, axis=0))", verify=True
     )
     assert d.verification.ok, d.verification
-    assert "y = argmax(x, axis=1) ⇒ x̄ = 0" in d.to_text()
+    assert "u = argmax(x, axis=1) ⇒ x̄ = 0" in d.to_text()
     gen = torch.Generator().manual_seed(5)
     z = torch.randn(4, 5, dtype=T, generator=gen).requires_grad_(True)
     (

@@ -216,6 +216,7 @@ register(
         "P.gather(1, y[:, None])[:, 0] (along the last axis, at any rank); P̄ = onehot(y) ⊙ ȳ",
         title={"en": "picking one entry per row", "zh": "按行取值"},
         arg_names=("P", "y"),
+        out_name="p",
         domains=(None, ROW_INDEX),
         sympy_class=Pick,
         printing=Printing(

@@ -64,6 +64,9 @@ def check_arity(op: Op) -> None:
         fail(op, f"{n} input{'s' * (n != 1)} but {len(op.backward)} backward rule{'s' * (len(op.backward) != 1)}")
     if len(op.arg_names) != n:
         fail(op, f"{n} input{'s' * (n != 1)} but {len(op.arg_names)} arg_names {op.arg_names}")
+    names = [*op.arg_names, op.out_name]
+    if len(set(names)) != len(names):  # the general rule `y = f(x) ⇒ x̄ = …` would say one name twice
+        fail(op, f"arg_names {op.arg_names} and out_name {op.out_name!r} must be distinct letters")
     if op.input_ranks and len(op.input_ranks) != n:
         fail(op, f"input_ranks must give one rank per input ({n}), not {op.input_ranks}")
 

@@ -36,7 +36,7 @@ SYMBOLS: dict[str, tuple[str, str]] = {
     "rot180": (r"\\operatorname\{rot\}_\{180\}", r"\operatorname{rot}_{180}\left(K\right)"),
     "dilate": (r"\\operatorname\{dilate\}_\{", r"\operatorname{dilate}_{s}\left(a\right)"),
     "crop": (r"\\operatorname\{crop\}_\{", r"\operatorname{crop}_{p}\left(a\right)"),
-    "pad": (r"\\operatorname\{pad\}_\{", r"\operatorname{pad}_{p}\left(a\right)"),
+    "padded": (r"\\operatorname\{pad\}_\{", r"\operatorname{pad}_{p}\left(a\right)"),
 }
 
 MEANINGS: dict[str, dict[str, str]] = {
@@ -74,7 +74,10 @@ MEANINGS: dict[str, dict[str, str]] = {
         "rot180": "the kernel turned by 180° in its two spatial axes (flipped up–down and left–right)",
         "dilate": "$s - 1$ zeros put between neighbouring entries (undoes stride $s$)",
         "crop": "$p$ entries cut off every spatial border (undoes padding $p$)",
-        "pad": "$p$ zeros added on every spatial border",
+        "padded": (
+            "zeros added: $p$ on every spatial border (a convolution's padding), or "
+            r"$\operatorname{pad}_{k}(x, (a, b))$: $a$ before and $b$ after along axis $k$"
+        ),
     },
     "zh": {
         "adjoint": "$x$ 的伴随：输出对 $x$ 的梯度，形状与 $x$ 相同",
@@ -104,7 +107,10 @@ MEANINGS: dict[str, dict[str, str]] = {
         "rot180": "卷积核在两个空间轴上旋转 180°（上下、左右翻转）",
         "dilate": "相邻元素之间插入 $s - 1$ 个零（步长 $s$ 的逆）",
         "crop": "每条空间边界各裁去 $p$ 个元素（填充 $p$ 的逆）",
-        "pad": "每条空间边界各补 $p$ 个零",
+        "padded": (
+            r"补零：每条空间边界各补 $p$ 个零（卷积的填充），"
+            r"或 $\operatorname{pad}_{k}(x, (a, b))$：沿轴 $k$ 前补 $a$ 个、后补 $b$ 个"
+        ),
     },
 }
 
