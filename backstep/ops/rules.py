@@ -145,7 +145,9 @@ def index_tensor(torch, ix, bound: int, what: str, axis: str):
     """`ix` as a LongTensor, refused (DomainError) where an entry is not a whole number in 0 … bound−1
     (`axis` says what the bound counts: "rows of E")."""
     if not torch.is_tensor(ix):
-        ix = torch.tensor(ix)
+        ix = torch.tensor(ix, dtype=torch.float64 if isinstance(ix, float) else None)
+    if ix.is_floating_point() and not bool(torch.isfinite(ix).all()):
+        raise DomainError(f"{what}: the index array holds a value that is not finite (an index picks a row: 0, 1, …)")
     if ix.is_floating_point():
         fractional = (ix != ix.round()).nonzero()
         if len(fractional):
