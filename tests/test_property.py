@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 from backstep import derive, parse
+from backstep.errors import DomainError
 from backstep.numeric import Evaluator
 from backstep.numeric import draw as draw_value
 from backstep.ops import OPS, Op
@@ -68,6 +69,7 @@ WRAPPERS = {
 FRESH_OPERANDS = {"std": "a constant operand (log_softmax over a length-1 axis) has std 0: no derivative"}
 # Domains only a fresh variable can have: backstep draws it (SPD, invertible, class indices, …).
 LEAF_DOMAINS = ("spd", "invertible", "class_index", "targets", "probability", "row_index")
+NUMBERED_AXES = ("cat",)  # ops whose axis must have a number for its size (the offsets of the parts)
 DRAWN_ONCE = ("class_index", "targets", "probability", "row_index")  # integers or a distribution: one use each
 NUMBERS = [2, 3, 0.5, -1.5]
 POW_EXPONENTS = [2, 3, -1, 0.5]
@@ -90,8 +92,14 @@ def declared_domains(op: Op) -> list:
     return domains
 
 
+# Ops the generator leaves out, with the reason (their own tests cover them).
+LEFT_OUT = {"equal": "an indicator that is 0 almost everywhere: a comparison of it is at its kink at every point"}
+
+
 def usable(op: Op) -> bool:
     """Can the generator build this op? (Every op the op-table tests exercise, as a rule.)"""
+    if op.name in LEFT_OUT:
+        return False
     if op.arity == 0 or spell(op, ["x"] * op.arity, {}, grouped=True) is None:
         return False
     if any(param_values(op, k, v) is None for k, v in op.params.items()):
@@ -180,7 +188,9 @@ def formulas(draw) -> Formula:
     used: list[str] = []
     last: Item | None = None
     referenced: set[str] = set()
-    order = draw(st.permutations(GEN_OPS))  # Hypothesis favours the first choices: let them vary
+    # cat needs a number for the size of the axis it joins along: not in a formula of symbolic shapes
+    ops = [op for op in GEN_OPS if not (symbolic and op.name in NUMBERED_AXES)]
+    order = draw(st.permutations(ops))  # Hypothesis favours the first choices: let them vary
     for _ in range(draw(st.integers(2, MAX_STEPS))):
         op = order[draw(st.integers(0, len(order) - 1))]
         params = {k: draw(st.sampled_from(param_values(op, k, v))) for k, v in op.params.items()}
@@ -317,7 +327,16 @@ def round_trip(d, doc: dict, sizes: dict) -> int:
 
 def check_formula(f: Formula) -> None:
     note(f"formula:\n{f.source}\nshapes: {f.shapes}")
-    d = derive(f.source, shapes=f.shapes, verify=True, points=2, seed=0)
+    try:
+        d = derive(f.source, shapes=f.shapes, verify=True, points=2, seed=0)
+    except DomainError as err:
+        # a comparison of a value with itself (x0 <= unsqueeze(x0)) is at its kink everywhere: the
+        # refusal is right, and the formula says nothing about the rules
+        if "off kink" not in str(err) and "unequal" not in str(err):
+            raise
+        event("rejected: a comparison tied everywhere")
+        COUNTS["formulas rejected (a comparison tied everywhere)"] += 1
+        assume(False)
     v = d.verification
     sizes = v.sizes
     if not v.ok and not forward_is_tame(d, sizes):
