@@ -436,16 +436,19 @@ class _Sweep:
             self.symbols.add(tag + role, a.shape, shown, latex_name(shown))
             args.append(sb.var(tag + role))
         out = letters.get(op.out_name, op.out_name)
-        self.symbols.add(tag + "_out", node.shape, out, latex_name(out))
-        self.symbols.add(tag + "g_out", node.shape, bar_text(out), bar_latex(out))
+        # the output's internal name: y (which orders its adjoint first in a product, ȳ y), unless an
+        # input's role is y (pick(P, y)), whose symbol it would then be
+        o = "_out" if "y" in op.arg_names[: len(node.inputs)] else "y"
+        self.symbols.add(tag + o, node.shape, out, latex_name(out))
+        self.symbols.add(tag + "g" + o, node.shape, bar_text(out), bar_latex(out))
         role = op.arg_names[i] if i < len(op.arg_names) else f"x{i}"
         shown = letters.get(role, role)
         self.symbols.add(tag + "g" + role, node.inputs[i].shape, bar_text(shown), bar_latex(shown))
-        self.adjoint_of[tag + "g_out"] = tag + "_out"
+        self.adjoint_of[tag + "g" + o] = tag + o
         self.adjoint_of[tag + "g" + role] = tag + role
         shapes = tuple(a.shape for a in node.inputs)
-        y = sb.var(tag + "_out")
-        rhs = op.backward[i](Ctx(sb.var(tag + "g_out"), tuple(args), y, shapes, node.shape, node.params))
+        y = sb.var(tag + o)
+        rhs = op.backward[i](Ctx(sb.var(tag + "g" + o), tuple(args), y, shapes, node.shape, node.params))
         if op.elementwise and node.inputs[i].shape != node.shape:
             rhs = sum_to(rhs, node.shape, node.inputs[i].shape)  # the rule the step's result comes from
         forward = op.sympy(args, shapes, node.params)
