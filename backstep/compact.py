@@ -1,5 +1,7 @@
 """The compact derivation (``--compact``): pass-through backward steps collapsed.
 
+(Hand-written layers, shown as one op's rule, are found while deriving: backstep/layers.py.)
+
 A backward step whose result is just another adjoint, unchanged (``v̄4 = v̄5`` through an add
 without broadcasting), says nothing a reader needs: it is dropped, and every later step, named
 adjoint and gradient refers to the adjoint it copied instead. The steps kept are renumbered. The
@@ -31,6 +33,12 @@ def compact(derivation: Derivation) -> Derivation:
             continue
         kept.append(step)
     derivation.compact = True
+    layers = {step.node: step for step in derivation.backward if step.layer is not None}
+    for node, step in layers.items():
+        derivation.notes.append(
+            f"--compact: {', '.join(step.layer.steps)} compute {step.op} as written by hand: the backward pass "
+            f"takes {step.op}'s rule at {node}, one step per input, in place of theirs"
+        )
     if not copied:
         return derivation
     derivation.backward = [

@@ -85,7 +85,7 @@ def derive(
 
             data_shapes = value_shapes(at, limits.max_elements)
         graph = parse(source, shapes or {}, limits, data_shapes=data_shapes)
-        derivation = build_derivation(graph, wrt, assume or {}, limits.simplify_seconds)
+        derivation = build_derivation(graph, wrt, assume or {}, limits.simplify_seconds, layers=compact)
         derivation.expand = expand
         if compact:  # before the numbers and the check, so that both are of the steps shown
             from .compact import compact as compact_steps
@@ -101,8 +101,13 @@ def derive(
 
 
 def build_derivation(
-    graph: Graph, wrt: list[str] | None, assume: dict[str, str], simplify_seconds: float | None = None
+    graph: Graph,
+    wrt: list[str] | None,
+    assume: dict[str, str],
+    simplify_seconds: float | None = None,
+    layers: bool = False,
 ) -> Derivation:
+    """The derivation of a parsed graph; `layers`: hand-written layers as one op step each (--compact)."""
     names = [v.name for v in graph.variables]
     if wrt:
         unknown = [w for w in wrt if w not in names]
@@ -121,14 +126,21 @@ def build_derivation(
     assume = assumed_domains(graph, assume, infer_domains(graph))
     wanted = set(wrt) if wrt else set(names)
     seconds = Limits.simplify_seconds if simplify_seconds is None else simplify_seconds
-    return _Sweep(graph, wanted, assume, seconds, chosen=bool(wrt)).run()
+    return _Sweep(graph, wanted, assume, seconds, chosen=bool(wrt), layers=layers).run()
 
 
 class _Sweep:
     def __init__(
-        self, graph: Graph, wanted: set[str], assume: dict[str, str], simplify_seconds: float, chosen: bool = False
+        self,
+        graph: Graph,
+        wanted: set[str],
+        assume: dict[str, str],
+        simplify_seconds: float,
+        chosen: bool = False,
+        layers: bool = False,
     ):
         self.graph = graph
+        self.layers = layers
         self.simplify_seconds = simplify_seconds
         # without --wrt, the targets of loss functions are constants, as in PyTorch
         self.wanted = wanted if chosen else (wanted - loss_targets(graph)) or wanted
@@ -245,6 +257,10 @@ class _Sweep:
         for step in self.steps:
             if step.kind == "sum":
                 step.result = sympy.Add(*step.applied.args)
+        if self.layers:
+            from .layers import fuse_layers
+
+            fuse_layers(self, requires, simplify_step)
 
         gradients = self.final_gradients(adjoint, seed)
         output_expr = self.output_expression(out)

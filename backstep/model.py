@@ -57,6 +57,15 @@ class Rule:
 
 
 @dataclass
+class Layer:
+    """Forward steps written by hand that compute an op of the table (`X @ W + b`, softmax then log
+    then pick): with --compact, their backward steps are that op's, one per input (backstep.layers)."""
+
+    steps: tuple[str, ...]  # the forward steps it stands for, in order (its output last)
+    forward: Expr  # the op applied to the layer's inputs: addmm(b, X, W), cross_entropy(z, t)
+
+
+@dataclass
 class BackwardStep:
     index: int  # 1-based, in the order of the reverse sweep
     target: str  # the symbol this step defines: grad_x, or grad_x_2 for a partial
@@ -73,6 +82,7 @@ class BackwardStep:
     value: Value = None  # with --at
     unsimplified: str = ""  # why `result` is shown as built (simplification ran out of time)
     general: Rule | None = None  # the same rule in the op's own letters (a, b, y), as the op catalog shows it
+    layer: Layer | None = None  # the hand-written layer this step is the op rule of (--compact), if any
 
 
 @dataclass

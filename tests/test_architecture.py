@@ -48,6 +48,8 @@ NOT_OP_REFERENCES = {
     ("annotations.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
     ("derive.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
     ("numeric/sampling.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable',
+    ("layers.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
+    ("layers.py", "sum", 'kind == "sum"'): 'BackwardStep.kind "sum": the contributions summed at a fan-out',
     ("train_loop.py", "var", 'kind == "var"'): 'Node.kind "var": a graph node that is a variable, not the op var',
     ("check/claims.py", "var", None): 'Node.kind and Term.kind "var": a variable in a claim, not the op var',
     ("check/problem.py", "var", 'kind == "var"'): 'Term.kind "var": a variable in a claim, not the op var',

@@ -189,3 +189,17 @@ def test_sympy_latex_prints_backsteps_classes_as_backstep_does():
     tex = sympy.latex(d.gradients["W1"].expr)
     assert "operatorname{MatrixProduct}" not in tex and "TransposeOp" not in tex
     assert tex.startswith(r"x^{\top}") and r"\odot" in tex
+
+
+def test_sympy_latex_prints_the_elementwise_functions_as_backstep_does_too():
+    """Relu, Step (the 1[·] of relu's rule), Maximum, Where, Softplus, Gelu are plain SymPy Functions
+    (not TensorOps): sympy.latex() prints them through backstep's printer as well."""
+    import sympy
+
+    source = "sum(maximum(relu(x * w), 0.5) + where(x > 0, softplus(x * w), gelu(x * w)))"
+    d = backstep.derive(source, verify=False)
+    for gradient in d.gradients.values():
+        tex = sympy.latex(gradient.expr)
+        for raw in ("operatorname{Step}", "operatorname{Relu}", "operatorname{Maximum}", "operatorname{Where}"):
+            assert raw not in tex, tex
+    assert r"\mathbf{1}\left[" in sympy.latex(d.gradients["x"].expr)

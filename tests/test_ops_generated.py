@@ -61,6 +61,7 @@ NOT_GENERIC: dict[str, str] = {
         "avgpool_spread flatten unflatten reshape".split(),
         "4-d NCHW images with integer spatial sizes, int-or-pair and tuple parameters: tests/test_conv.py",
     ),
+    "addmm": "x (n, i) and W (i, o) share their inner size, which the pools do not pair: tests/test_layers.py",
     **dict.fromkeys(
         "slice select pad chunk split".split(),
         "bounds and parts that depend on the operand's sizes: tests/test_joins.py",

@@ -79,7 +79,7 @@ unary(
 )
 
 
-class Relu(Function):
+class Relu(sb.PrintsAsBackstep, Function):
     """max(x, 0); its derivative is Step (1[x > 0]), 0 at the kink as in torch."""
 
     @classmethod
@@ -188,7 +188,7 @@ param_function(
 )
 
 
-class Gelu(Function):
+class Gelu(sb.PrintsAsBackstep, Function):
     nargs = 1
 
 
@@ -204,7 +204,7 @@ unary(
 )
 
 
-class Softplus(Function):
+class Softplus(sb.PrintsAsBackstep, Function):
     nargs = 1
 
     def fdiff(self, argindex=1):

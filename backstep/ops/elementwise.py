@@ -14,6 +14,7 @@ from typing import Any
 import sympy
 from sympy import Expr, Function, S
 
+from ..symbolic import PrintsAsBackstep
 from .registry import register
 from .rules import broadcast_all, broadcast_shapes, same_shape
 from .spec import NONZERO, OFF_KINK, OFF_POLE, OFF_TIE, POSITIVE, POW_BASE, Domain, Op, Printing
@@ -401,7 +402,7 @@ unary(
 # --- indicators: the derivatives of relu and clamp, and comparisons ------------------------------
 
 
-class Step(Function):
+class Step(PrintsAsBackstep, Function):
     """The indicator 1[x > 0]: torch's derivative of relu (0 at x = 0, unlike Heaviside(0) = ½)."""
 
     @classmethod
@@ -433,7 +434,7 @@ unary(
 )
 
 
-class StepGE(Function):
+class StepGE(PrintsAsBackstep, Function):
     """The indicator 1[x ≥ 0]: the derivative of clamp(x, min=0), 1 at 0 as in torch."""
 
     @classmethod
@@ -503,7 +504,7 @@ def as_tensors(torch, args: list) -> list:
     return [a if torch.is_tensor(a) else torch.tensor(a, dtype=dtype) for a in args]
 
 
-class Maximum(Function):
+class Maximum(PrintsAsBackstep, Function):
     nargs = 2
 
 
@@ -532,7 +533,7 @@ elementwise(
 )
 
 
-class Minimum(Function):
+class Minimum(PrintsAsBackstep, Function):
     nargs = 2
 
 
@@ -559,7 +560,7 @@ elementwise(
 )
 
 
-class Where(Function):
+class Where(PrintsAsBackstep, Function):
     """where(c, a, b): a where the indicator c is 1, b where it is 0."""
 
     nargs = 3

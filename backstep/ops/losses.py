@@ -1,18 +1,18 @@
-"""Losses and the layers that feed them: onehot, cross_entropy, mse, linear."""
+"""Losses and the layers that feed them: onehot, cross_entropy, mse, linear, addmm."""
 
 from __future__ import annotations
 
 from sympy import Expr, S
 
 from .. import symbolic as sb
-from ..shapes import Shape, ShapeEnv, ShapeMismatch
+from ..shapes import Shape, ShapeEnv, ShapeMismatch, broadcast
 from ..shapes import fmt_shape_plain as fmt
 from .einsum import BATCH_LETTERS, einsum_of
 from .linalg import matmul_sympy
 from .reductions import LogSoftmax, softmax_of
 from .registry import register
 from .rules import index_tensor, size_of, sum_to
-from .spec import CLASS_INDEX, TARGETS_DOMAIN, Ctx, Op, Param, Printing
+from .spec import CLASS_INDEX, ONE_HOT_ROWS, TARGETS_DOMAIN, Ctx, HandWritten, Op, Param, Printing
 
 
 class OneHot(sb.TensorOp):
@@ -28,6 +28,7 @@ def onehot_shape(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="onehot",
+        makes=ONE_HOT_ROWS,  # (its rows can be cross_entropy's targets: see HandWritten)
         example="t: (n,); Z: (n, c)\nsum(onehot(t, c) * Z)",
         syntax="onehot",
         arity=1,
@@ -111,6 +112,11 @@ def cross_entropy_grad_fn(ranks, consts, params) -> str:
 register(
     Op(
         name="cross_entropy",
+        # softmax, log and a pick (or onehot, or logsumexp) written out by hand: z̄ = (softmax(z) − onehot(t)) / N
+        hand_written=HandWritten(
+            frozenset({"log", "log_softmax", "logsumexp", "softmax"}),
+            lambda ranks, constants: ({"reduction": r} for r in ("mean", "sum")),
+        ),
         example="Z: (n, c); t: (n,)\ncross_entropy(Z, t)",
         syntax="cross_entropy",
         arity=2,
@@ -206,6 +212,7 @@ def linear_grad_weight(c: Ctx) -> Expr:
 register(
     Op(
         name="linear",
+        hand_written=HandWritten(frozenset({"matmul", "einsum"})),  # x @ W.T + b
         example="x: (n, i); W: (o, i); b: (o,)\nlinear(x, W, b)",
         syntax="linear",
         arity=3,
@@ -224,5 +231,58 @@ register(
         "over the batch",
         title={"en": "linear layer", "zh": "线性层"},
         arg_names=("x", "W", "b"),
+    )
+)
+
+
+def addmm_shape(env: ShapeEnv, shapes, params) -> Shape:
+    b, x, w = (env.resolve(s) for s in shapes)
+    if len(x) != 2 or len(w) != 2 or len(b) > 2:
+        raise ShapeMismatch(
+            f"addmm(b, x, W) needs x (n, i), W (i, o), b (o,) or (n, o); got {fmt(b)}, {fmt(x)}, {fmt(w)}"
+        )
+    try:
+        env.unify(x[1], w[0])
+        return broadcast(env, (x[0], w[1]), b)
+    except ShapeMismatch as err:
+        raise ShapeMismatch(f"addmm: b {fmt(b)}, x {fmt(x)}, W {fmt(w)} do not fit ({err})") from None
+
+
+def addmm_meaning(args, shapes, p) -> Expr:
+    b, x, w = args
+    return b + sb.MatrixProduct.build([x, w], [shapes[1], shapes[2]])
+
+
+def addmm_grad_input(c: Ctx) -> Expr:
+    wt = sb.TransposeOp.build([c.args[2]], [c.shapes[2]])
+    return sb.MatrixProduct.build([c.g, wt], [c.out_shape, tuple(reversed(c.shapes[2]))])
+
+
+def addmm_grad_weight(c: Ctx) -> Expr:
+    xt = sb.TransposeOp.build([c.args[1]], [c.shapes[1]])
+    return sb.MatrixProduct.build([xt, c.g], [tuple(reversed(c.shapes[1])), c.out_shape])
+
+
+register(
+    Op(
+        name="addmm",
+        hand_written=HandWritten(frozenset({"matmul", "einsum"})),  # X @ W + b
+        example="b: (o,); x: (n, i); W: (i, o)\naddmm(b, x, W)",
+        syntax="addmm",
+        arity=3,
+        shape=addmm_shape,
+        sympy=addmm_meaning,
+        # torch.addmm(b, x, W) = b + x W, the affine layer as written by hand (X @ W + b), which
+        # --compact shows as this one layer: x̄ = ȳ Wᵀ, W̄ = xᵀ ȳ, b̄ = ȳ summed over the batch
+        backward=(
+            lambda c: sum_to(c.g, c.out_shape, c.shapes[0]),
+            addmm_grad_input,
+            addmm_grad_weight,
+        ),
+        torch=lambda torch, args, p: torch.addmm(torch.as_tensor(args[0], dtype=args[1].dtype), args[1], args[2]),
+        grad_fn="AddmmBackward0",
+        summary="addmm(b, x, W) = b + x W (torch.addmm: the affine layer x @ W + b); b̄ = ȳ summed over the batch",
+        title={"en": "affine map", "zh": "仿射变换"},
+        arg_names=("b", "x", "W"),
     )
 )

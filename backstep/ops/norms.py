@@ -24,7 +24,7 @@ from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from ..shapes import fmt_shape_plain as fmt
 from .registry import register
 from .rules import int_product, size_of, sum_to, unify_or
-from .spec import ByParams, Ctx, Op, Param, Printing
+from .spec import ByParams, Ctx, HandWritten, Op, Param, Printing
 from .views import Reshape
 
 EPS = Param("eps", "number", 1e-5)
@@ -175,6 +175,10 @@ def standardize_code(o, p) -> str:
 register(
     Op(
         name="standardize",
+        hand_written=HandWritten(  # (x - mean) / sqrt(var + eps), over the last axis or the batch's
+            frozenset({"sqrt", "pow", "var", "std", "rsqrt", "norm_std", "standardize"}),
+            lambda ranks, constants: ({"over": o, "eps": e} for o in ("last", "batch") for e in constants),
+        ),
         syntax="standardize",
         arity=1,
         shape=statistic_shape,
@@ -379,6 +383,10 @@ class LayerNorm(sb.TensorOp):
 register(
     Op(
         name="layer_norm",
+        hand_written=HandWritten(
+            frozenset({"sqrt", "pow", "var", "std", "rsqrt", "norm_std", "standardize"}),
+            lambda ranks, constants: ({"eps": e} for e in constants),
+        ),
         syntax="layer_norm",
         arity=3,
         shape=layer_norm_shape,
@@ -416,6 +424,10 @@ class BatchNorm(sb.TensorOp):
 register(
     Op(
         name="batch_norm",
+        hand_written=HandWritten(
+            frozenset({"sqrt", "pow", "var", "std", "rsqrt", "norm_std", "standardize"}),
+            lambda ranks, constants: ({"eps": e} for e in constants),
+        ),
         syntax="batch_norm",
         arity=3,
         shape=batch_norm_shape,

@@ -14,7 +14,7 @@ from .. import symbolic as sb
 from ..shapes import Shape, ShapeEnv, ShapeMismatch
 from .registry import register
 from .rules import broadcast_shapes, expand_back, int_product, normalize_axis, reduce_axes, reduce_shape, size_of
-from .spec import KEEPDIMS, OFF_TIE, PREC_UNARY, ByParams, Ctx, Op, Param, Printing, axis_param
+from .spec import KEEPDIMS, OFF_TIE, PREC_UNARY, ByParams, Ctx, HandWritten, Op, Param, Printing, axis_param
 
 
 def axes_param() -> Param:
@@ -153,6 +153,10 @@ def softmax_of(x: Expr, shape: Shape, axis: int) -> Expr:
 register(
     Op(
         name="softmax",
+        hand_written=HandWritten(  # exp(z) / sum(exp(z), axis, keepdims=True)
+            frozenset({"exp"}), lambda ranks, constants: ({"axis": k} for k in range(ranks[0]))
+        ),
+        makes="probability",  # (its rows can be cross_entropy's targets: see HandWritten)
         example="Z: (n, c)\nsoftmax(Z, axis=1)",
         syntax="softmax",
         arity=1,
@@ -187,6 +191,9 @@ class LogSoftmax(sb.TensorOp):
 register(
     Op(
         name="log_softmax",
+        hand_written=HandWritten(  # z - logsumexp(z), or log(softmax(z))
+            frozenset({"log", "logsumexp", "softmax"}), lambda ranks, constants: ({"axis": k} for k in range(ranks[0]))
+        ),
         example="Z: (n, c)\nlog_softmax(Z, axis=1)",
         syntax="log_softmax",
         arity=1,
@@ -243,6 +250,10 @@ def logsumexp_torch_code(operands, p) -> str:
 register(
     Op(
         name="logsumexp",
+        hand_written=HandWritten(  # log(sum(exp(z), axis)), with or without the max subtracted
+            frozenset({"log"}),
+            lambda ranks, constants: ({"axis": k, "keepdims": kd} for k in range(ranks[0]) for kd in (False, True)),
+        ),
         example="Z: (n, c)\nlogsumexp(Z, axis=1)",
         syntax="logsumexp",
         arity=1,
@@ -406,7 +417,7 @@ register(
 # --- the largest and smallest entry --------------------------------------------------------------
 
 
-class IsEqual(Function):
+class IsEqual(sb.PrintsAsBackstep, Function):
     """The indicator 1[a = b]: where an entry is its reduction's maximum (max's gradient)."""
 
     nargs = 2

@@ -21,7 +21,7 @@ its entry unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,19 @@ def axis_param(default: int | None = None) -> Param:
 
 
 KEEPDIMS = Param("keepdims", "bool", False, aliases=("keepdim",))
+
+
+@dataclass(frozen=True)
+class HandWritten:
+    """How --compact recognises the op written out by hand (backstep/layers.py): `X @ W + b` is
+    addmm, softmax then log then pick is cross_entropy. A region of the graph containing one of
+    `made_of` (a cheap test before anything is evaluated) is this op when it computes the same
+    values at random points, for some order of its inputs and one of the parameter values
+    `params(ranks, constants)` yields (the operands' ranks; the region's small positive constants,
+    where eps may be among them)."""
+
+    made_of: frozenset[str]
+    params: Callable[[tuple[int, ...], list[float]], Iterable[dict]] = lambda ranks, constants: ({},)
 
 
 # --- domains -------------------------------------------------------------------------------------
@@ -294,6 +307,11 @@ class Op:
     # that importing backstep imports no torch): a function ("torch.relu", "torch.nn.functional.relu",
     # "operator.add"), a tensor method ("torch.Tensor.relu") or an nn.Module class ("torch.nn.ReLU").
     torch_aliases: tuple[str, ...] = ()
+    # How --compact recognises the op written out by hand, as one layer (None: it is not looked for).
+    hand_written: HandWritten | None = None
+    # The --assume domain every value of the op lies in, where a rule may rely on it (onehot's rows
+    # are one-hot, softmax's are probabilities: either can be cross_entropy's targets).
+    makes: str | None = None
 
     def grad_fn_name(self, ranks: tuple[int, ...], consts: tuple[bool, ...], params: dict) -> str | None:
         if self.grad_fn is None or isinstance(self.grad_fn, str):

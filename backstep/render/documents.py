@@ -505,6 +505,10 @@ def _backward_view(d: Derivation, n: Notation, forward: dict[str, Row]) -> list[
             rule_text = f"{msg.op(s.op)}: {text(r.forward_lhs)} = {text(r.forward_rhs)} ⇒ {text(r.adjoint_lhs)} = "
             rule_text += text(r.adjoint_rhs)
         node = forward.get(s.node) if s.node else None
+        rule_name = msg.op(s.op) if s.op else msg("chain_rule_short")
+        if s.layer is not None:  # a hand-written layer (--compact): the op it computes, from its steps
+            node = _row(lhs=tex(n.sym(s.node)), rhs=tex(s.layer.forward))
+            rule_name = msg("layer_rule", op=rule_name)  # (the steps it stands for: in the notes)
         target_shape = d.symbols.table[s.target].shape if s.target in d.symbols.table else ()
         backward.append(
             _row(
@@ -523,7 +527,7 @@ def _backward_view(d: Derivation, n: Notation, forward: dict[str, Row]) -> list[
                 rule_below=widest > RULE_BESIDE
                 or widest + RULE_SCALE * (len(rule_text) + len(n.shape_text(target_shape))) > LINE,
                 shape=n.shape_latex(target_shape),
-                rule_name=msg.op(s.op) if s.op else msg("chain_rule_short"),
+                rule_name=rule_name,
                 rule=rule,
                 rule_sentence=msg("chain_rule_sum") if s.kind == "sum" else None,
                 node=node,

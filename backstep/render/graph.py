@@ -121,7 +121,11 @@ def build_graph(d: Derivation) -> Graph:
         k = seen.get((a, v), 0)
         seen[(a, v)] = k + 1
         step = next(
-            (s for s in d.backward if s.kind == "rule" and s.of == a and s.node == v and s.index not in used_steps),
+            (
+                s
+                for s in d.backward
+                if s.kind == "rule" and s.of == a and s.index not in used_steps and _carries(d, s, a, v)
+            ),
             None,
         )
         if step is not None:
@@ -132,6 +136,15 @@ def build_graph(d: Derivation) -> Graph:
             e.parallel += 1
     _layout(d, nodes, edges)
     return Graph(list(nodes.values()), edges)
+
+
+def _carries(d: Derivation, step, a: str, v: str) -> bool:
+    """Whether the edge a → v carries the step's gradient back: the step is v's rule for a, or the
+    rule of a layer (--compact) that a enters by this one edge."""
+    if step.layer is None:
+        return step.node == v
+    inside = set(step.layer.steps)
+    return v in inside and sum(1 for e in d.edges if e[0] == a and e[1] in inside) == 1
 
 
 def small_number(value) -> float | None:

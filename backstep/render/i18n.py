@@ -64,6 +64,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "feeds_several": "{name} feeds several nodes",
         "chain_rule_sum": "multivariable chain rule: add the contributions",
         "chain_rule_short": "multivariable chain rule",
+        "layer_rule": "{op}, as one layer",
         "too_long": "in terms of the named steps: expanded it is too long to read",
         "gradients_intro_named": (
             "Each gradient in terms of the program's named intermediates and their adjoints, as a textbook "
@@ -179,6 +180,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "feeds_several": "{name} 流向多个节点",
         "chain_rule_sum": "多元链式法则：把各条路径的贡献相加",
         "chain_rule_short": "多元链式法则",
+        "layer_rule": "{op}（合为一层）",
         "too_long": "用具名的中间步骤表示：完全展开后过长，难以阅读",
         "gradients_intro_named": "像教科书一样，用程序中具名的中间量及其梯度表示各个梯度，以及对应变量的形状：",
         "where_named": "其中",

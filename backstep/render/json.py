@@ -66,6 +66,9 @@ def to_dict(d: Derivation) -> dict:
                 "applied": expression(n, s.applied),
                 "result": expression(n, s.result),
                 "unsimplified": s.unsimplified or None,
+                "layer": None
+                if s.layer is None
+                else {"steps": list(s.layer.steps), "forward": expression(n, s.layer.forward)},
                 **({"value": s.value} if d.at else {}),
             }
             for s in d.backward

@@ -88,9 +88,13 @@ def rule_text(s: BackwardStep, n: Notation) -> tuple[str, str]:
     if s.kind == "sum":
         return n.msg("feeds_several", name=s.of), n.msg("chain_rule_sum")
     r = s.rule
-    forward = next(f for f in n.d.forward if f.name == s.node)
+    if s.layer is not None:  # a hand-written layer (--compact): the op it computes, and its steps
+        steps = n.msg("list_sep").join(s.layer.steps)
+        origin = f"{s.node} = {n.text(s.layer.forward)}  ({steps})"
+    else:
+        origin = f"{s.node} = {n.text(next(f for f in n.d.forward if f.name == s.node).expr)}"
     return (
-        f"{s.node} = {n.text(forward.expr)}",
+        origin,
         f"{n.text(r.forward_lhs)} = {n.text(r.forward_rhs)} ⇒ {n.text(r.adjoint_lhs)} = {n.text(r.adjoint_rhs)}",
     )
 
