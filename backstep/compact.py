@@ -41,6 +41,14 @@ def compact(derivation: Derivation) -> Derivation:
         )
     if not copied:
         return derivation
+    table = derivation.symbols.table
+    shown = ", ".join(
+        f"{table[t].text} = {table[str(c)].text}" for t, c in copied.items() if t in table and str(c) in table
+    )
+    if shown:  # (the rule beside a later step names the copy: c̄ there is the adjoint it copied)
+        derivation.notes.append(
+            f"--compact: not shown, as they pass an adjoint through unchanged (later steps use it): {shown}"
+        )
     derivation.backward = [
         dataclasses.replace(
             step,

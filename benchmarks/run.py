@@ -28,7 +28,7 @@ import sympy
 import torch
 
 import backstep
-from backstep.derive import expr_size
+from backstep.simplify import expr_size
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -15,6 +15,7 @@ examples=(
   "lenet|examples/lenet.bs||LeNet: convolution, max pooling, linear layers and cross-entropy"
   "softmax_classifier|$programs/softmax_classifier.bs||a softmax classifier (linear layer and cross-entropy)"
   "batch_norm|$programs/batch_norm.bs||batch normalisation written step by step"
+  "classifier_by_hand|$programs/classifier_by_hand.bs|--compact --wrt W1,b1,W2,b2|a two-layer classifier written by hand (X @ W + b; max-subtraction, exp, a sum, a log and a pick) with --compact: each layer one step with its textbook rule"
   "lstm_cell|$programs/lstm_cell.bs||an LSTM cell, each of its four gates with weight matrices of its own (no slicing)"
   "square_plus_three|examples/square_plus_three.bs|--at x=2|x² + 3 at x = 2, the numbers on the graph"
 )

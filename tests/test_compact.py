@@ -119,3 +119,11 @@ def test_the_seed_of_a_sum_over_an_array_is_a_matrix_of_ones():
     assert "∂y/∂b = 𝟏" in render(biased, "text", width=200)
     assert r"\mathbf{1}_{3}" in render(biased, "md").split("## Gradients")[-1]
     assert "v̄3 = 1 " in render(biased, "text", width=200)  # a scalar's 1 is the number
+
+
+def test_the_notes_say_which_pass_through_steps_are_not_shown():
+    d = backstep.derive("sum(tanh(x*w + b) + x)", compact=True, verify=False)
+    (note,) = [n for n in d.notes if "pass an adjoint through" in n]
+    assert note.endswith("x̄⁽¹⁾ = v̄4, v̄3 = v̄4, v̄1 = v̄2")
+    full = backstep.derive("sum(tanh(x*w + b) + x)", verify=False)
+    assert not [n for n in full.notes if "--compact" in n]

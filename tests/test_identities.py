@@ -13,7 +13,7 @@ import pytest
 import sympy
 
 import backstep
-from backstep.derive import tidy
+from backstep.simplify import tidy
 from backstep.symbolic import Sigmoid
 
 # (name, formula, shapes, wrt, textbook gradient)

@@ -243,3 +243,13 @@ def test_arrays_are_left_to_the_tables():
     assert not D.graph.numbers and D.graph.arrays_left_off and D.graph.output_value == "14"
     assert "Arrays are not written on the edges" in render(d, "latex")
     assert "Arrays are not written on the edges" in render(d, "md")
+
+
+def test_a_power_of_ten_is_written_as_one():
+    """eps = 1e-5 is 10⁻⁵ in the documents, as a textbook writes it; 2.5e-7 keeps its mantissa."""
+    from backstep.printing import Printer
+
+    d = backstep.derive("x: (N, D)\nsum(x / sqrt(mean(x**2, axis=1, keepdims=True) + 1e-5) + 2.5e-7 * x)", verify=False)
+    tex = [Printer("latex", d.symbols)(f.expr) for f in d.forward]
+    assert "v_{2} + 10^{-5}" in tex and r"2.5 \cdot 10^{-7} x" in tex
+    assert not any(r"1 \cdot 10" in t for t in tex)

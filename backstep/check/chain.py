@@ -8,8 +8,9 @@ import sympy
 from sympy import Expr
 
 from .. import symbolic as sb
-from ..derive import reevaluate, sum_to
+from ..derive import sum_to
 from ..ops import Ctx
+from ..simplify import reevaluate
 from .points import _close
 from .records import Mistake
 

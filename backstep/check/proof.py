@@ -9,9 +9,10 @@ from sympy import Expr
 
 from .. import symbolic as sb
 from ..budget import BudgetExpired, TimeBudget, can_interrupt
-from ..derive import MAX_EXPANDED_SIZE, TooLarge, _expand, reevaluate
+from ..derive import MAX_EXPANDED_SIZE
 from ..parser import deep_recursion
 from ..printing import to_lang
+from ..simplify import TooLarge, _expand, reevaluate
 from .records import Scope, Target
 
 DEFAULT_BUDGET = 2.0  # seconds SymPy may spend proving one claim equal to the truth

@@ -243,7 +243,10 @@ def addmm_shape(env: ShapeEnv, shapes, params) -> Shape:
         )
     try:
         env.unify(x[1], w[0])
-        return broadcast(env, (x[0], w[1]), b)
+        out = env.resolve((x[0], w[1]))
+        if broadcast(env, out, b) != out:  # (torch.addmm: b broadcasts to x W's shape, not beyond it)
+            raise ShapeMismatch(f"b {fmt(b)} does not broadcast to x W's {fmt(out)}")
+        return out
     except ShapeMismatch as err:
         raise ShapeMismatch(f"addmm: b {fmt(b)}, x {fmt(x)}, W {fmt(w)} do not fit ({err})") from None
 

@@ -40,7 +40,9 @@ class LatexPrinter(NotationPrinter):
     def _float(self, s: str) -> str:
         if "e" in s:
             mant, exp = s.split("e")
-            s = rf"{mant} \cdot 10^{{{int(exp)}}}"
+            # 1e-5 is 10⁻⁵ (as a textbook writes eps), 2.5e-5 is 2.5 · 10⁻⁵
+            power = rf"10^{{{int(exp)}}}"
+            s = power if float(mant) == 1 else ("-" + power if float(mant) == -1 else rf"{mant} \cdot {power}")
         return s
 
     def _quotient(self, num_s: str, num_prec: int, den_s: str, den_prec: int) -> tuple[str, int]:
