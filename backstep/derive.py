@@ -572,23 +572,16 @@ def _refuse_undefined(expr: Expr, what: str, node: Node | None, source: str) -> 
         )
 
 
-# The declared domains of an op input that holds a loss's targets or class labels.
-TARGET_DOMAINS = ("targets", "class_index")
-
-
 def loss_targets(graph: Graph) -> set[str]:
-    """The variables used only as the targets of loss functions: cross-entropy's targets, class labels,
-    the second argument of a two-argument loss (an op whose output the table calls L, as mse).
-    PyTorch's targets do not require grad: without --wrt they get no gradient."""
+    """The variables used only as the targets of loss functions (each op's `targets`: cross-entropy's,
+    mse's second argument, onehot's class labels). PyTorch's targets do not require grad: without
+    --wrt they get no gradient."""
     targets: set[str] = set()
     others: set[str] = set()
     for node in graph.op_nodes:
-        declared = node.op.domain
-        two_argument_loss = node.op.out_name == "L" and len(node.inputs) == 2
         for i, a in enumerate(node.inputs):
             if a in graph.variables:
-                target = (declared and declared[i] in TARGET_DOMAINS) or (two_argument_loss and i == 1)
-                (targets if target else others).add(a.name)
+                (targets if i in node.op.targets else others).add(a.name)
     return targets - others
 
 

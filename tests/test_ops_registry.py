@@ -57,6 +57,16 @@ def test_arity_against_input_ranks():
     refused(wrong("conv2d", input_ranks=(4,)), "input_ranks must give one rank per input")
 
 
+def test_targets_are_positions_of_the_inputs():
+    refused(wrong("mse", targets=(2,)), r"targets \(2,\) must be positions of its 2 inputs")
+
+
+def test_a_hand_written_form_names_what_it_is_made_of():
+    from backstep.ops.spec import HandWritten
+
+    refused(wrong("addmm", hand_written=HandWritten(frozenset())), "hand_written needs the ops")
+
+
 def test_param_names_against_the_sympy_class():
     params = (Param("stride", "pair", 1), Param("pad", "pair", 0))
     refused(wrong("conv2d", parameters=params), r"parameters \('stride', 'pad'\) differ from its SymPy class Conv2d's")

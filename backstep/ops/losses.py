@@ -28,6 +28,7 @@ def onehot_shape(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="onehot",
+        targets=(0,),
         makes=ONE_HOT_ROWS,  # (its rows can be cross_entropy's targets: see HandWritten)
         example="t: (n,); Z: (n, c)\nsum(onehot(t, c) * Z)",
         syntax="onehot",
@@ -112,6 +113,7 @@ def cross_entropy_grad_fn(ranks, consts, params) -> str:
 register(
     Op(
         name="cross_entropy",
+        targets=(1,),
         # softmax, log and a pick (or onehot, or logsumexp) written out by hand: z̄ = (softmax(z) − onehot(t)) / N
         hand_written=HandWritten(
             frozenset({"log", "log_softmax", "logsumexp", "softmax"}),
@@ -156,6 +158,7 @@ def same_shape_pair(env: ShapeEnv, shapes, params) -> Shape:
 register(
     Op(
         name="mse",
+        targets=(1,),
         example="a: (n, d); b: (n, d)\nmse(a, b)",
         syntax="mse",
         arity=2,

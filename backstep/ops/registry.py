@@ -69,6 +69,10 @@ def check_arity(op: Op) -> None:
         fail(op, f"arg_names {op.arg_names} and out_name {op.out_name!r} must be distinct letters")
     if op.input_ranks and len(op.input_ranks) != n:
         fail(op, f"input_ranks must give one rank per input ({n}), not {op.input_ranks}")
+    if any(not 0 <= i < n for i in op.targets):
+        fail(op, f"targets {op.targets} must be positions of its {n} input{'s' * (n != 1)}")
+    if op.hand_written is not None and not op.hand_written.made_of:
+        fail(op, "hand_written needs the ops such a region is made of (made_of), one at least")
 
 
 def check_title(op: Op) -> None:

@@ -307,6 +307,9 @@ class Op:
     # that importing backstep imports no torch): a function ("torch.relu", "torch.nn.functional.relu",
     # "operator.add"), a tensor method ("torch.Tensor.relu") or an nn.Module class ("torch.nn.ReLU").
     torch_aliases: tuple[str, ...] = ()
+    # The inputs that are a loss's targets or class labels (mse's second, cross_entropy's t, onehot's
+    # indices): a variable used only there is a constant unless --wrt names it, as PyTorch's targets.
+    targets: tuple[int, ...] = ()
     # How --compact recognises the op written out by hand, as one layer (None: it is not looked for).
     hand_written: HandWritten | None = None
     # The --assume domain every value of the op lies in, where a rule may rely on it (onehot's rows
