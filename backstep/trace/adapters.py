@@ -16,6 +16,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
+from .reduction_adapters import values_or_indices
 from .registry import Alias, SizeOf, Unmapped, adapts, adapts_method, compact, only, pair, spell
 from .torch_ops import op_of, ops_by_torch, reduction_op
 
@@ -30,14 +31,6 @@ def positive(w, node, args, kw):
 @adapts(torch.square)
 def square(w, node, args, kw):
     return spell(op_of(torch.square), [w.arg(node, args[0]), "2"])
-
-
-@adapts(torch.linalg.norm, torch.norm)
-def norm(w, node, args, kw):
-    only(kw, ord=None, dim=None, p="fro", keepdim=False)
-    if len(args) > 1:
-        raise Unmapped("with an order or axes; backstep's norm is the 2-norm (Frobenius) of everything")
-    return spell(op_of(torch.norm), [w.arg(node, args[0])])
 
 
 @adapts(F.gelu)
@@ -86,78 +79,6 @@ def clamp(w, node, args, kw) -> str:
     return spell(op_of(torch.clamp), parts)
 
 
-@adapts(torch.sum)
-def sum_(w, node, args, kw) -> str:
-    return reduce(w, node, op_of(torch.sum), args, kw)
-
-
-@adapts(torch.mean)
-def mean(w, node, args, kw) -> str:
-    return reduce(w, node, op_of(torch.mean), args, kw)
-
-
-def reduce(w, node, op, args, kw) -> str:
-    x = w.arg(node, args[0])
-    dim = args[1] if len(args) > 1 else kw.get("dim", kw.get("axis"))
-    keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
-    if kw.get("dtype") is not None:
-        raise Unmapped("with a dtype")
-    if dim is None or (isinstance(dim, (tuple, list)) and not dim):
-        return f"{op.syntax}({x}, keepdims=True)" if keep else spell(op, [x])
-    dims = list(dim) if isinstance(dim, (tuple, list)) else [dim]
-    if all(d >= 0 for d in dims):
-        order = sorted(dims, reverse=True)
-    elif all(d < 0 for d in dims):
-        order = sorted(dims, reverse=True)  # -1 first
-        if not keep:
-            order = [d + i for i, d in enumerate(order)]
-    else:
-        raise Unmapped("over axes counted from both ends")
-    out = x
-    for d in order:
-        out = f"{op.syntax}({out}, axis={d}{', keepdims=True' if keep else ''})"
-    return out
-
-
-@adapts(torch.var)
-def var(w, node, args, kw) -> str:
-    return spread(w, node, op_of(torch.var), args, kw)
-
-
-@adapts(torch.std)
-def std(w, node, args, kw) -> str:
-    return spread(w, node, op_of(torch.std), args, kw)
-
-
-def spread(w, node, op, args, kw) -> str:
-    """torch.var / torch.std: (x, dim, *, correction, keepdim) and the older (x, [dim,] unbiased, keepdim)."""
-    rest = list(args[1:])
-    if rest and isinstance(rest[0], bool):  # torch.var(x, False): unbiased without a dim
-        rest.insert(0, None)
-    dim = rest[0] if rest else kw.get("dim")
-    unbiased = rest[1] if len(rest) > 1 else kw.get("unbiased")
-    keep = rest[2] if len(rest) > 2 else kw.get("keepdim", False)
-    correction = kw.get("correction")
-    if unbiased is not None and correction is not None:
-        raise Unmapped("with both unbiased= and correction=")
-    if correction is None:
-        correction = 1 if unbiased is None or unbiased else 0
-    if isinstance(dim, (tuple, list)):
-        if len(dim) > 1:
-            raise Unmapped("over several axes; backstep's var and std reduce one axis or all of them")
-        dim = dim[0] if dim else None
-    if not isinstance(correction, int) or isinstance(correction, bool):
-        raise Unmapped(f"with correction={correction!r}; backstep takes an integer")
-    parts = [w.arg(node, args[0])]
-    if dim is not None:
-        parts.append(f"axis={dim}")
-    if correction != 1:
-        parts.append(f"correction={correction}")
-    if keep:
-        parts.append("keepdims=True")
-    return spell(op, parts)
-
-
 @adapts(torch.softmax, F.softmax)
 def softmax(w, node, args, kw) -> str:
     return softmax_like(w, node, op_of(torch.softmax), args, kw)
@@ -175,16 +96,6 @@ def softmax_like(w, node, op, args, kw) -> str:
     if kw.get("dtype") is not None:
         raise Unmapped("with a dtype")
     return f"{op.syntax}({w.arg(node, args[0])}, axis={dim})"
-
-
-@adapts(torch.logsumexp)
-def logsumexp(w, node, args, kw) -> str:
-    dim = args[1] if len(args) > 1 else kw.get("dim")
-    if kw.get("keepdim"):
-        raise Unmapped("with keepdim=True")
-    if isinstance(dim, (tuple, list)):
-        raise Unmapped("over several axes")
-    return f"{op_of(torch.logsumexp).syntax}({w.arg(node, args[0])}, axis={dim})"
 
 
 @adapts(F.linear)
@@ -285,6 +196,10 @@ def dropout(w, node, args, kw):
 
 @adapts(getattr)
 def attribute(w, node, args, kw):
+    """x.T, x.shape, and the .values / .indices of torch.max(x, dim) (reduction_adapters.py's)."""
+    picked = values_or_indices(w, args)
+    if picked is not None:
+        return picked
     base, attr = args[0], args[1]
     if attr == "T":
         return transpose(w, node, w.arg(node, base))
@@ -293,8 +208,8 @@ def attribute(w, node, args, kw):
     raise Unmapped(f"(the attribute .{attr}) is not in backstep's op table")
 
 
-@adapts(operator.getitem)
-def getitem(w, node, args, kw):
+def size_index(w, node, args, kw):
+    """x.shape[k]: the last of the readings of a subscript (join_adapters.getitem asks the others first)."""
     base = w.value.get(args[0]) if isinstance(args[0], torch.fx.Node) else None
     if isinstance(base, SizeOf) and base.axis is None and isinstance(args[1], int):
         return SizeOf(base.node, args[1])

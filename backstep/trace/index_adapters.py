@@ -146,7 +146,7 @@ def arange(w, node, args, kw):
 
 def rows_pick(w, node, args) -> str | None:
     """`P[torch.arange(N), y]` as pick(P, y), where arange counts P's rows (P.shape[0], y.shape[0] or the
-    annotated size); None where the subscript is not of that form. (adapters.getitem asks this first.)"""
+    annotated size); None where the subscript is not of that form. (join_adapters.getitem asks this first.)"""
     if len(args) != 2 or not isinstance(args[1], tuple) or len(args[1]) != 2:
         return None
     rows, y = args[1]

@@ -15,8 +15,10 @@ import operator
 import torch
 
 from ..ops.joins import python_index, slice_text
+from .adapters import size_index
 from .index_adapters import rows_pick
-from .registry import FUNCTIONS, Alias, Unmapped, adapts, adapts_method
+from .reduction_adapters import values_or_indices
+from .registry import Alias, Unmapped, adapts, adapts_method
 from .torch_ops import op_of
 
 
@@ -105,20 +107,20 @@ def _item(w, node, item) -> str:
     raise Unmapped(f"(indexing by {type(item).__name__}) is not supported")
 
 
-_indexing_before = FUNCTIONS.pop(operator.getitem)  # adapters.py's: x.shape[k]
-
-
 @adapts(operator.getitem)
 def getitem(w, node, args, kw):
-    """x[:, 1:3] and x[..., -1] on a tensor; part i of chunk/split; P[torch.arange(N), y] (pick,
-    index_adapters.py's); else x.shape[k] (adapters.py's)."""
+    """Every reading of a subscript, in turn: P[torch.arange(N), y] (pick, index_adapters.py's);
+    values, indices = torch.max(x, dim) (reduction_adapters.py's); x[:, 1:3] and x[..., -1] on a
+    tensor, part i of chunk/split (here); else x.shape[k] (adapters.py's)."""
     picked = rows_pick(w, node, args)
+    if picked is None:
+        picked = values_or_indices(w, args)
     if picked is not None:
         return picked
     base, index = args[0], args[1]
     text = w.value.get(base) if isinstance(base, torch.fx.Node) else None
     if not isinstance(text, str):
-        return _indexing_before(w, node, args, kw)
+        return size_index(w, node, args, kw)
     if text.startswith((f"{op_of(torch.chunk).syntax}(", f"{op_of(torch.split).syntax}(")):
         if not isinstance(index, int) or isinstance(index, bool):
             raise Unmapped("(a part of chunk or split taken by other than an integer) is not supported")

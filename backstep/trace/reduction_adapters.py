@@ -2,33 +2,15 @@
 torch.sum/mean/var/std/logsumexp with dim=(0, 2, 3), torch.amax/amin, torch.max/min (of all
 entries, along a dim as (values, indices), or of two tensors: maximum/minimum), torch.argmax/argmin
 and torch.linalg.vector_norm / torch.norm with a dim.
-
-The reductions of one axis were written by adapters.py before backstep's reductions took a tuple
-of axes; the adapters here stand for the same torch functions and replace those (`supersedes`).
 """
 
 from __future__ import annotations
 
-import operator
-
 import torch
 
 from ..ops.rules import fmt_axis
-from . import adapters  # noqa: F401 (first: the adapters superseded here are registered there)
-from .registry import FUNCTIONS, SizeOf, Unmapped, adapts, adapts_method, only, spell
+from .registry import SizeOf, Unmapped, adapts, adapts_method, only, spell
 from .torch_ops import op_of
-
-
-def supersedes(*targets):
-    """Register the decorated adapter for torch functions that adapters.py adapts already: this one
-    takes a tuple of axes where that one took one."""
-
-    def register(adapter):
-        for target in targets:
-            FUNCTIONS[target] = adapter
-        return adapter
-
-    return register
 
 
 def function_of(node):
@@ -66,7 +48,7 @@ def reduction_text(op, x: str, dim, keep, extra: tuple[str, ...] = ()) -> str:
 # --- sum, mean, logsumexp ------------------------------------------------------------------------
 
 
-@supersedes(torch.sum, torch.mean)
+@adapts(torch.sum, torch.mean)
 def sum_or_mean(w, node, args, kw) -> str:
     target = function_of(node)
     if kw.get("dtype") is not None:
@@ -76,7 +58,7 @@ def sum_or_mean(w, node, args, kw) -> str:
     return reduction_text(op_of(target), w.arg(node, args[0]), dim, keep)
 
 
-@supersedes(torch.logsumexp)
+@adapts(torch.logsumexp)
 def logsumexp(w, node, args, kw) -> str:
     dim = args[1] if len(args) > 1 else kw.get("dim")
     keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
@@ -86,7 +68,7 @@ def logsumexp(w, node, args, kw) -> str:
 # --- var, std ------------------------------------------------------------------------------------
 
 
-@supersedes(torch.var, torch.std)
+@adapts(torch.var, torch.std)
 def spread(w, node, args, kw) -> str:
     """torch.var / torch.std: (x, dim, *, correction, keepdim) and the older (x, [dim,] unbiased, keepdim)."""
     target = function_of(node)
@@ -167,31 +149,23 @@ def max_or_min_method(w, node, args, kw):
     return max_or_min(w, node, args, kw)
 
 
-original_getitem = FUNCTIONS[operator.getitem]
-original_attribute = FUNCTIONS[getattr]
-
-
-@supersedes(operator.getitem)
-def getitem(w, node, args, kw):
+def values_or_indices(w, args) -> str | None:
+    """The values or indices of torch.max(x, dim): `result[0]`, `result.indices` (the subscript and
+    the attribute adapters ask this first); None for anything else."""
     base = w.value.get(args[0]) if isinstance(args[0], torch.fx.Node) else None
-    if isinstance(base, ValuesAndIndices) and args[1] in (0, 1):
-        return base.text("values" if args[1] == 0 else "indices")
-    return original_getitem(w, node, args, kw)
-
-
-@supersedes(getattr)
-def attribute(w, node, args, kw):
-    base = w.value.get(args[0]) if isinstance(args[0], torch.fx.Node) else None
-    if isinstance(base, ValuesAndIndices) and args[1] in ("values", "indices"):
-        return base.text(args[1])
-    return original_attribute(w, node, args, kw)
+    if not isinstance(base, ValuesAndIndices):
+        return None
+    if args[1] in (0, "values"):
+        return base.text("values")
+    if args[1] in (1, "indices"):
+        return base.text("indices")
+    return None
 
 
 # --- the 2-norm along axes -----------------------------------------------------------------------
 
 
-@supersedes(torch.linalg.norm, torch.norm)
-@adapts(torch.linalg.vector_norm)
+@adapts(torch.linalg.norm, torch.norm, torch.linalg.vector_norm)
 def norm(w, node, args, kw) -> str:
     """The 2-norm of every entry, or along a dim (torch.linalg.vector_norm(x, dim=k)); a matrix
     norm of a dim pair (torch.linalg.norm(x, dim=(0, 1))) is the Frobenius norm, the same."""
