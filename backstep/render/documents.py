@@ -262,7 +262,8 @@ _TEX_SPECIAL = {
 def tex_escape(text: Any) -> str:
     """Plain text made safe for LaTeX (`W1.grad`, `x_hat`, `50%`); control characters made visible
     (XeTeX ends a line at U+2028 too: inside a `%` comment the rest would be live LaTeX)."""
-    return "".join(_TEX_SPECIAL.get(c, c) for c in printable(text, keep_newlines=True))
+    escaped = "".join(_TEX_SPECIAL.get(c, c) for c in printable(text, keep_newlines=True))
+    return escaped.replace("--", "-{}-").replace("--", "-{}-")  # `--compact`, not TeX's en dash –compact
 
 
 # The commands a teacher's `$…$` math may use: math, and nothing that reads or writes a file,
