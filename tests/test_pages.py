@@ -172,6 +172,7 @@ def test_the_notation_box_speaks_the_documents_notation_and_language(batch_norm)
 
 
 JS = ROOT / "tests" / "js"
+CLASSIFIER_BY_HAND = (ROOT / "docs" / "gallery" / "programs" / "classifier_by_hand.bs").read_text(encoding="utf-8")
 
 
 def test_markdown_passes_katex_strict_and_mermaid(tmp_path, lenet, batch_norm):
@@ -185,6 +186,7 @@ def test_markdown_passes_katex_strict_and_mermaid(tmp_path, lenet, batch_norm):
         ("lenet-zh", lenet, {"lang": "zh", "notation": "partial"}),
         ("bn-delta", batch_norm, {"notation": "delta"}),
         ("at", backstep.derive("x**2 + 3", at={"x": 2.0}), {}),
+        ("layers", backstep.derive(CLASSIFIER_BY_HAND, wrt="W1,b1,W2,b2", compact=True), {"lang": "zh"}),
     ]:
         path = tmp_path / f"{name}.md"
         path.write_text(render(d, "md", **options))
@@ -253,3 +255,33 @@ def test_a_power_of_ten_is_written_as_one():
     tex = [Printer("latex", d.symbols)(f.expr) for f in d.forward]
     assert "v_{2} + 10^{-5}" in tex and r"2.5 \cdot 10^{-7} x" in tex
     assert not any(r"1 \cdot 10" in t for t in tex)
+
+
+def test_compact_boxes_each_layer_written_by_hand_on_the_graph():
+    d = backstep.derive(CLASSIFIER_BY_HAND, wrt="W1,b1,W2,b2", compact=True)
+    tex, md = render(d, "latex", standalone=True), render(d, "md")
+    # a chain of 14 levels, drawn down the page in two columns: cross-entropy's box is cut in two, titled once
+    assert tex.count(r"\draw[bslayer]") == 4 and tex.count("{cross-entropy}") == 1 and tex.count("{affine map}") == 2
+    assert 'subgraph layer1 ["cross-entropy"]' in md and "style layer1 stroke-dasharray" in md
+    assert "A dashed box is a layer written by hand" in tex and "A dashed box" in md
+    plain = backstep.derive(CLASSIFIER_BY_HAND, wrt="W1,b1,W2,b2", verify=False)
+    assert "bslayer]" not in render(plain, "latex", standalone=True) and "subgraph" not in render(plain, "md")
+
+
+def test_a_chain_too_long_for_the_page_is_drawn_in_columns():
+    """The classifier written by hand is a chain of 14 levels: too long for one column at 7 pt, drawn
+    in two side by side (it was left out as "too many to draw"); the edge from one column to the
+    next is routed up the gap between them, and every label stays at 7 pt or more."""
+    from backstep.render.graph import MIN_SCALE, build_graph, page_layout
+
+    d = backstep.derive(CLASSIFIER_BY_HAND, wrt="W1,b1,W2,b2", verify=False)
+    graph = build_graph(d)
+    layout, scale = page_layout(graph, 2.89)
+    assert layout == "down" and graph.wrap and scale >= MIN_SCALE
+    assert {graph.column_of(n) for n in graph.nodes} == {0, 1}
+    routed = [e for e in graph.edges if graph.route(e)]
+    assert len(routed) == 1 and graph.column_of(routed[0].source) == 0 and graph.column_of(routed[0].target) == 1
+    tex = render(d, "latex", standalone=True)
+    assert "too many to draw" not in tex and tex.count(r"\draw[bsedge]") == len(graph.edges)
+    ninja = backstep.derive((ROOT / "examples" / "backprop_ninja.bs").read_text(encoding="utf-8"), verify=False)
+    assert "it does not fit a page, even in columns" in render(ninja, "latex", standalone=True)

@@ -47,7 +47,7 @@ from ..printing import latex_name, text_name
 from ..userfiles import printable
 from .common import Notation, format_error, format_number, format_value, latex_error, latex_number, latex_value
 from .glossary import notation_box
-from .graph import LEVEL_CM, ROW_CM, build_graph, edge_numbers, page_layout, small_number
+from .graph import LEVEL_CM, ROW_CM, build_graph, edge_numbers, layer_boxes, page_layout, small_number
 
 TEX_SYNTAX = {
     "block_start_string": "\\BLOCK{",
@@ -609,8 +609,8 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
     output_value = small_number(next((f.value for f in d.forward if f.name == d.output), None)) if d.at else None
     layout, scale = page_layout(graph, float(xgap))
 
-    def at(node) -> str:  # where TikZ draws a node: across, inputs left; down, inputs on top
-        x, y = (node.row, -node.x) if layout == "down" else (node.x, -node.row)
+    def at(node) -> str:
+        x, y = graph.drawn_at(node, layout)
         return f"{x + 0.0:g}, {y + 0.0:g}"
 
     skips: dict[str, int] = {}  # how many edges from each node already arc around the nodes between
@@ -654,6 +654,7 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
                 value_text="" if value is None else format_number(value),
                 step=e.step,
                 bend=_bend(graph, e, skips, LEVEL_CM if layout == "down" else float(xgap)),
+                route=graph.route(e) if layout == "down" else [],  # (from one wrapped column to another)
             )
             for e, (value, grad) in zip(graph.edges, numbers)
         ],
@@ -666,6 +667,7 @@ def _graph_view(d: Derivation, n: Notation) -> Row:
         xgap=xgap,
         top=graph.rows[0],
         bottom=graph.rows[1],
+        layers=[_row(title=n.msg.op(b.op) if b.op else "", **vars(b)) for b in layer_boxes(d, graph, layout)],
     )
 
 

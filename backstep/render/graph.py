@@ -27,6 +27,7 @@ MIN_SCALE = 7 / 8
 ROW_CM = 1.6  # between rows of an across layout
 LEVEL_CM = 1.9  # between the columns of a layout drawn down the page (a node is three lines tall)
 ACROSS_NODES = 8  # a graph this small is always drawn across, scaled if it must be
+WRAP_GAP = 0.6  # between the columns of a chain drawn in several, in node columns
 
 
 @dataclass
@@ -55,6 +56,44 @@ class GraphEdge:
 class Graph:
     nodes: list[GraphNode]
     edges: list[GraphEdge]
+    # Drawn down the page in columns side by side, this many levels each (a chain too long for one
+    # column: page_layout sets it); 0: one column.
+    wrap: int = 0
+
+    def drawn_at(self, node: GraphNode, layout: str | None) -> tuple[float, float]:
+        """Where TikZ draws a node, in its units: across, inputs left (x = level, y = −row); down,
+        inputs on top (x = row, y = −level), a long chain in columns side by side."""
+        if layout != "down":
+            return node.x, -node.row
+        if not self.wrap:
+            return node.row, -node.x
+        first = min(n.x for n in self.nodes)
+        column = self.column_of(node)
+        return node.row + column * self.column_pitch, -(node.x - first - column * self.wrap)
+
+    def column_of(self, node: GraphNode) -> int:
+        """The column a node is drawn in (0 unless wrapped): a variable goes with the node it feeds."""
+        if not self.wrap:
+            return 0
+        return int((node.x - min(n.x for n in self.nodes) + 0.5) // self.wrap)
+
+    @property
+    def column_pitch(self) -> float:
+        """From one wrapped column to the next, in node columns."""
+        top, bottom = self.rows
+        return bottom - top + 1 + WRAP_GAP
+
+    def route(self, edge: GraphEdge) -> list[str]:
+        """The corners of an edge from one wrapped column to a later one (TikZ coordinates): down out
+        of its source, along under it to the gap before the target's column, up that gap, and in above
+        the target. [] for an edge within a column, drawn straight or bent."""
+        a, b = edge.source, edge.target
+        if not self.wrap or self.column_of(a) == self.column_of(b):
+            return []
+        (ax, ay), (bx, by) = self.drawn_at(a, "down"), self.drawn_at(b, "down")
+        top, bottom = self.rows
+        gap = self.column_of(b) * self.column_pitch + top - 0.5 - WRAP_GAP / 2
+        return [f"{x:g}, {y:g}" for x, y in ((ax, ay - 0.45), (gap, ay - 0.45), (gap, by + 0.45), (bx, by + 0.45))]
 
     @property
     def width(self) -> int:
@@ -92,6 +131,14 @@ def page_layout(graph: Graph, column_cm: float) -> tuple[str | None, float]:
         return "across", max(1.0, min(1.35, 0.6 * TEXT_WIDTH / long_side, TEXT_HEIGHT / across[1]))
     if scale(down, TEXT_WIDTH, TEXT_HEIGHT) >= MIN_SCALE:
         return "down", 1.0
+    # a chain too long for the page's height: down the page in columns side by side
+    levels = int(max(xs) - min(xs)) + 1
+    columns = -(-levels // (int((TEXT_HEIGHT - 1.2) // LEVEL_CM) + 1))
+    per = -(-levels // columns)  # the levels shared evenly between the columns
+    wrapped = (columns * (short_side + 1 + WRAP_GAP) - WRAP_GAP) * column_cm, per * LEVEL_CM
+    if scale(wrapped, TEXT_WIDTH, TEXT_HEIGHT) >= MIN_SCALE:
+        graph.wrap = per
+        return "down", min(1.0, TEXT_WIDTH / wrapped[0])
     # a page of its own turned sideways (the heading and the legend stay on the page before)
     sideways = scale(across, TEXT_HEIGHT + 1.5, TEXT_WIDTH)
     if sideways >= MIN_SCALE:
@@ -145,6 +192,59 @@ def _carries(d: Derivation, step, a: str, v: str) -> bool:
         return step.node == v
     inside = set(step.layer.steps)
     return v in inside and sum(1 for e in d.edges if e[0] == a and e[1] in inside) == 1
+
+
+@dataclass
+class LayerBox:
+    """A layer written by hand (--compact), boxed on the drawn graph: its op (on the box of its first
+    column only, when it is wrapped over several), the nodes in the box, those of the whole layer
+    (for Mermaid, which lays the graph out itself), and the nodes that bound the box on each side."""
+
+    op: str
+    ids: list[str]
+    layer_ids: list[str]
+    west: str
+    east: str
+    north: str
+    south: str
+
+
+def layer_boxes(d: Derivation, graph: Graph, layout: str) -> list[LayerBox]:
+    """A box per layer that --compact shows as one step, around the forward steps it stands for (one
+    per column where the graph is wrapped in several)."""
+    by_name = {n.name: n for n in graph.nodes}
+    boxes, seen = [], set()
+    for s in d.backward:
+        if s.layer is None or s.node in seen:
+            continue
+        seen.add(s.node)
+        layer = [by_name[name] for name in s.layer.steps if name in by_name]
+        if len(layer) < 2:
+            continue
+        columns = sorted({graph.column_of(n) for n in layer})
+        for column in columns:
+            inside = [n for n in layer if graph.column_of(n) == column]
+            first = column == columns[0]
+            boxes.append(_box(graph, layout, s.op if first else "", inside, layer if first else []))
+    return boxes
+
+
+def _box(graph: Graph, layout: str, op: str, inside: list[GraphNode], layer: list[GraphNode]) -> LayerBox:
+    def x(n):
+        return graph.drawn_at(n, layout)[0]
+
+    def y(n):
+        return graph.drawn_at(n, layout)[1]
+
+    return LayerBox(
+        op,
+        [n.id for n in inside],
+        [n.id for n in layer],
+        min(inside, key=x).id,
+        max(inside, key=x).id,
+        max(inside, key=y).id,
+        min(inside, key=y).id,
+    )
 
 
 def small_number(value) -> float | None:

@@ -83,7 +83,15 @@ MESSAGES: dict[str, dict[str, str]] = {
             "that flows back along it in the backward pass."
         ),
         "graph_too_large": "The graph has {count} nodes: too many to draw legibly.",
+        "graph_no_room": (
+            "The graph has {count} nodes: drawn with its labels at 7 pt or more it does not fit a page, even in"
+            " columns, so it is left out here (the forward pass below lists every node; the Markdown draws it)."
+        ),
         "graph_sideways": "The graph is drawn on the next page, turned sideways.",
+        "graph_layers": (
+            "A dashed box is a layer written by hand that the backward pass takes as one step (--compact): the"
+            " edges inside it carry no gradient of their own."
+        ),
         "notation": "Notation",
         "graph_numbers": (
             "At the values above, as in CS231n's circuit diagrams, each edge also carries its forward value (green,"
@@ -190,7 +198,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "graph_legend": "前向边从输入向输出传递数值；每条边旁的红色标注是反向传播时沿这条边传回的梯度。",
         "graph_legend_plain": "边从输入向输出传递数值；每条边上标注的是反向传播时沿这条边传回的梯度。",
         "graph_too_large": "计算图有 {count} 个节点，太多，无法清楚地画出。",
+        "graph_no_room": (
+            "计算图有 {count} 个节点：标注不小于 7 pt 时，即使分栏也放不进一页，这里从略"
+            "（下面的前向传播列出了每个节点；Markdown 版本画出了它）。"
+        ),
         "graph_sideways": "计算图画在下一页（横向）。",
+        "graph_layers": "虚线框是手写的一层，反向传播把它作为一步（--compact）：框内的边没有单独的梯度。",
         "notation": "记号",
         "graph_numbers": (
             "与 CS231n 的电路图一样，在上面给出的值处，每条边还标出前向值（绿色，在一侧）和梯度的值（红色，在另一侧）。"
