@@ -63,6 +63,9 @@ INTRO = """# Benchmarks
   evaluation of every forward step, backward step and gradient, float64) for seed 001's two-layer
   net at its real sizes (N=64, D_in=1000, H=100, D_out=10), against a plain torch forward + backward
   of the same net.
+- **(e) `--compact`'s layers** — the MLP family of (b) derived with and without `compact=True`: each
+  layer's `h @ W + b` is an affine map written by hand, which `--compact` finds by evaluating candidate
+  regions of the graph in torch, and shows as one `addmm` step per input.
 
 `python benchmarks/run.py --quick` is a CI-size run (fewer repeats, smaller sizes); it prints and
 does not touch this file unless given `--write`. Everything between the markers below is written by
@@ -220,6 +223,37 @@ def scaling(targets: list[int], repeats: int) -> tuple[str, list]:
                 f"(1 would be exactly linear)"
             )
     return text, data
+
+
+# --- (e) --compact's layers ----------------------------------------------------------------------
+
+
+def compact_layers(targets: list[int], repeats: int) -> tuple[str, list]:
+    """derive(compact=True) against derive() on the MLP family: each layer relu(h @ W + b) holds an
+    affine map written by hand, which --compact finds (by evaluating candidate regions in torch) and
+    shows as one addmm step per input."""
+    rows, data = [], []
+    backstep.derive(mlp_program(3), verify=False, compact=True)  # warm-up: imports torch
+    for target in targets:
+        src = mlp_program(max(1, round((target - 4) / 3)))
+        reps = repeats if target <= 1000 else 1
+        plain_t, plain = median_time(lambda src=src: backstep.derive(src, verify=False), reps)
+        compact_t, compact = median_time(lambda src=src: backstep.derive(src, verify=False, compact=True), reps)
+        layers = len({s.node for s in compact.backward if s.layer is not None})
+        nodes = len(plain.forward)
+        data.append({"nodes": nodes, "plain": plain_t, "compact": compact_t, "layers": layers})
+        rows.append(
+            [
+                nodes,
+                layers,
+                f"{len(plain.backward)} → {len(compact.backward)}",
+                fmt_s(plain_t),
+                fmt_s(compact_t),
+                fmt_x(compact_t / plain_t),
+            ]
+        )
+    headers = ["graph nodes", "layers found", "backward steps", "derive", "derive --compact", "ratio"]
+    return table(headers, rows), data
 
 
 # --- (c) against sympy.diff ----------------------------------------------------------------------
@@ -438,6 +472,10 @@ def main(argv: list[str] | None = None) -> None:
             lambda: against_sympy([8, 10] if quick else [8, 10, 12, 14], repeats=1 if quick else 3),
         ),
         ("(d) Verification at the seed's sizes", lambda: verification(repeats=2 if quick else 7)),
+        (
+            "(e) --compact's layers",
+            lambda: compact_layers([10, 100] if quick else [10, 100, 1000], repeats=1 if quick else 3),
+        ),
     ]
     for title, step in steps:
         print(f"\n## {title}\n", flush=True)

@@ -60,3 +60,10 @@ def test_check_scale_reports_memory_and_a_linear_derivation_file():
     text, rows = module.batch_memory([5])
     assert rows[0]["claims"] == 5 and rows[0]["peak_kib"] >= rows[0]["base_kib"] > 0, text
     assert "| 5 |" in text
+
+
+def test_compact_layers_finds_each_hand_written_affine_map(bench):
+    text, data = bench.compact_layers([10, 40], repeats=1)
+    assert [row["layers"] for row in data] == [2, 12]  # one relu(h @ W + b) per layer
+    assert all(row["compact"] > 0 and row["plain"] > 0 for row in data)
+    assert text.count("×") == 2

@@ -159,12 +159,12 @@ def test_backward_is_the_textbook_closed_form():
     steps = applied_steps("x: (5, 3, 4); w: (4,); b: (4,)\nsum(layer_norm(x, w, b) ** 2)")
     sums = "sum(v̄1 ⊙ w, axis=2, keepdims=True) - x̂ ⊙ sum(v̄1 ⊙ w ⊙ x̂, axis=2, keepdims=True)"
     assert steps["x"] == f"(4 v̄1 ⊙ w - {sums}) / (4 σ_x)", steps
-    assert steps["w"] == "sum(sum(v̄1 ⊙ x̂, axis=0), axis=0)" and steps["b"] == "sum(sum(v̄1, axis=0), axis=0)", steps
-    # spatial: the count is N·H·W, γ is laid along the channels, and the sums nest over axes 3, 2, 0
+    assert steps["w"] == "sum(v̄1 ⊙ x̂, axis=(0, 1))" and steps["b"] == "sum(v̄1, axis=(0, 1))", steps
+    # spatial: the count is N·H·W, γ is laid along the channels, and each Σ is one sum over axes 0, 2, 3
     steps = applied_steps("x: (N, 3, 4, 2); g: (3,); b: (3,)\nsum(batch_norm(x, g, b) ** 2)")
-    assert steps["x"].startswith("(8 v̄1 N - sum(sum(sum(v̄1, axis=3, keepdims=True)"), steps
+    assert steps["x"].startswith("(8 v̄1 N - sum(v̄1, axis=(0, 2, 3), keepdims=True)"), steps
     assert steps["x"].endswith(") ⊙ reshape(g, (3, 1, 1)) / (8 N σ_x)"), steps
-    assert steps["g"] == "sum(sum(sum(v̄1 ⊙ x̂, axis=3), axis=2), axis=0)", steps
+    assert steps["g"] == "sum(v̄1 ⊙ x̂, axis=(0, 2, 3))", steps
 
 
 def test_prints_in_every_target():

@@ -9,8 +9,8 @@ course prints (CS231n's batch norm), over the M entries each statistic is taken 
 
   x̄ = γ ⊙ (M ȳ − Σ ȳ − x̂ ⊙ Σ(ȳ ⊙ x̂)) / (M σ),   γ̄ = Σ ȳ ⊙ x̂,   β̄ = Σ ȳ
 
-(layer norm: the same with ȳ ⊙ w in place of γ ⊙ ȳ, since w varies along the axis summed). The
-sums over several axes are nested single-axis sums. The torch functions are torch's own
+(layer norm: the same with ȳ ⊙ w in place of γ ⊙ ȳ, since w varies along the axis summed), each Σ
+one sum over all the statistic's axes. The torch functions are torch's own
 F.layer_norm and F.batch_norm, so that verification compares the closed form with autograd's.
 """
 
@@ -54,13 +54,9 @@ def keeps_dims(shape: Shape, over: str) -> bool:
 
 
 def over_axes(e: Expr, shape: Shape, over: str, keepdims: bool) -> Expr:
-    """Σ e over the statistic's axes: nested single-axis sums, the last axis first so that the
-    earlier axes keep their numbers."""
-    s = tuple(shape)
-    for k in sorted(reduced_axes(len(s), over), reverse=True):
-        e = sb.SumOp.build([e], [s], axis=k, keepdims=keepdims)
-        s = s[:k] + ((1,) if keepdims else ()) + s[k + 1 :]
-    return e
+    """Σ e over the statistic's axes, in one sum (Σ over n, h, w for an NCHW batch norm)."""
+    axes = reduced_axes(len(shape), over)
+    return sb.SumOp.build([e], [tuple(shape)], axis=axes[0] if len(axes) == 1 else tuple(axes), keepdims=keepdims)
 
 
 def standardized(x: Expr, shape: Shape, over: str, eps: float) -> Expr:

@@ -125,14 +125,17 @@ def expand_back(g: Expr, in_shape: Shape, params: dict) -> Expr:
 
 def sum_to(expr: Expr, from_shape: tuple, to_shape: tuple) -> Expr:
     """Sum a broadcast gradient back to an input's shape: over leading axes, then size-1 axes."""
+    # One sum per kind, over all its axes at once (Σ over n, h, w, as a textbook writes batch norm's β̄),
+    # not a sum per axis nested in the next.
     shape = tuple(from_shape)
-    while len(shape) > len(to_shape):
-        expr = sb.SumOp.build([expr], [shape], axis=0, keepdims=False)
-        shape = shape[1:]
-    for k, (have, want) in enumerate(zip(shape, to_shape)):
-        if want == 1 and have != 1:
-            expr = sb.SumOp.build([expr], [shape], axis=k, keepdims=True)
-            shape = shape[:k] + (1,) + shape[k + 1 :]
+    leading = len(shape) - len(to_shape)
+    if leading > 0:
+        axes = tuple(range(leading))
+        expr = sb.SumOp.build([expr], [shape], axis=axes[0] if leading == 1 else axes, keepdims=False)
+        shape = shape[leading:]
+    ones = tuple(k for k, (have, want) in enumerate(zip(shape, to_shape)) if want == 1 and have != 1)
+    if ones:
+        expr = sb.SumOp.build([expr], [shape], axis=ones[0] if len(ones) == 1 else ones, keepdims=True)
     return expr
 
 
