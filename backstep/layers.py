@@ -8,10 +8,11 @@ an op of the table when it computes the same function of its inputs. Its backwar
 replaced by that op's own rule at `o`: one step per input, the op's textbook formula, and the rule
 printed beside it is the op's.
 
-Recognition is by value, not by spelling: the region and the op are evaluated at two random points
-(float64, the op's domains) and must agree to 1e-9. Two different functions agreeing there is
-a coincidence of measure zero; the steps are verified against autograd afterwards in any case
-(each fused result is an intermediate's adjoint, compared with its `.grad`).
+Recognition is by value, not by spelling: the region and the op are evaluated at random points
+(float64, in the inputs' domains and stretched far beyond them: see SCALES) and must agree to
+1e-9. Two different functions agreeing there is a coincidence of measure zero, and a threshold
+inside the region (a guard, a clamp) is crossed; the steps are verified against autograd afterwards
+in any case (each fused result is an intermediate's adjoint, compared with its `.grad`).
 
 Only ``--compact`` does this: without it every forward step keeps its backward step.
 """
@@ -32,7 +33,12 @@ from .shapes import ShapeEnv, ShapeMismatch, concrete, sample_sizes
 # The ops a hand-written region may be recognised as: those whose block says how (Op.hand_written).
 LAYER_OPS = tuple(op for op in sorted(OPS.values(), key=lambda op: op.name) if op.hand_written is not None)
 MAX_REGION = 24  # forward steps in one region at most (the search stays linear in the graph)
-POINTS = 2
+# The points a region is compared with its op at: the inputs' domains drawn as verification draws
+# them, then stretched 30 and 1,000 times, so that a threshold inside the region (a guard such as
+# clamp(p, min=1e-12), a clamp of the logits) is crossed at some point: the region is then not the
+# op, whose rule would be wrong where the threshold acts. A point where the region's value is not
+# finite (exp overflowing where the op's stable form does not) is skipped; two must compare.
+SCALES = (1.0, 1.0, 30.0, 1000.0)
 TOLERANCE = 1e-9
 
 
@@ -199,19 +205,20 @@ def _draw_domain(op: Op, args: list[Node], a: Node, domains: dict[str, str]) -> 
 
 
 def _same_function(torch, region: Region, op: Op, args, params, domains, sizes) -> bool:
-    """Whether the region and op(args, params) agree at POINTS random points."""
+    """Whether the region and op(args, params) agree at the points of SCALES."""
     from .numeric.evaluate import concrete_params, const_value
     from .numeric.sampling import draw
 
     generator = torch.Generator().manual_seed(20261201)
-    for _ in range(POINTS):
+    compared = 0
+    for scale in SCALES:
         values = {}
         for a in region.inputs:
             if a.is_const:
                 values[a.id] = const_value(torch, a, sizes)
                 continue
             domain = _draw_domain(op, args, a, domains)
-            values[a.id] = draw(torch, generator, concrete(a.shape, sizes), domain, sizes)
+            values[a.id] = draw(torch, generator, concrete(a.shape, sizes), domain, sizes, scale)
         try:
             with torch.no_grad():
                 for n in region.nodes:
@@ -221,11 +228,14 @@ def _same_function(torch, region: Region, op: Op, args, params, domains, sizes) 
                 got = op.torch(torch, [values[a.id] for a in args], concrete_params(params, sizes))
         except Exception:  # noqa: BLE001 (a region op refusing the values: not this layer)
             return False
-        if not torch.is_tensor(got) or tuple(got.shape) != tuple(want.shape) or not torch.isfinite(want).all():
+        if not torch.is_tensor(got) or tuple(got.shape) != tuple(want.shape):
             return False
+        if not torch.isfinite(want).all():
+            continue
         if not torch.allclose(got.to(torch.float64), want.to(torch.float64), rtol=TOLERANCE, atol=TOLERANCE):
             return False
-    return True
+        compared += 1
+    return compared >= 2
 
 
 # --- the steps -----------------------------------------------------------------------------------

@@ -237,3 +237,32 @@ def test_the_pdf_wraps_the_notes_and_keeps_the_double_hyphen(tmp_path):
     assert not [line for line in log.splitlines() if line.startswith("Overfull \\hbox")]
     text = " ".join(pdf_text(tmp_path / "net.pdf").split())
     assert "note: --compact: m, zn, counts" in text
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # a guard on the log: where p < 1e-12 the gradient is 0, not cross-entropy's
+        HEAD + "p = softmax(z, axis=1)\nL = -mean(log(clamp(p[range(N), t], min=1e-12)))",
+        # clamped logits: where |z| > 10 the gradient is 0, not softmax's (of z; softmax of the clamped
+        # values, with clamp's own step after it, is right and is what the test below finds)
+        "z: (N, C); Y: (N, C)\ne = exp(clamp(z, -10, 10))\nL = sum(e / sum(e, axis=1, keepdims=True) * Y)",
+    ],
+    ids=["guarded-log", "clamped-logits"],
+)
+def test_a_threshold_inside_the_region_is_no_layer(source):
+    """Such a region equals its layer at points near 0, where the threshold never acts: it is not
+    taken for the layer, whose rule would be wrong where it does (points stretched far out find it)."""
+    d = backstep.derive(source, compact=True)
+    assert d.verification.ok
+    layers = [s for s in d.backward if s.layer is not None and s.op in ("cross_entropy", "softmax", "log_softmax")]
+    assert all(s.of != "z" for s in layers), [(s.op, s.of) for s in layers]
+    assert any(s.op == "clamp" for s in d.backward)  # the threshold keeps its own step
+
+
+def test_the_textbook_unstable_softmax_is_still_recognised():
+    """exp(z) / Σ exp(z) overflows where z is stretched far out: those points are skipped, not failed."""
+    d = backstep.derive(
+        "z: (N, C); Y: (N, C)\ne = exp(z)\nL = sum(e / sum(e, axis=1, keepdims=True) * Y)", compact=True
+    )
+    assert d.verification.ok and layer_steps(d, "softmax")
