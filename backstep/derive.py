@@ -262,6 +262,8 @@ class _Sweep:
             from .layers import fuse_layers
 
             fuse_layers(self, requires, simplify_step)
+            for step in (s for s in self.steps if s.layer is not None):
+                _refuse_undefined(step.result, f"step {step.index} ({step.target})", None, g.source)
 
         gradients = self.final_gradients(adjoint, seed)
         output_expr = self.output_expression(out)

@@ -26,9 +26,10 @@ import sympy
 
 from .graph import Graph, Node
 from .model import Layer
+from .numeric.sampling import size_sets
 from .ops import OPS, Op
 from .ops.spec import ONE_HOT_ROWS, TARGETS_DOMAIN
-from .shapes import ShapeEnv, ShapeMismatch, concrete, sample_sizes
+from .shapes import ShapeEnv, ShapeMismatch, concrete
 
 # The ops a hand-written region may be recognised as: those whose block says how (Op.hand_written).
 LAYER_OPS = tuple(op for op in sorted(OPS.values(), key=lambda op: op.name) if op.hand_written is not None)
@@ -65,16 +66,17 @@ def find_layers(graph: Graph, requires: dict[int, bool], domains: dict[str, str]
     for n in graph.op_nodes:
         for a in n.inputs:
             consumers.setdefault(a.id, []).append(n)
-    sizes = sample_sizes(graph.dims)
+    fixed = {d for n in graph.nodes for d in n.shape if isinstance(d, int)}
+    sets = size_sets(list(graph.dims), fixed)  # two sets of sizes: a region that is the op at one only is not
     taken: set[int] = set()
     found = []
     for out in reversed(graph.op_nodes):
         if out.id in taken or not requires[out.id]:
             continue
         for region in _regions(out, consumers, taken):
-            match = _recognise(torch, _with_labels(region, consumers), requires, domains, sizes)
-            match = match or _recognise(torch, region, requires, domains, sizes)
-            if match is not None:
+            match = _recognise(torch, _with_labels(region, consumers), requires, domains, sets)
+            match = match or _recognise(torch, region, requires, domains, sets)
+            if match is not None and _fusable(match, consumers, requires):
                 found.append(match)
                 taken |= {n.id for n in region.nodes}
                 break
@@ -115,6 +117,21 @@ def _regions(out: Node, consumers: dict[int, list[Node]], taken: set[int]):
     return regions
 
 
+def _fusable(match: Match, consumers: dict[int, list[Node]], requires: dict[int, bool]) -> bool:
+    """Whether the op's steps can stand in for the region's: each input's adjoint comes all from the
+    region, or from one edge into it (a partial contribution beside others); not several edges into
+    the region and others besides (their partial contributions could not be one step)."""
+    ids = {n.id for n in match.region.nodes}
+    for a in match.args:
+        if a.is_const or not requires[a.id]:
+            continue
+        inside = sum(1 for n in match.region.nodes for i in n.inputs if i is a)
+        outside = sum(1 for c in consumers.get(a.id, []) if c.id not in ids for i in c.inputs if i is a)
+        if outside and inside > 1:
+            return False
+    return True
+
+
 def _with_labels(region: Region, consumers: dict[int, list[Node]]) -> Region:
     """The region with the one-hot rows it reads made inside it (`onehot(t, C)` used only there): a
     cross-entropy is then of the class indices t, as the textbook writes it, not of onehot(t)."""
@@ -142,18 +159,20 @@ def _reads(node: Node, z: Node, memo: dict) -> bool:
     return result
 
 
-def _recognise(torch, region: Region, requires, domains, sizes) -> Match | None:
+def _recognise(torch, region: Region, requires, domains, sets) -> Match | None:
     """The first op of LAYER_OPS that computes what the region does, with its arguments, or None."""
     variables = [a for a in region.inputs if not a.is_const]
     if not any(requires[a.id] for a in variables):
         return None
+    if any(n.op.has_thresholds for n in region.nodes):
+        return None  # a guard or a kink inside: equal near 0, perhaps not where it acts
     constants = [a for a in region.inputs if a.is_const]
     ops_inside = {n.op.name for n in region.nodes}
     for op in LAYER_OPS:
         if not ops_inside & op.hand_written.made_of:
             continue  # (a cheap test first: the region has none of the ops the layer is made of)
         for args, params in _candidates(op, variables, constants):
-            if not all(_in_op_domain(op, i, a, domains) for i, a in enumerate(args)):
+            if not all(_in_op_domain(op, i, a, domains, requires) for i, a in enumerate(args)):
                 continue
             try:
                 shape = op.shape(ShapeEnv(), [a.shape for a in args], params)
@@ -161,7 +180,7 @@ def _recognise(torch, region: Region, requires, domains, sizes) -> Match | None:
                 continue
             if tuple(shape) != tuple(region.out.shape):
                 continue
-            if _same_function(torch, region, op, args, params, domains, sizes):
+            if _same_function(torch, region, op, args, params, domains, sets):
                 return Match(region, op, args, params)
     return None
 
@@ -182,11 +201,15 @@ def _candidates(op: Op, variables: list[Node], constants: list[Node]):
 TARGET_DOMAINS = ("class_index", "probability", ONE_HOT_ROWS)
 
 
-def _in_op_domain(op: Op, i: int, arg: Node, domains: dict[str, str]) -> bool:
-    """Whether arg is known to lie where the op's input i must (any value, where it declares nothing)."""
+def _in_op_domain(op: Op, i: int, arg: Node, domains: dict[str, str], requires: dict[int, bool]) -> bool:
+    """Whether arg is known to lie where the op's input i must (any value, where it declares nothing).
+    Targets that need a gradient are refused: the region is compared with the op on the targets'
+    domain only (rows summing to 1), where equal values do not make equal gradients."""
     declared = op.domains[i] if i < len(op.domains) else None
     if declared is not TARGETS_DOMAIN:
         return True
+    if requires[arg.id]:
+        return False
     if arg.kind == "var":
         return domains.get(arg.name, "real").startswith(TARGET_DOMAINS)
     return arg.kind == "op" and arg.op.makes in TARGET_DOMAINS
@@ -204,14 +227,14 @@ def _draw_domain(op: Op, args: list[Node], a: Node, domains: dict[str, str]) -> 
     return "real"
 
 
-def _same_function(torch, region: Region, op: Op, args, params, domains, sizes) -> bool:
-    """Whether the region and op(args, params) agree at the points of SCALES."""
+def _same_function(torch, region: Region, op: Op, args, params, domains, sets) -> bool:
+    """Whether the region and op(args, params) agree at the points of SCALES, at each set of sizes."""
     from .numeric.evaluate import concrete_params, const_value
     from .numeric.sampling import draw
 
     generator = torch.Generator().manual_seed(20261201)
     compared = 0
-    for scale in SCALES:
+    for sizes, scale in itertools.product(sets, SCALES):
         values = {}
         for a in region.inputs:
             if a.is_const:
@@ -235,7 +258,7 @@ def _same_function(torch, region: Region, op: Op, args, params, domains, sizes) 
         if not torch.allclose(got.to(torch.float64), want.to(torch.float64), rtol=TOLERANCE, atol=TOLERANCE):
             return False
         compared += 1
-    return compared >= 2
+    return compared >= 2 * len(sets)
 
 
 # --- the steps -----------------------------------------------------------------------------------

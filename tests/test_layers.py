@@ -159,7 +159,10 @@ def test_a_near_miss_keeps_its_steps(source):
 
 def test_probability_targets_declared_so_are_cross_entropy():
     d = backstep.derive(
-        "z: (N, C); Y: (N, C)\nL = -sum(Y * log(softmax(z, axis=1))) / N", assume={"Y": "probability"}, compact=True
+        "z: (N, C); Y: (N, C)\nL = -sum(Y * log(softmax(z, axis=1))) / N",
+        assume={"Y": "probability"},
+        wrt="z",
+        compact=True,
     )
     assert d.verification.ok
     step = next(s for s in layer_steps(d, "cross_entropy") if s.of == "z")
@@ -266,3 +269,33 @@ def test_the_textbook_unstable_softmax_is_still_recognised():
         "z: (N, C); Y: (N, C)\ne = exp(z)\nL = sum(e / sum(e, axis=1, keepdims=True) * Y)", compact=True
     )
     assert d.verification.ok and layer_steps(d, "softmax")
+
+
+def test_a_region_that_is_the_layer_at_one_size_only_is_not_it():
+    """At N = 2, sum(…) / 2 is the mean over the rows: compared at a second set of sizes it is not, so
+    cross-entropy is the sum up to there, and the / 2 keeps its own step."""
+    d = backstep.derive(HEAD + "p = softmax(z, axis=1)\nL = -sum(log(p[range(N), t])) / 2", compact=True)
+    assert d.verification.ok
+    (step,) = layer_steps(d, "cross_entropy")
+    assert step.layer.forward.params["reduction"] == "sum" and step.layer.steps[-1] != "L"
+    # max equals mean over two rows of squares of deviations from their mean: not a variance at N = 3
+    src = BATCH_NORM.replace("var = mean(xc ** 2, axis=0)", "var = max(xc ** 2, axis=0)")
+    assert not backstep.derive(src, compact=True, verify=False).backward[-1].layer
+    assert not [s for s in backstep.derive(src, compact=True).backward if s.layer is not None and s.op != "addmm"]
+
+
+def test_a_guard_anywhere_in_the_region_keeps_its_steps():
+    """clamp(var, min=1e-3) acts only where the variance is small, never at points drawn near 1: a
+    region with a threshold (clamp, maximum, where, relu, abs …: Op.has_thresholds) is no layer."""
+    src = BATCH_NORM.replace("sqrt(var + 1e-5)", "sqrt(clamp(var, min=1e-3) + 1e-5)")
+    d = backstep.derive(src, compact=True)
+    assert d.verification.ok and not [s for s in d.backward if s.layer is not None]
+
+
+def test_targets_that_need_a_gradient_are_no_cross_entropy():
+    """Equal values on the simplex (rows summing to 1) are not equal gradients for the targets."""
+    src = "z: (N, C); Y: (N, C)\nL = mean(logsumexp(z, axis=1) - sum(Y * z, axis=1))"
+    d = backstep.derive(src, assume={"Y": "probability"}, compact=True)
+    assert d.verification.ok and not layer_steps(d, "cross_entropy")
+    d = backstep.derive(src, assume={"Y": "probability"}, compact=True, wrt="z")
+    assert d.verification.ok and [s.of for s in layer_steps(d, "cross_entropy")] == ["z"]

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,13 @@ def _assert_ended(groups: list[subprocess.Popen]) -> None:
     assert len(groups) == 1
     (proc,) = groups
     assert proc.returncode is not None  # latexmk reaped: no zombie of ours
-    # an engine orphaned by latexmk's end may stay a zombie until init reaps it: dead, holding nothing
+    # an engine orphaned by latexmk's end may stay a zombie until init reaps it: dead, holding nothing.
+    # SIGKILL is sent to the whole group before compile_pdf returns, but a process dies when the kernel
+    # next runs it: on a loaded machine xelatex can still be seen running for a moment (it failed once
+    # so in CI). Wait for it, up to 10 s; one that outlives that was not killed.
+    deadline = time.monotonic() + 10
+    while _living(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _living(proc.pid) == []
 
 

@@ -529,6 +529,7 @@ elementwise(
     ("torch.maximum", "torch.Tensor.maximum"),
     "MaximumBackward0",
     arg_names=("a", "b"),
+    piecewise=True,
     positive_when=lambda node, positive: any(positive(i) for i in node.inputs),
 )
 
@@ -557,6 +558,7 @@ elementwise(
     ("torch.minimum", "torch.Tensor.minimum"),
     "MinimumBackward0",
     arg_names=("a", "b"),
+    piecewise=True,
 )
 
 
@@ -585,5 +587,6 @@ elementwise(
     ("torch.where",),
     "WhereBackward0",
     arg_names=("c", "a", "b"),
+    piecewise=True,
     example="a: (n, d); b: (n, d)\nwhere(a > b, a, 2 * b)",
 )

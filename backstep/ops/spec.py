@@ -310,6 +310,10 @@ class Op:
     # The inputs that are a loss's targets or class labels (mse's second, cross_entropy's t, onehot's
     # indices): a variable used only there is a constant unless --wrt names it, as PyTorch's targets.
     targets: tuple[int, ...] = ()
+    # Its value switches between formulas at a threshold that random points near 0 may never cross
+    # (maximum(q, 1e-12), where(…)); ops with a kink, a bound or a tie in their domains are so too
+    # (has_thresholds): --compact takes no region containing one for a smooth layer.
+    piecewise: bool = False
     # How --compact recognises the op written out by hand, as one layer (None: it is not looked for).
     hand_written: HandWritten | None = None
     # The --assume domain every value of the op lies in, where a rule may rely on it (onehot's rows
@@ -320,6 +324,11 @@ class Op:
         if self.grad_fn is None or isinstance(self.grad_fn, str):
             return self.grad_fn
         return self.grad_fn(ranks, consts, params)
+
+    @property
+    def has_thresholds(self) -> bool:
+        """Whether its value switches between formulas at some threshold (see `piecewise`)."""
+        return self.piecewise or any(d in (OFF_KINK, OFF_BOUNDS, OFF_TIE) for d in self.domains)
 
     # Views for the consumers that predate the typed fields.
 
