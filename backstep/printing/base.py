@@ -268,7 +268,8 @@ class Printer(metaclass=_ByTarget):
         extra.update(axis_kw="", axis_sub="", params_kw="", reduction_kw="")
         if params.get("axis") is not None:
             extra["axis_kw"] = f", axis={params['axis']}"
-            extra["axis_sub"] = f"_{{{params['axis']}}}"
+            axis = params["axis"]  # Σ₀,₂,₃: a tuple of axes as a subscript list, not "(0, 2, 3)"
+            extra["axis_sub"] = f"_{{{','.join(map(str, axis)) if isinstance(axis, tuple) else axis}}}"
         if params.get("keepdims"):
             extra["axis_kw"] += ", keepdims=True"
         extra["dim_kw"] = extra["axis_kw"].replace("axis=", "dim=").replace("keepdims=", "keepdim=")

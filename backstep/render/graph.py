@@ -84,16 +84,17 @@ class Graph:
         return bottom - top + 1 + WRAP_GAP
 
     def route(self, edge: GraphEdge) -> list[str]:
-        """The corners of an edge from one wrapped column to a later one (TikZ coordinates): down out
-        of its source, along under it to the gap before the target's column, up that gap, and in above
-        the target. [] for an edge within a column, drawn straight or bent."""
+        """The corners of an edge from one wrapped column to a later one (TikZ coordinates): out of its
+        source sideways to the gap before the target's column, along that gap, and in above the
+        target (between two levels, so through no node of either column; an edge that skips a
+        column crosses it). [] for an edge within a column, drawn straight or bent."""
         a, b = edge.source, edge.target
         if not self.wrap or self.column_of(a) == self.column_of(b):
             return []
-        (ax, ay), (bx, by) = self.drawn_at(a, "down"), self.drawn_at(b, "down")
-        top, bottom = self.rows
+        (_, ay), (bx, by) = self.drawn_at(a, "down"), self.drawn_at(b, "down")
+        top, _ = self.rows
         gap = self.column_of(b) * self.column_pitch + top - 0.5 - WRAP_GAP / 2
-        return [f"{x:g}, {y:g}" for x, y in ((ax, ay - 0.45), (gap, ay - 0.45), (gap, by + 0.45), (bx, by + 0.45))]
+        return [f"{x:g}, {y:g}" for x, y in ((gap, ay), (gap, by + 0.5), (bx, by + 0.5))]
 
     @property
     def width(self) -> int:
