@@ -116,7 +116,8 @@ WRT_HELP = "The variables that need gradients: W1,W2 or --wrt W1 --wrt W2 (defau
 
 COMPACT_HELP = (
     "Drop the pass-through backward steps (a result that is just another adjoint, as through an add) and "
-    "refer to the adjoint they copied; the steps kept are the ones verified."
+    "show a layer written by hand (X @ W + b; softmax, log and pick; batch or layer norm written out) as "
+    "one step per input with its textbook rule; the steps kept are the ones verified."
 )
 EXPAND_HELP = (
     "Write the final gradients out in the inputs, instead of in terms of the program's named intermediates "

@@ -73,8 +73,9 @@ def derive(
     at: {"x": 2.0} numbers for a hand calculation (arrays as nested lists or numpy arrays);
     expand: show the final gradients written out in the inputs, not in named form (both are kept:
     ``Gradient.expr`` and ``Gradient.named``);
-    compact: drop the pass-through backward steps (a result that is just another adjoint), as
-    ``--compact`` does; the steps kept are the ones verified.
+    compact: drop the pass-through backward steps (a result that is just another adjoint) and show
+    each layer written by hand as its op's one step per input (backstep.layers), as ``--compact``
+    does; the steps kept are the ones verified.
     """
     if isinstance(wrt, str):
         wrt = [w.strip() for w in wrt.split(",") if w.strip()]
