@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import grad_fn_names
-from tex_tools import need_tex, pdf_text
+from tex_tools import compile_tex, need_tex, overfull_lines, pdf_text
 from typer.testing import CliRunner
 
 import backstep
@@ -524,16 +524,9 @@ def test_every_op_compiles_in_latex(tmp_path, notation):
         parts.append(f"\\clearpage\\section*{{{tex_escape(op.name)}}}\n" + render(d, "latex", notation=notation))
     document = render(first, "latex", standalone=True, notation=notation)
     document = document.replace("\\end{document}", "\n".join(parts) + "\n\\end{document}")
-    (tmp_path / "ops.tex").write_text(document, encoding="utf-8")
-    run = subprocess.run(
-        ["latexmk", "-xelatex", "-interaction=nonstopmode", "-halt-on-error", "ops.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    log = (tmp_path / "ops.log").read_text(errors="replace")
-    assert run.returncode == 0, describe_failure(log, document, "ops.tex")
-    overfull = [line for line in log.splitlines() if line.startswith("Overfull \\hbox")]
+    code, log = compile_tex(tmp_path, "ops", document)
+    assert code == 0, describe_failure(log, document, "ops.tex")
+    overfull = overfull_lines(log)
     assert not overfull, overfull
 
 

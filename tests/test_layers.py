@@ -222,22 +222,13 @@ def test_addmm_is_torch_addmm(b_shape):
 def test_the_pdf_wraps_the_notes_and_keeps_the_double_hyphen(tmp_path):
     """The notes a compact derivation adds are long: each is a paragraph that wraps at the margin
     (it was one box, running off the page), and `--compact` is not typeset as TeX's en dash."""
-    import subprocess
-
-    from tex_tools import need_tex, pdf_text
+    from tex_tools import compile_tex, need_tex, overfull_lines, pdf_text
 
     need_tex("en")
     d = backstep.derive(HEAD + CROSS_ENTROPY_SPELLINGS["karpathy"], wrt=["W", "b"], compact=True)
-    (tmp_path / "net.tex").write_text(d.to_latex(standalone=True), encoding="utf-8")
-    run = subprocess.run(
-        ["latexmk", "-xelatex", "-interaction=nonstopmode", "-halt-on-error", "net.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    log = (tmp_path / "net.log").read_text(errors="replace")
-    assert run.returncode == 0, log[-2000:]
-    assert not [line for line in log.splitlines() if line.startswith("Overfull \\hbox")]
+    code, log = compile_tex(tmp_path, "net", d.to_latex(standalone=True))
+    assert code == 0, log[-2000:]
+    assert not overfull_lines(log)
     text = " ".join(pdf_text(tmp_path / "net.pdf").split())
     assert "note: --compact: m, zn, counts" in text
 

@@ -36,3 +36,21 @@ def pdf_text(pdf: Path) -> str:
 
 def pdf_pages(pdf: Path) -> int:
     return pdf_text(pdf).count("\f") or 1
+
+
+def compile_tex(folder: Path, name: str, document: str) -> tuple[int, str]:
+    """`document` compiled with latexmk -xelatex in `folder` as `name`.tex: (the return code, the log)."""
+    (folder / f"{name}.tex").write_text(document, encoding="utf-8")
+    run = subprocess.run(
+        ["latexmk", "-xelatex", "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    log = folder / f"{name}.log"
+    return run.returncode, log.read_text(errors="replace") if log.exists() else run.stdout + run.stderr
+
+
+def overfull_lines(log: str) -> list[str]:
+    """The lines of a TeX log that report a line too wide for the page."""
+    return [line for line in log.splitlines() if line.startswith("Overfull \\hbox")]
