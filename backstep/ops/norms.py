@@ -31,6 +31,11 @@ EPS = Param("eps", "number", 1e-5)
 OVER = Param("over", "choice", "last", choices=("last", "batch"))  # layer norm's axis, or batch norm's
 
 
+# --compact: a normalisation written out by hand is made of some of these (its eps among its constants)
+STATISTICS = frozenset({"sqrt", "pow", "var", "std", "rsqrt", "norm_std", "standardize"})
+WRITTEN_OUT = HandWritten(STATISTICS, lambda ranks, constants: ({"eps": e} for e in constants))
+
+
 def reduced_axes(rank: int, over: str) -> tuple[int, ...]:
     """The axes a statistic is taken over: the last one, or the batch's (0, and 2, 3 of NCHW)."""
     if over == "last":
@@ -172,8 +177,7 @@ register(
     Op(
         name="standardize",
         hand_written=HandWritten(  # (x - mean) / sqrt(var + eps), over the last axis or the batch's
-            frozenset({"sqrt", "pow", "var", "std", "rsqrt", "norm_std", "standardize"}),
-            lambda ranks, constants: ({"over": o, "eps": e} for o in ("last", "batch") for e in constants),
+            STATISTICS, lambda ranks, constants: ({"over": o, "eps": e} for o in ("last", "batch") for e in constants)
         ),
         syntax="standardize",
         arity=1,
@@ -379,10 +383,7 @@ class LayerNorm(sb.TensorOp):
 register(
     Op(
         name="layer_norm",
-        hand_written=HandWritten(
-            frozenset({"sqrt", "pow", "var", "std", "rsqrt", "norm_std", "standardize"}),
-            lambda ranks, constants: ({"eps": e} for e in constants),
-        ),
+        hand_written=WRITTEN_OUT,
         syntax="layer_norm",
         arity=3,
         shape=layer_norm_shape,
@@ -420,10 +421,7 @@ class BatchNorm(sb.TensorOp):
 register(
     Op(
         name="batch_norm",
-        hand_written=HandWritten(
-            frozenset({"sqrt", "pow", "var", "std", "rsqrt", "norm_std", "standardize"}),
-            lambda ranks, constants: ({"eps": e} for e in constants),
-        ),
+        hand_written=WRITTEN_OUT,
         syntax="batch_norm",
         arity=3,
         shape=batch_norm_shape,

@@ -134,6 +134,11 @@ register(
 # --- along one axis ------------------------------------------------------------------------------
 
 
+def each_axis(ranks: tuple[int, ...], constants: list[float]):
+    """--compact: the axes a softmax written out by hand may be over (its operand's every axis)."""
+    return ({"axis": k} for k in range(ranks[0]))
+
+
 def last_axis_shape(env: ShapeEnv, shapes, params) -> Shape:
     shape = env.resolve(shapes[0])
     if len(shape) == 0:
@@ -153,9 +158,7 @@ def softmax_of(x: Expr, shape: Shape, axis: int) -> Expr:
 register(
     Op(
         name="softmax",
-        hand_written=HandWritten(  # exp(z) / sum(exp(z), axis, keepdims=True)
-            frozenset({"exp"}), lambda ranks, constants: ({"axis": k} for k in range(ranks[0]))
-        ),
+        hand_written=HandWritten(frozenset({"exp"}), each_axis),  # exp(z) / sum(exp(z), axis, keepdims=True)
         makes="probability",  # (its rows can be cross_entropy's targets: see HandWritten)
         example="Z: (n, c)\nsoftmax(Z, axis=1)",
         syntax="softmax",
@@ -191,9 +194,7 @@ class LogSoftmax(sb.TensorOp):
 register(
     Op(
         name="log_softmax",
-        hand_written=HandWritten(  # z - logsumexp(z), or log(softmax(z))
-            frozenset({"log", "logsumexp", "softmax"}), lambda ranks, constants: ({"axis": k} for k in range(ranks[0]))
-        ),
+        hand_written=HandWritten(frozenset({"log", "logsumexp", "softmax"}), each_axis),  # z - logsumexp(z)
         example="Z: (n, c)\nlog_softmax(Z, axis=1)",
         syntax="log_softmax",
         arity=1,
